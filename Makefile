@@ -1,0 +1,41 @@
+# Two commands for a newcomer (README): `make run` and `make test`. Both create .venv and
+# install requirements.txt on first use (and again whenever it changes).
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+HOST ?= 127.0.0.1
+PORT ?= 8000
+
+# `make run` and `make test` are development commands: DEBUG unless the environment says not.
+export DEBUG ?= true
+export PATH := $(abspath $(BIN)):$(PATH)
+
+.PHONY: run test venv lint clean
+
+$(BIN)/.installed: requirements.txt $(wildcard agent/pyproject.toml)
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -r requirements.txt
+	if [ -f agent/pyproject.toml ]; then $(BIN)/python -m pip install --quiet -e agent; fi
+	touch $@
+
+venv: $(BIN)/.installed
+
+run: venv
+	$(BIN)/python manage.py migrate --noinput
+	$(BIN)/python manage.py collectstatic --noinput --verbosity 0
+	@echo
+	@echo "  OmniTensor portal: http://$(HOST):$(PORT)/   (admin: http://$(HOST):$(PORT)/admin/)"
+	@echo
+	HOST=$(HOST) $(BIN)/honcho start --port $(PORT) --procfile Procfile
+
+test: venv
+	$(BIN)/pytest
+
+lint: venv
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+clean:
+	rm -rf var staticfiles

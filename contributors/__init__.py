@@ -1,0 +1,1 @@
+"""Contributors, their wallets, their machines (nodes) and GPUs, and the agent API."""

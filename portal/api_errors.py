@@ -1,0 +1,81 @@
+"""One error shape for every JSON API: `{"error": "<code>", "detail": "<text>"}`.
+
+Field problems add `"errors": [{"field", "error"}]`. DESIGN.md fixes this contract; third-party
+agents parse `error`, people read `detail`.
+"""
+
+from django.http import JsonResponse
+from rest_framework import exceptions, status
+from rest_framework.response import Response
+from rest_framework.views import exception_handler as drf_exception_handler
+
+_DEFAULT_CODES = {
+    exceptions.ParseError: "invalid_json",
+    exceptions.NotAuthenticated: "not_authenticated",
+    exceptions.AuthenticationFailed: "authentication_failed",
+    exceptions.PermissionDenied: "permission_denied",
+    exceptions.NotFound: "not_found",
+    exceptions.MethodNotAllowed: "method_not_allowed",
+    exceptions.NotAcceptable: "not_acceptable",
+    exceptions.UnsupportedMediaType: "unsupported_media_type",
+    exceptions.Throttled: "throttled",
+    exceptions.ValidationError: "validation_failed",
+}
+
+
+class ApiError(exceptions.APIException):
+    """An API failure with our own code: `raise ApiError(400, "unknown_gpu", "…")`."""
+
+    def __init__(self, status_code: int, code: str, detail: str, errors: list | None = None):
+        self.status_code = status_code
+        self.code = code
+        self.errors = errors
+        super().__init__(detail=detail, code=code)
+
+
+def error_body(code: str, detail: str, errors: list | None = None) -> dict:
+    body = {"error": code, "detail": detail}
+    if errors:
+        body["errors"] = errors
+    return body
+
+
+def json_error(status_code: int, code: str, detail: str, **extra) -> JsonResponse:
+    """The same shape from a plain Django view."""
+    return JsonResponse({**error_body(code, detail), **extra}, status=status_code)
+
+
+def _flatten(detail, prefix: str = "") -> list[dict]:
+    if isinstance(detail, dict):
+        out = []
+        for key, value in detail.items():
+            out.extend(_flatten(value, f"{prefix}.{key}" if prefix else str(key)))
+        return out
+    if isinstance(detail, list):
+        if all(isinstance(item, str) for item in detail):
+            return [{"field": prefix or "non_field_errors", "error": str(item)} for item in detail]
+        out = []
+        for index, item in enumerate(detail):
+            out.extend(_flatten(item, f"{prefix}[{index}]"))
+        return out
+    return [{"field": prefix or "non_field_errors", "error": str(detail)}]
+
+
+def exception_handler(exc, context):
+    response = drf_exception_handler(exc, context)
+    if response is None:
+        return None
+    if isinstance(exc, ApiError):
+        body = error_body(exc.code, str(exc.detail), exc.errors)
+    elif isinstance(exc, exceptions.ValidationError):
+        errors = _flatten(exc.detail)
+        body = error_body("validation_failed", "The request body has invalid fields.", errors)
+    else:
+        code = next(
+            (c for cls, c in _DEFAULT_CODES.items() if isinstance(exc, cls)), "request_failed"
+        )
+        detail = exc.detail if isinstance(exc, exceptions.APIException) else str(exc)
+        body = error_body(code, str(detail))
+    if response.status_code == status.HTTP_429_TOO_MANY_REQUESTS and "Retry-After" not in response:
+        response["Retry-After"] = "60"
+    return Response(body, status=response.status_code, headers=dict(response.items()))

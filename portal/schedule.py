@@ -1,0 +1,13 @@
+"""Every periodic task in one place, read by Celery beat (run exactly one beat per deployment)."""
+
+from django.conf import settings
+
+
+def beat_schedule() -> dict:
+    return {
+        "worker-heartbeat": {
+            "task": "portal.heartbeat",
+            "schedule": float(settings.WORKER_HEARTBEAT_S),
+            "options": {"expires": float(settings.WORKER_HEARTBEAT_S)},
+        },
+    }

@@ -1,0 +1,1 @@
+"""Reward policies, the GPU catalog, attested jobs, epochs, settlement, the ledger and claims."""
