@@ -189,3 +189,25 @@ class GPU(models.Model):
         if self.committed_memory_mib is None:
             return self.memory_total_mib
         return min(self.committed_memory_mib, self.memory_total_mib)
+
+
+class SignInNonce(models.Model):
+    """A nonce the portal issued for an EIP-4361 message; a signature spends it exactly once."""
+
+    nonce = models.CharField(max_length=64)
+    issued_at = models.DateTimeField(default=timezone.now, db_index=True)
+    consumed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["nonce"], name="signin_nonce_unique")]
+
+    def __str__(self) -> str:
+        return self.nonce
+
+    def consume(self) -> bool:
+        """Spend the nonce; True for exactly one caller, however many race."""
+        now = timezone.now()
+        won = SignInNonce.objects.filter(pk=self.pk, consumed_at__isnull=True).update(
+            consumed_at=now
+        )
+        return won == 1

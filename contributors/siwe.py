@@ -411,7 +411,7 @@ def verify(
         raise SiweError("bad_signature", "signature is not 0x-prefixed 65-byte hex")
     try:
         signer = Account.recover_message(encode_defunct(text=text), signature=signature)
-    except Exception as exc:  # eth_keys/eth_utils raise several types for unrecoverable input
+    except Exception as exc:  # noqa: BLE001 - eth_keys/eth_utils raise several types here
         raise SiweError("bad_signature", f"signature cannot be recovered: {exc}") from None
     if signer != message.address:
         raise SiweError("bad_signature", f"signed by {signer}, not {message.address}")

@@ -26,10 +26,18 @@ _DEFAULT_CODES = {
 class ApiError(exceptions.APIException):
     """An API failure with our own code: `raise ApiError(400, "unknown_gpu", "…")`."""
 
-    def __init__(self, status_code: int, code: str, detail: str, errors: list | None = None):
+    def __init__(
+        self,
+        status_code: int,
+        code: str,
+        detail: str,
+        errors: list | None = None,
+        headers: dict | None = None,
+    ):
         self.status_code = status_code
         self.code = code
         self.errors = errors
+        self.headers = headers or {}
         super().__init__(detail=detail, code=code)
 
 
@@ -78,4 +86,6 @@ def exception_handler(exc, context):
         body = error_body(code, str(detail))
     if response.status_code == status.HTTP_429_TOO_MANY_REQUESTS and "Retry-After" not in response:
         response["Retry-After"] = "60"
-    return Response(body, status=response.status_code, headers=dict(response.items()))
+    headers = dict(response.items())
+    headers.update(getattr(exc, "headers", None) or {})
+    return Response(body, status=response.status_code, headers=headers)

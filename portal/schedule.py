@@ -10,4 +10,9 @@ def beat_schedule() -> dict:
             "schedule": float(settings.WORKER_HEARTBEAT_S),
             "options": {"expires": float(settings.WORKER_HEARTBEAT_S)},
         },
+        "prune-signin-nonces": {
+            "task": "contributors.prune_signin_nonces",
+            "schedule": 3600.0,
+            "options": {"expires": 3600.0},
+        },
     }

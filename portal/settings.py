@@ -10,6 +10,7 @@ Values are parsed strictly: a boolean is `true` or `false`, an integer is an int
 anything else stops the process with a message naming the variable.
 """
 
+import ipaddress
 import os
 import secrets
 from pathlib import Path
@@ -267,6 +268,28 @@ REST_FRAMEWORK = {
     "EXCEPTION_HANDLER": "portal.api_errors.exception_handler",
     "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
 }
+
+# --- Sign-in with Ethereum (EIP-4361) ------------------------------------------------------
+
+# The domain sign-in messages must name; empty means the host the request came to.
+SIWE_DOMAIN = env_str("SIWE_DOMAIN", "")
+# The chain sign-in messages (and, later, claim vouchers) are for. 31337: a local dev chain.
+CHAIN_ID = env_int("CHAIN_ID", 31337, minimum=1)
+SIWE_STATEMENT = env_str(
+    "SIWE_STATEMENT", "Sign in to the OmniTensor contributor portal. This costs nothing."
+)
+SIWE_NONCE_TTL_S = env_int("SIWE_NONCE_TTL_S", 600, minimum=10)
+SIWE_MAX_FUTURE_SKEW_S = env_int("SIWE_MAX_FUTURE_SKEW_S", 300)
+SIWE_VERIFY_RATE_PER_MIN = env_int("SIWE_VERIFY_RATE_PER_MIN", 30, minimum=1)
+# Addresses (or networks, CIDR) of reverse proxies whose X-Forwarded-For is believed: behind
+# one of them the client is the first X-Forwarded-For hop; otherwise it is REMOTE_ADDR.
+TRUSTED_PROXIES = env_list("TRUSTED_PROXIES", [])
+try:
+    TRUSTED_PROXY_NETWORKS = [ipaddress.ip_network(p, strict=False) for p in TRUSTED_PROXIES]
+except ValueError as exc:
+    raise ImproperlyConfigured(f"TRUSTED_PROXIES: {exc}") from None
+
+LOGIN_URL = "signin"
 
 LOG_LEVEL = env_str("LOG_LEVEL", "INFO").upper()
 if LOG_LEVEL not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):

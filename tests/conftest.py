@@ -11,6 +11,9 @@ from urllib.parse import quote
 import pytest
 from django.db import connection
 
+# Fixtures for real-browser tests (Chromium through Playwright).
+pytest_plugins = ["tests.browser"]
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 

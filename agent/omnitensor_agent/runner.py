@@ -1,0 +1,159 @@
+"""The ``run`` loop: sample every ``sample_interval_s``, post every ``report_interval_s``.
+
+Sampling runs in the main thread, sending in a background thread, each with its own
+SQLite connection to the spool: a slow or unreachable portal (timeouts, backoff) must
+never delay sampling, and the spool carries the data across outages and restarts.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Any
+
+from omnitensor_agent.api import NetworkError, PortalClient
+from omnitensor_agent.collectors import Collector, CollectorError, CollectorUnavailable
+from omnitensor_agent.config import AgentConfig
+from omnitensor_agent.readings import GpuReading
+from omnitensor_agent.sender import AuthError, Sender
+from omnitensor_agent.spool import Spool
+
+log = logging.getLogger(__name__)
+
+CONFIG_REFRESH_S = 300.0
+MIN_INTERVAL_S = 1.0
+
+
+def readings_to_samples(readings: list[GpuReading]) -> list[dict[str, Any]]:
+    samples = []
+    for reading in readings:
+        if reading.reportable:
+            samples.append(reading.to_sample())
+        else:
+            log.debug("not reporting %s: no memory reading", reading.uuid)
+    return samples
+
+
+def inventory(readings: list[GpuReading]) -> list[dict[str, Any]]:
+    return [r.to_gpu() for r in readings if r.memory_total_mib is not None]
+
+
+class Runner:
+    def __init__(
+        self,
+        config: AgentConfig,
+        collector: Collector,
+        spool_path: str,
+        *,
+        duration_s: float | None = None,
+    ) -> None:
+        self.config = config
+        self.collector = collector
+        self.spool_path = spool_path
+        self.stop = threading.Event()
+        self.deadline = None if duration_s is None else time.monotonic() + duration_s
+        self.client = PortalClient(config.portal, config.node_token)
+        self.gpus: list[dict[str, Any]] = []
+        self.auth_error: AuthError | None = None
+        self._lock = threading.Lock()
+
+    # -- portal config ------------------------------------------------------------------
+    def refresh_config(self) -> None:
+        """Adopt the portal's intervals; keep the current ones if it cannot be reached."""
+        try:
+            resp = self.client.config()
+        except NetworkError as exc:
+            log.warning("cannot fetch agent config, keeping current intervals: %s", exc)
+            return
+        if resp.status in (401, 403):
+            raise AuthError(resp.status, resp.error)
+        if resp.status != 200 or not isinstance(resp.body, dict):
+            log.warning("agent config request answered %s: %s", resp.status, resp.error)
+            return
+        for key in ("sample_interval_s", "report_interval_s"):
+            value = resp.body.get(key)
+            if isinstance(value, int | float) and value >= MIN_INTERVAL_S:
+                setattr(self.config, key, value)
+        log.info(
+            "intervals: sample every %ss, report every %ss",
+            self.config.sample_interval_s,
+            self.config.report_interval_s,
+        )
+
+    # -- threads -------------------------------------------------------------------------
+    def _sender_loop(self) -> None:
+        with Spool(self.spool_path) as spool:
+            sender = Sender(self.client, spool, sleep=self.stop.wait)
+            try:
+                while not self.stop.is_set():
+                    with self._lock:
+                        gpus = list(self.gpus)
+                    sender.flush(gpus, should_stop=self.stop.is_set)
+                    self.stop.wait(self.config.report_interval_s)
+            except AuthError as exc:
+                self.auth_error = exc
+                self.stop.set()
+
+    def _done(self) -> bool:
+        return self.stop.is_set() or (
+            self.deadline is not None and time.monotonic() >= self.deadline
+        )
+
+    def run(self) -> int:
+        self.refresh_config()
+        sender_thread = threading.Thread(target=self._sender_loop, name="sender", daemon=True)
+        next_refresh = time.monotonic() + CONFIG_REFRESH_S
+        with Spool(self.spool_path) as spool:
+            sender_thread.start()
+            next_sample = time.monotonic()
+            while not self._done():
+                self._sample(spool)
+                # Fixed cadence (not "interval after the previous sample ended"), so a slow
+                # nvidia-smi does not make samples drift apart and leave coverage gaps.
+                next_sample += self.config.sample_interval_s
+                now = time.monotonic()
+                if next_sample < now:
+                    next_sample = now
+                if now >= next_refresh:
+                    next_refresh = now + CONFIG_REFRESH_S
+                    try:
+                        self.refresh_config()
+                    except AuthError as exc:
+                        self.auth_error = exc
+                        break
+                wait = next_sample - now
+                if self.deadline is not None:
+                    wait = min(wait, max(0.0, self.deadline - now))
+                self.stop.wait(wait)
+        self.stop.set()
+        sender_thread.join(timeout=60)
+        if self.auth_error is None:
+            self._final_flush()
+        if self.auth_error is not None:
+            raise self.auth_error
+        return 0
+
+    def _sample(self, spool: Spool) -> None:
+        try:
+            readings = self.collector.collect()
+        except (CollectorError, CollectorUnavailable) as exc:
+            # Keep running: a driver reload or exporter restart heals on its own, and a
+            # gap in coverage is better than a dead agent.
+            log.warning("sampling failed this tick: %s", exc)
+            return
+        with self._lock:
+            self.gpus = inventory(readings)
+        samples = readings_to_samples(readings)
+        if samples:
+            spool.add(samples)
+
+    def _final_flush(self) -> None:
+        """One short attempt to deliver what is queued before exiting; the rest stays
+        spooled for the next start."""
+        with Spool(self.spool_path) as spool:
+            sender = Sender(self.client, spool, sleep=lambda _s: None)
+            try:
+                sender.flush(self.gpus, max_attempts=3)
+            except AuthError as exc:
+                self.auth_error = exc

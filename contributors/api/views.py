@@ -1,0 +1,185 @@
+"""Sign-in (EIP-4361) and the signed-in contributor's own API: who am I, my wallets."""
+
+from django.conf import settings
+from django.contrib.auth import login, logout
+from django.middleware.csrf import get_token
+from eth_utils import is_address, to_checksum_address
+from rest_framework.authentication import CSRFCheck, SessionAuthentication
+from rest_framework.permissions import AllowAny, IsAuthenticated
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from contributors import signin
+from contributors.models import Wallet
+from portal import ratelimit
+from portal.api_errors import ApiError
+from portal.client_ip import client_ip
+from portal.jsonbody import read_json_object, require_strings
+
+MAX_SIGNIN_BODY = 16 * 1024
+
+
+def enforce_csrf(request) -> None:
+    """Pages post with the csrftoken cookie echoed in X-CSRFToken; anything else is refused."""
+    check = CSRFCheck(lambda _request: None)
+    check.process_request(request)
+    reason = check.process_view(request, None, (), {})
+    if reason:
+        raise ApiError(403, "csrf_failed", f"CSRF check failed: {reason}")
+
+
+def throttle_signature_attempts(request) -> None:
+    verdict = ratelimit.hit("siwe", client_ip(request), settings.SIWE_VERIFY_RATE_PER_MIN)
+    if not verdict.allowed:
+        raise ApiError(
+            429,
+            "throttled",
+            "Too many sign-in attempts from this address; try again shortly.",
+            headers={"Retry-After": str(verdict.retry_after_s)},
+        )
+
+
+def signed_message(request) -> "signin.SiweMessage":
+    """The verified message of a {"message", "signature"} body, its nonce spent."""
+    throttle_signature_attempts(request)
+    body = read_json_object(request, MAX_SIGNIN_BODY)
+    message, signature = require_strings(body, "message", "signature")
+    try:
+        return signin.check(message, signature, signin.Expected.for_request(request))
+    except signin.SignInError as exc:
+        raise ApiError(exc.status, exc.code, exc.detail) from None
+
+
+def wallet_json(wallet: Wallet) -> dict:
+    return {
+        "address": wallet.address,
+        "is_payout": wallet.is_payout,
+        "linked_at": wallet.linked_at.isoformat().replace("+00:00", "Z"),
+    }
+
+
+def me_json(contributor) -> dict:
+    return {"id": contributor.pk, "wallets": [wallet_json(w) for w in contributor.wallets.all()]}
+
+
+class NonceView(APIView):
+    """GET /auth/nonce: a fresh nonce and everything needed to build the message around it.
+
+    With `?address=0x…` the answer also carries `message`, the exact text to sign, so clients
+    need no EIP-55 or EIP-4361 code of their own.
+    """
+
+    authentication_classes = []
+    permission_classes = [AllowAny]
+
+    def get(self, request):
+        expected = signin.Expected.for_request(request)
+        nonce = signin.issue_nonce()
+        get_token(request)  # sets the csrftoken cookie the verify POST must echo
+        body = {
+            "nonce": nonce.nonce,
+            "domain": expected.domain,
+            "uri": f"{expected.origin}/",
+            "chain_id": expected.chain_id,
+            "statement": settings.SIWE_STATEMENT,
+            "expires_in_s": settings.SIWE_NONCE_TTL_S,
+        }
+        address = request.query_params.get("address")
+        if address is not None:
+            if not is_address(address):
+                raise ApiError(400, "invalid_address", "address is not an Ethereum address.")
+            body["message"] = signin.message_for(to_checksum_address(address), nonce, expected)
+        return Response(body, headers={"Cache-Control": "no-store"})
+
+
+class VerifyView(APIView):
+    """POST /auth/verify {"message", "signature"}: sign in (creating the contributor once)."""
+
+    authentication_classes = []
+    permission_classes = [AllowAny]
+
+    def post(self, request):
+        enforce_csrf(request)
+        message = signed_message(request)
+        contributor = signin.contributor_for_sign_in(message.address)
+        if not contributor.is_active:
+            raise ApiError(403, "account_disabled", "This account was disabled by an admin.")
+        # login() rotates the session key, so a session fixed before sign-in is worthless.
+        login(request._request, contributor, backend="django.contrib.auth.backends.ModelBackend")
+        return Response({"address": message.address, "contributor": me_json(contributor)})
+
+
+class LogoutView(APIView):
+    """POST /auth/logout: end the session (harmless when not signed in)."""
+
+    authentication_classes = []
+    permission_classes = [AllowAny]
+
+    def post(self, request):
+        enforce_csrf(request)
+        logout(request._request)
+        return Response({"signed_in": False})
+
+
+class MeView(APIView):
+    """GET /api/v1/me: the signed-in contributor and their wallets."""
+
+    authentication_classes = [SessionAuthentication]
+    permission_classes = [IsAuthenticated]
+
+    def get(self, request):
+        return Response(me_json(request.user))
+
+
+class WalletsView(APIView):
+    """POST /api/v1/me/wallets {"message", "signature"}: link the wallet that signed."""
+
+    authentication_classes = [SessionAuthentication]
+    permission_classes = [IsAuthenticated]
+
+    def get(self, request):
+        return Response([wallet_json(w) for w in request.user.wallets.all()])
+
+    def post(self, request):
+        message = signed_message(request)
+        try:
+            wallet, created = signin.link_wallet(request.user, message.address)
+        except signin.SignInError as exc:
+            raise ApiError(exc.status, exc.code, exc.detail) from None
+        return Response(wallet_json(wallet), status=201 if created else 200)
+
+
+def _own_wallet(request, address: str) -> Wallet:
+    if not is_address(address):
+        raise ApiError(400, "invalid_address", "The address is not an Ethereum address.")
+    wallet = request.user.wallets.filter(address=to_checksum_address(address)).first()
+    if wallet is None:
+        raise ApiError(404, "wallet_not_found", "You have no wallet with this address.")
+    return wallet
+
+
+class WalletView(APIView):
+    """DELETE /api/v1/me/wallets/<address>: unlink any wallet but the last."""
+
+    authentication_classes = [SessionAuthentication]
+    permission_classes = [IsAuthenticated]
+
+    def delete(self, request, address: str):
+        wallet = _own_wallet(request, address)
+        try:
+            signin.unlink_wallet(request.user, wallet.address)
+        except signin.SignInError as exc:
+            raise ApiError(exc.status, exc.code, exc.detail) from None
+        return Response(status=204)
+
+
+class PayoutWalletView(APIView):
+    """POST /api/v1/me/wallets/<address>/payout: claims pay this wallet from now on."""
+
+    authentication_classes = [SessionAuthentication]
+    permission_classes = [IsAuthenticated]
+
+    def post(self, request, address: str):
+        wallet = _own_wallet(request, address)
+        wallet.make_payout()
+        return Response(wallet_json(wallet))
