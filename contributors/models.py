@@ -15,6 +15,16 @@ def validate_eth_address(value: str) -> None:
         raise ValidationError(f"{value!r} is not an Ethereum address.")
 
 
+def is_recent(seen_at, now=None) -> bool:
+    """Seen within 3 report intervals: the network's definition of online (DESIGN.md)."""
+    from django.conf import settings
+
+    if seen_at is None:
+        return False
+    now = now or timezone.now()
+    return (now - seen_at).total_seconds() <= 3 * settings.AGENT_REPORT_INTERVAL_S
+
+
 class Contributor(AbstractUser):
     """A person who shares GPUs with the network (or an admin who runs it).
 
@@ -98,6 +108,9 @@ class Node(models.Model):
     created_at = models.DateTimeField(default=timezone.now)
     last_seen_at = models.DateTimeField(null=True, blank=True)
     revoked_at = models.DateTimeField(null=True, blank=True)
+    clock_skew_s = models.FloatField(
+        null=True, blank=True, help_text="Agent clock minus portal clock in the last batch, s."
+    )
 
     class Meta:
         ordering = ["owner_id", "name", "id"]
@@ -112,6 +125,11 @@ class Node(models.Model):
     @property
     def is_revoked(self) -> bool:
         return self.revoked_at is not None
+
+    def status(self, now=None) -> str:
+        if self.is_revoked:
+            return "revoked"
+        return "online" if is_recent(self.last_seen_at, now) else "offline"
 
     def set_new_token(self) -> str:
         """Give the node a fresh token and return it; the old one stops working on save."""
@@ -165,6 +183,14 @@ class GPU(models.Model):
     enabled = models.BooleanField(
         default=True, help_text="Off: the owner took this GPU out of the network."
     )
+    # Live state, written by the ingestion worker from the newest sample it stored.
+    last_sample_at = models.DateTimeField(null=True, blank=True)
+    last_utilization_gpu_pct = models.FloatField(null=True, blank=True)
+    last_memory_used_mib = models.PositiveIntegerField(null=True, blank=True)
+    last_memory_total_mib = models.PositiveIntegerField(null=True, blank=True)
+    last_temperature_c = models.FloatField(null=True, blank=True)
+    last_power_w = models.FloatField(null=True, blank=True)
+    last_job_id = models.CharField(max_length=128, blank=True)
 
     class Meta:
         verbose_name = "GPU"
@@ -183,6 +209,12 @@ class GPU(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name} {self.uuid}"
+
+    def status(self, now=None) -> str:
+        """`disabled`, `online` (a batch naming it arrived within 3 report intervals), `offline`."""
+        if not self.enabled:
+            return "disabled"
+        return "online" if is_recent(self.last_seen_at, now) else "offline"
 
     @property
     def effective_committed_mib(self) -> int:
@@ -211,3 +243,216 @@ class SignInNonce(models.Model):
             consumed_at=now
         )
         return won == 1
+
+
+class EnrollmentCode(models.Model):
+    """A single-use code that lets one agent enroll one machine for its owner, for an hour.
+
+    Only the SHA-256 of the code is kept: the code itself is shown once to the contributor.
+    """
+
+    owner = models.ForeignKey(
+        Contributor, on_delete=models.CASCADE, related_name="enrollment_codes"
+    )
+    code_hash = models.CharField(max_length=64)
+    created_at = models.DateTimeField(default=timezone.now)
+    expires_at = models.DateTimeField()
+    used_at = models.DateTimeField(null=True, blank=True)
+    node = models.OneToOneField(
+        Node, null=True, blank=True, on_delete=models.SET_NULL, related_name="enrollment_code"
+    )
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            models.UniqueConstraint(fields=["code_hash"], name="enrollment_code_hash_unique"),
+            models.CheckConstraint(
+                condition=Q(expires_at__gt=F("created_at")),
+                name="enrollment_code_expires_after_creation",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"enrollment code of {self.owner} ({self.created_at:%Y-%m-%d %H:%M})"
+
+    @classmethod
+    def issue(cls, owner: Contributor) -> tuple["EnrollmentCode", str]:
+        """A new code for `owner`: (row, plaintext). The plaintext is never stored."""
+        from datetime import timedelta
+
+        from django.conf import settings
+
+        plaintext = tokens.issue("enr").plaintext
+        now = timezone.now()
+        row = cls.objects.create(
+            owner=owner,
+            code_hash=tokens.digest(plaintext),
+            created_at=now,
+            expires_at=now + timedelta(seconds=settings.ENROLLMENT_CODE_TTL_S),
+        )
+        return row, plaintext
+
+    def spend(self) -> bool:
+        """Mark the code used; True for exactly one caller, however many race."""
+        return (
+            EnrollmentCode.objects.filter(pk=self.pk, used_at__isnull=True).update(
+                used_at=timezone.now()
+            )
+            == 1
+        )
+
+
+class ServiceToken(models.Model):
+    """A token for a network service, such as the job scheduler; stored hashed like node tokens."""
+
+    class Scope(models.TextChoices):
+        SCHEDULER = "scheduler", "job scheduler"
+
+    name = models.CharField(max_length=100)
+    scope = models.CharField(max_length=20, choices=Scope.choices)
+    token_prefix = models.CharField(max_length=24)
+    token_hash = models.CharField(max_length=64)
+    created_at = models.DateTimeField(default=timezone.now)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["token_prefix"], name="service_token_prefix_unique"),
+            models.UniqueConstraint(fields=["token_hash"], name="service_token_hash_unique"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.scope})"
+
+    @classmethod
+    def issue(cls, scope: str, name: str = "") -> tuple["ServiceToken", str]:
+        issued = tokens.issue("oms")
+        row = cls.objects.create(
+            name=name or scope,
+            scope=scope,
+            token_prefix=issued.prefix,
+            token_hash=issued.digest,
+        )
+        return row, issued.plaintext
+
+    @classmethod
+    def authenticate(cls, token: str, scope: str) -> "ServiceToken | None":
+        prefix = tokens.split_prefix(token, scheme="oms")
+        if prefix is None:
+            return None
+        row = cls.objects.filter(token_prefix=prefix, scope=scope, revoked_at__isnull=True).first()
+        if row is None or not tokens.matches(token, row.token_hash):
+            return None
+        return row
+
+
+class TelemetryBatch(models.Model):
+    """One accepted telemetry request, kept verbatim until a worker has stored its samples.
+
+    The API writes this row and answers 202; a worker turns `samples` into `Sample` rows and
+    marks it processed in the same transaction. A crash anywhere before that commit leaves the
+    row pending, and the sweeper enqueues it again: nothing accepted is ever lost, and the
+    unique (GPU, ts) constraint on samples makes a second run count nothing twice.
+    """
+
+    class Status(models.TextChoices):
+        PENDING = "pending", "pending"
+        PROCESSED = "processed", "processed"
+        FAILED = "failed", "failed"
+
+    node = models.ForeignKey(Node, on_delete=models.CASCADE, related_name="batches")
+    batch_id = models.UUIDField()
+    received_at = models.DateTimeField(default=timezone.now, db_index=True)
+    sent_at = models.DateTimeField(null=True, blank=True)
+    clock_skew_s = models.FloatField(
+        null=True, blank=True, help_text="Agent clock minus portal clock, seconds (approximate)."
+    )
+    samples = models.JSONField(help_text="Accepted samples, normalised, awaiting a worker.")
+    sample_count = models.PositiveIntegerField(default=0)
+    response = models.JSONField(help_text="The first answer, given again to a replay.")
+    status = models.CharField(
+        max_length=10, choices=Status.choices, default=Status.PENDING, db_index=True
+    )
+    attempts = models.PositiveIntegerField(default=0)
+    processed_at = models.DateTimeField(null=True, blank=True)
+    error = models.TextField(blank=True)
+
+    class Meta:
+        verbose_name_plural = "telemetry batches"
+        ordering = ["-received_at"]
+        constraints = [
+            models.UniqueConstraint(fields=["node", "batch_id"], name="batch_unique_per_node"),
+        ]
+        indexes = [
+            models.Index(fields=["status", "received_at"], name="batch_status_received"),
+        ]
+
+    def __str__(self) -> str:
+        return f"batch {self.batch_id} of {self.node_id} ({self.status})"
+
+
+class Sample(models.Model):
+    """One GPU reading at one instant; (GPU, ts) is unique, so a resent sample counts once."""
+
+    gpu = models.ForeignKey(GPU, on_delete=models.CASCADE, related_name="samples")
+    ts = models.DateTimeField()
+    utilization_gpu_pct = models.FloatField(null=True, blank=True)
+    memory_used_mib = models.PositiveIntegerField()
+    memory_total_mib = models.PositiveIntegerField()
+    temperature_c = models.FloatField(null=True, blank=True)
+    power_w = models.FloatField(null=True, blank=True)
+    job_id = models.CharField(max_length=128, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["gpu", "ts"], name="sample_unique_gpu_ts"),
+            models.CheckConstraint(
+                condition=Q(memory_used_mib__lte=F("memory_total_mib")),
+                name="sample_memory_used_within_total",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.gpu_id} @ {self.ts.isoformat()}"
+
+
+class GpuFlag(models.Model):
+    """Something about a GPU that an admin should look at, e.g. its uuid reported by two nodes.
+
+    Flags hold a GPU out of rewards until an admin clears them; nothing is moved silently.
+    """
+
+    class Reason(models.TextChoices):
+        UUID_ON_TWO_NODES = "uuid_on_two_nodes", "uuid reported by two nodes"
+        IMPLAUSIBLE_TELEMETRY = "implausible_telemetry", "implausible telemetry"
+
+    gpu = models.ForeignKey(GPU, on_delete=models.CASCADE, related_name="flags")
+    reason = models.CharField(max_length=30, choices=Reason.choices)
+    reported_by = models.ForeignKey(
+        Node,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        help_text="The node that reported a GPU it does not own.",
+    )
+    detail = models.TextField(blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    last_seen_at = models.DateTimeField(default=timezone.now)
+    cleared_at = models.DateTimeField(null=True, blank=True)
+    cleared_by = models.ForeignKey(
+        Contributor, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["gpu", "reason", "reported_by"],
+                condition=Q(cleared_at__isnull=True),
+                name="gpuflag_one_open_per_gpu_reason_node",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.get_reason_display()}: {self.gpu.uuid}"

@@ -41,6 +41,17 @@ class ApiError(exceptions.APIException):
         super().__init__(detail=detail, code=code)
 
 
+class Refused(Exception):
+    """A refusal from domain code, free of any web framework; the API turns it into a 4xx."""
+
+    def __init__(self, status: int, code: str, detail: str, errors: list | None = None) -> None:
+        super().__init__(f"{code}: {detail}")
+        self.status = status
+        self.code = code
+        self.detail = detail
+        self.errors = errors or []
+
+
 def error_body(code: str, detail: str, errors: list | None = None) -> dict:
     body = {"error": code, "detail": detail}
     if errors:
@@ -70,6 +81,8 @@ def _flatten(detail, prefix: str = "") -> list[dict]:
 
 
 def exception_handler(exc, context):
+    if isinstance(exc, Refused):
+        exc = ApiError(exc.status, exc.code, exc.detail, exc.errors)
     response = drf_exception_handler(exc, context)
     if response is None:
         return None

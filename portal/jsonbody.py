@@ -5,7 +5,7 @@ import json
 from portal.api_errors import ApiError
 
 
-def read_json_object(request, max_bytes: int) -> dict:
+def read_json_object(request, max_bytes: int, too_large_code: str = "body_too_large") -> dict:
     """The body as a JSON object, or an ApiError: 413 past `max_bytes`, 400 if not an object."""
     declared = request.META.get("CONTENT_LENGTH") or "0"
     try:
@@ -13,13 +13,13 @@ def read_json_object(request, max_bytes: int) -> dict:
     except ValueError:
         raise ApiError(400, "invalid_request", "Content-Length is not a number.") from None
     if declared_len > max_bytes:
-        raise ApiError(413, "body_too_large", f"The body is larger than {max_bytes} bytes.")
+        raise ApiError(413, too_large_code, f"The body is larger than {max_bytes} bytes.")
     # Read from Django's request (DRF wraps it) with a cap, so a body without Content-Length
     # cannot make us buffer more than we accept.
     django_request = getattr(request, "_request", request)
     raw = django_request.read(max_bytes + 1)
     if len(raw) > max_bytes:
-        raise ApiError(413, "body_too_large", f"The body is larger than {max_bytes} bytes.")
+        raise ApiError(413, too_large_code, f"The body is larger than {max_bytes} bytes.")
     try:
         body = json.loads(raw)
     except (UnicodeDecodeError, ValueError):

@@ -10,6 +10,11 @@ def beat_schedule() -> dict:
             "schedule": float(settings.WORKER_HEARTBEAT_S),
             "options": {"expires": float(settings.WORKER_HEARTBEAT_S)},
         },
+        "sweep-pending-batches": {
+            "task": "contributors.sweep_pending_batches",
+            "schedule": float(settings.INGEST_SWEEP_EVERY_S),
+            "options": {"expires": float(settings.INGEST_SWEEP_EVERY_S)},
+        },
         "prune-signin-nonces": {
             "task": "contributors.prune_signin_nonces",
             "schedule": 3600.0,

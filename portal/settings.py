@@ -289,6 +289,23 @@ try:
 except ValueError as exc:
     raise ImproperlyConfigured(f"TRUSTED_PROXIES: {exc}") from None
 
+# --- Agents and telemetry -------------------------------------------------------------------
+
+AGENT_SAMPLE_INTERVAL_S = env_int("AGENT_SAMPLE_INTERVAL_S", 10, minimum=1)
+AGENT_REPORT_INTERVAL_S = env_int("AGENT_REPORT_INTERVAL_S", 30, minimum=1)
+ENROLLMENT_CODE_TTL_S = env_int("ENROLLMENT_CODE_TTL_S", 3600, minimum=60)
+TELEMETRY_MAX_SAMPLES = env_int("TELEMETRY_MAX_SAMPLES", 1000, minimum=1)
+TELEMETRY_MAX_BODY_BYTES = env_int("TELEMETRY_MAX_BODY_BYTES", 1024 * 1024, minimum=1024)
+TELEMETRY_RATE_PER_MIN = env_int("TELEMETRY_RATE_PER_MIN", 120, minimum=1)
+# Accepted sample times: from this long ago to this far ahead of the portal's clock.
+TELEMETRY_MAX_AGE_S = env_int("TELEMETRY_MAX_AGE_S", 24 * 3600, minimum=60)
+TELEMETRY_MAX_AHEAD_S = env_int("TELEMETRY_MAX_AHEAD_S", 300)
+# A batch still pending this long after it was accepted is enqueued again by the sweeper.
+INGEST_SWEEP_AFTER_S = env_int("INGEST_SWEEP_AFTER_S", 60, minimum=1)
+INGEST_SWEEP_EVERY_S = env_int("INGEST_SWEEP_EVERY_S", 30, minimum=1)
+# A batch whose ingestion raised this many times is marked failed and shown to admins.
+INGEST_MAX_ATTEMPTS = env_int("INGEST_MAX_ATTEMPTS", 10, minimum=1)
+
 LOGIN_URL = "signin"
 
 LOG_LEVEL = env_str("LOG_LEVEL", "INFO").upper()

@@ -1,6 +1,7 @@
 from django.urls import path
 
-from contributors.api import views
+from contributors.api import agent, views
+from rewards.api.views import SchedulerJobsView
 
 auth_urlpatterns = [
     path("nonce", views.NonceView.as_view(), name="auth-nonce"),
@@ -9,7 +10,12 @@ auth_urlpatterns = [
 ]
 
 api_urlpatterns = [
+    path("agent/enroll", agent.EnrollView.as_view(), name="agent-enroll"),
+    path("agent/telemetry", agent.TelemetryView.as_view(), name="agent-telemetry"),
+    path("agent/config", agent.ConfigView.as_view(), name="agent-config"),
+    path("scheduler/jobs", SchedulerJobsView.as_view(), name="scheduler-jobs"),
     path("me", views.MeView.as_view(), name="api-me"),
+    path("me/gpus", views.MyGpusView.as_view(), name="api-my-gpus"),
     path("me/wallets", views.WalletsView.as_view(), name="api-wallets"),
     path("me/wallets/<str:address>", views.WalletView.as_view(), name="api-wallet"),
     path(

@@ -3,6 +3,7 @@
 from django.conf import settings
 from django.contrib.auth import login, logout
 from django.middleware.csrf import get_token
+from django.utils import timezone
 from eth_utils import is_address, to_checksum_address
 from rest_framework.authentication import CSRFCheck, SessionAuthentication
 from rest_framework.permissions import AllowAny, IsAuthenticated
@@ -10,7 +11,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from contributors import signin
-from contributors.models import Wallet
+from contributors.models import GPU, Wallet
 from portal import ratelimit
 from portal.api_errors import ApiError
 from portal.client_ip import client_ip
@@ -171,6 +172,47 @@ class WalletView(APIView):
         except signin.SignInError as exc:
             raise ApiError(exc.status, exc.code, exc.detail) from None
         return Response(status=204)
+
+
+def _iso(moment) -> str | None:
+    return None if moment is None else moment.isoformat().replace("+00:00", "Z")
+
+
+class MyGpusView(APIView):
+    """GET /api/v1/me/gpus: the signed-in contributor's GPUs with their live state."""
+
+    authentication_classes = [SessionAuthentication]
+    permission_classes = [IsAuthenticated]
+
+    def get(self, request):
+        now = timezone.now()
+        gpus = (
+            GPU.objects.filter(node__owner=request.user)
+            .select_related("node", "mig_parent")
+            .order_by("node__name", "node_id", "uuid")
+        )
+        return Response(
+            [
+                {
+                    "uuid": gpu.uuid,
+                    "name": gpu.name,
+                    "node": {"id": gpu.node_id, "name": gpu.node.name},
+                    "status": gpu.status(now),
+                    "last_seen": _iso(gpu.last_seen_at),
+                    "last_sample_at": _iso(gpu.last_sample_at),
+                    "utilization_gpu_pct": gpu.last_utilization_gpu_pct,
+                    "memory_used_mib": gpu.last_memory_used_mib,
+                    "memory_total_mib": gpu.memory_total_mib,
+                    "committed_memory_mib": gpu.effective_committed_mib,
+                    "temperature_c": gpu.last_temperature_c,
+                    "power_w": gpu.last_power_w,
+                    "job_id": gpu.last_job_id or None,
+                    "enabled": gpu.enabled,
+                    "mig_parent_uuid": gpu.mig_parent.uuid if gpu.mig_parent else None,
+                }
+                for gpu in gpus
+            ]
+        )
 
 
 class PayoutWalletView(APIView):

@@ -1,0 +1,115 @@
+"""The agent API (DESIGN.md "Agent API (v1)"): enroll, telemetry, config.
+
+Third-party agents rely on these status and error codes; change them only with a new version.
+"""
+
+from django.conf import settings
+from django.db import transaction
+from rest_framework.permissions import AllowAny
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from contributors import enrollment, telemetry
+from contributors.models import Node
+from contributors.tasks import enqueue_ingest
+from portal import ratelimit
+from portal.api_errors import ApiError
+from portal.jsonbody import read_json_object
+
+MAX_ENROLL_BODY = 256 * 1024
+
+
+def bearer_token(request) -> str:
+    header = request.META.get("HTTP_AUTHORIZATION", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise ApiError(401, "invalid_token", "Send the node token as 'Authorization: Bearer …'.")
+    return token.strip()
+
+
+def authenticated_node(request) -> Node:
+    node = Node.authenticate(bearer_token(request))
+    if node is None:
+        raise ApiError(401, "invalid_token", "This token is not valid.")
+    if node.is_revoked:
+        raise ApiError(403, "token_revoked", "This node's token was revoked or rotated.")
+    return node
+
+
+class AgentView(APIView):
+    """Agent endpoints authenticate themselves; DRF's session and CSRF machinery stays out."""
+
+    authentication_classes = []
+    permission_classes = [AllowAny]
+
+    def get_authenticate_header(self, request):
+        return 'Bearer realm="omnitensor-agent"'
+
+
+class EnrollView(AgentView):
+    def post(self, request):
+        body = read_json_object(request, MAX_ENROLL_BODY)
+        code = body.get("enrollment_code")
+        hostname = body.get("hostname", "")
+        version = body.get("agent_version", "")
+        gpus = body.get("gpus", [])
+        errors = []
+        if not isinstance(code, str) or not code:
+            errors.append({"field": "enrollment_code", "error": "required"})
+        if not isinstance(hostname, str) or len(hostname) > 255:
+            errors.append({"field": "hostname", "error": "a string of at most 255 characters"})
+        if not isinstance(version, str) or len(version) > 50:
+            errors.append({"field": "agent_version", "error": "a string of at most 50 characters"})
+        if not isinstance(gpus, list) or len(gpus) > telemetry.MAX_INVENTORY:
+            errors.append({"field": "gpus", "error": "a list of GPUs"})
+        if errors:
+            raise ApiError(400, "validation_failed", "The enrollment has invalid fields.", errors)
+        enrolled = enrollment.enroll(code, hostname.strip(), version.strip(), gpus)
+        body = {
+            "node_id": enrolled.node.pk,
+            "node_token": enrolled.token,
+            "sample_interval_s": settings.AGENT_SAMPLE_INTERVAL_S,
+            "report_interval_s": settings.AGENT_REPORT_INTERVAL_S,
+        }
+        if enrolled.rejected_gpus:
+            body["rejected_gpus"] = enrolled.rejected_gpus
+        return Response(body, status=201, headers={"Cache-Control": "no-store"})
+
+
+class TelemetryView(AgentView):
+    def post(self, request):
+        node = authenticated_node(request)
+        verdict = ratelimit.hit("telemetry", str(node.pk), settings.TELEMETRY_RATE_PER_MIN)
+        if not verdict.allowed:
+            raise ApiError(
+                429,
+                "throttled",
+                f"At most {settings.TELEMETRY_RATE_PER_MIN} telemetry requests a minute per node.",
+                headers={"Retry-After": str(verdict.retry_after_s)},
+            )
+        body = read_json_object(request, settings.TELEMETRY_MAX_BODY_BYTES, "batch_too_large")
+        outcome = telemetry.accept(node, body)
+        if outcome.enqueue:
+            batch_pk = outcome.batch.pk
+            transaction.on_commit(lambda: enqueue_ingest(batch_pk))
+        return Response(outcome.body, status=outcome.status)
+
+
+class ConfigView(AgentView):
+    def get(self, request):
+        node = authenticated_node(request)
+        return Response(
+            {
+                "node_id": node.pk,
+                "sample_interval_s": settings.AGENT_SAMPLE_INTERVAL_S,
+                "report_interval_s": settings.AGENT_REPORT_INTERVAL_S,
+                "gpus": [
+                    {
+                        "uuid": gpu.uuid,
+                        "committed_memory_mib": gpu.effective_committed_mib,
+                        "enabled": gpu.enabled,
+                    }
+                    for gpu in node.gpus.all()
+                ],
+            }
+        )

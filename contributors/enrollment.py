@@ -1,0 +1,53 @@
+"""Enrolling a machine: an agent trades a single-use code for its node and its token."""
+
+import socket
+from dataclasses import dataclass
+
+from django.db import transaction
+from django.utils import timezone
+
+from contributors import tokens
+from contributors.models import EnrollmentCode, Node
+from contributors.telemetry import register_gpus
+from portal.api_errors import Refused
+
+
+@dataclass(frozen=True)
+class Enrolled:
+    node: Node
+    token: str
+    rejected_gpus: list
+
+
+def enroll(code: str, hostname: str, agent_version: str, gpus: list) -> Enrolled:
+    """Spend `code` and create the node with its GPUs; Refused says why not."""
+    row = (
+        EnrollmentCode.objects.select_related("owner").filter(code_hash=tokens.digest(code)).first()
+    )
+    if row is None:
+        raise Refused(400, "invalid_enrollment_code", "This enrollment code is not valid.")
+    if row.used_at is not None:
+        raise Refused(409, "enrollment_code_used", "This enrollment code was already used.")
+    now = timezone.now()
+    if row.expires_at <= now:
+        raise Refused(
+            410, "enrollment_code_expired", "This enrollment code expired; create a new one."
+        )
+    with transaction.atomic():
+        if not row.spend():
+            raise Refused(409, "enrollment_code_used", "This enrollment code was already used.")
+        node = Node(
+            owner=row.owner,
+            name=hostname or f"machine-{row.pk}",
+            hostname=hostname,
+            agent_version=agent_version,
+        )
+        token = node.set_new_token()
+        node.save()
+        EnrollmentCode.objects.filter(pk=row.pk).update(node=node)
+        rejected, _ = register_gpus(node, gpus, now)
+    return Enrolled(node=node, token=token, rejected_gpus=rejected)
+
+
+def default_hostname() -> str:
+    return socket.gethostname()

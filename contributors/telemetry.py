@@ -1,0 +1,340 @@
+"""The request side of telemetry: validate a batch, store it durably, answer at once.
+
+Kept to plain Python on purpose: this runs for every report of every GPU in the network, and a
+serializer framework costs several times more per sample than these checks (FIELD-NOTES.md).
+The worker side, turning stored batches into samples, is `contributors.ingest`.
+"""
+
+import logging
+import math
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from contributors.models import GPU, GpuFlag, Node, TelemetryBatch
+from portal.api_errors import Refused
+
+log = logging.getLogger(__name__)
+
+MAX_UUID_LEN = 96
+MAX_JOB_ID_LEN = 128
+MAX_INVENTORY = 256
+# Bounds a real GPU stays within; anything outside is a broken sensor or a forged report.
+MAX_MEMORY_MIB = 16 * 1024 * 1024
+TEMPERATURE_RANGE_C = (-40.0, 150.0)
+POWER_RANGE_W = (0.0, 5000.0)
+
+
+@dataclass
+class Outcome:
+    status: int
+    body: dict
+    batch: TelemetryBatch | None = None
+    enqueue: bool = False
+
+
+@dataclass
+class _Inventory:
+    own: dict[str, GPU] = field(default_factory=dict)
+    foreign: set[str] = field(default_factory=set)
+
+
+def parse_time(value) -> datetime | None:
+    """An RFC 3339 date-time with an offset, or None."""
+    if not isinstance(value, str) or len(value) > 40 or "T" not in value.upper():
+        return None
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo is not None else None
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _clean_str(value, max_len: int) -> str | None:
+    if not isinstance(value, str) or not value or len(value) > max_len:
+        return None
+    if any(c.isspace() or not c.isprintable() for c in value):
+        return None
+    return value
+
+
+def validate_gpu(item) -> tuple[dict | None, list[dict]]:
+    """A GPU inventory entry normalised, or the field errors that refuse it."""
+    if not isinstance(item, dict):
+        return None, [{"field": "", "error": "must be an object"}]
+    errors = []
+    uuid_ = _clean_str(item.get("uuid"), MAX_UUID_LEN)
+    if uuid_ is None:
+        errors.append({"field": "uuid", "error": "required, no spaces, at most 96 characters"})
+    name = item.get("name")
+    if not isinstance(name, str) or not name.strip() or len(name) > 200:
+        errors.append({"field": "name", "error": "required, at most 200 characters"})
+    total = item.get("memory_total_mib")
+    if not _is_int(total) or not 0 < total <= MAX_MEMORY_MIB:
+        errors.append({"field": "memory_total_mib", "error": "a positive integer of MiB"})
+    extras = {}
+    for key, limit in (("driver_version", 50), ("pci_bus_id", 50)):
+        value = item.get(key)
+        if value is not None and (not isinstance(value, str) or len(value) > limit):
+            errors.append({"field": key, "error": f"a string of at most {limit} characters"})
+        extras[key] = value or ""
+    parent = item.get("mig_parent_uuid")
+    if parent is not None and _clean_str(parent, MAX_UUID_LEN) is None:
+        errors.append({"field": "mig_parent_uuid", "error": "a GPU uuid"})
+    if errors:
+        return None, errors
+    return {
+        "uuid": uuid_,
+        "name": name.strip(),
+        "memory_total_mib": total,
+        "mig_parent_uuid": parent,
+        **extras,
+    }, []
+
+
+def register_gpus(node: Node, gpus: list[dict], now: datetime) -> tuple[list[dict], _Inventory]:
+    """Create or update this node's GPUs from an inventory; flag uuids another node owns.
+
+    Returns the per-GPU rejections and the node's inventory as it now stands.
+    """
+    inventory = _Inventory(own={g.uuid: g for g in node.gpus.all()})
+    rejected = []
+    wanted = {}
+    for index, item in enumerate(gpus):
+        gpu, errors = validate_gpu(item)
+        if gpu is None:
+            rejected.append({"index": index, "error": "validation_failed", "errors": errors})
+        else:
+            wanted[gpu["uuid"]] = (index, gpu)
+    new_uuids = [u for u in wanted if u not in inventory.own]
+    owners = dict(GPU.objects.filter(uuid__in=new_uuids).values_list("uuid", "node_id"))
+    for uuid_, (index, gpu) in wanted.items():
+        if uuid_ in owners:
+            inventory.foreign.add(uuid_)
+            rejected.append({"index": index, "error": "gpu_owned_by_other_node"})
+            continue
+        existing = inventory.own.get(uuid_)
+        if existing is None:
+            try:
+                with transaction.atomic():
+                    inventory.own[uuid_] = GPU.objects.create(
+                        node=node,
+                        uuid=uuid_,
+                        name=gpu["name"],
+                        memory_total_mib=gpu["memory_total_mib"],
+                        driver_version=gpu["driver_version"],
+                        pci_bus_id=gpu["pci_bus_id"],
+                        first_seen_at=now,
+                    )
+            except IntegrityError:  # another node registered it a moment ago
+                inventory.foreign.add(uuid_)
+                rejected.append({"index": index, "error": "gpu_owned_by_other_node"})
+            continue
+        changes = {
+            key: gpu[key]
+            for key in ("name", "memory_total_mib", "driver_version", "pci_bus_id")
+            if getattr(existing, key) != gpu[key]
+        }
+        if changes:
+            if (
+                existing.committed_memory_mib is not None
+                and existing.committed_memory_mib > gpu["memory_total_mib"]
+            ):
+                # A smaller total than before: the commitment can never exceed what exists.
+                changes["committed_memory_mib"] = gpu["memory_total_mib"]
+            GPU.objects.filter(pk=existing.pk).update(**changes)
+            for key, value in changes.items():
+                setattr(existing, key, value)
+    _link_mig_parents(inventory, wanted)
+    if inventory.foreign:
+        flag_foreign_gpus(node, inventory.foreign, now)
+    return rejected, inventory
+
+
+def _link_mig_parents(inventory: _Inventory, wanted: dict) -> None:
+    for uuid_, (_, gpu) in wanted.items():
+        child = inventory.own.get(uuid_)
+        parent = inventory.own.get(gpu["mig_parent_uuid"] or "")
+        if child is None or parent is None or parent.pk in (child.pk, child.mig_parent_id):
+            continue
+        GPU.objects.filter(pk=child.pk).update(mig_parent=parent)
+        child.mig_parent_id = parent.pk
+
+
+def flag_foreign_gpus(node: Node, uuids: set[str], now: datetime) -> None:
+    """Record, for admins, that `node` reported GPUs that belong to another node."""
+    for gpu in GPU.objects.filter(uuid__in=uuids).exclude(node=node).select_related("node"):
+        updated = GpuFlag.objects.filter(
+            gpu=gpu,
+            reason=GpuFlag.Reason.UUID_ON_TWO_NODES,
+            reported_by=node,
+            cleared_at__isnull=True,
+        ).update(last_seen_at=now)
+        if not updated:
+            try:
+                with transaction.atomic():
+                    GpuFlag.objects.create(
+                        gpu=gpu,
+                        reason=GpuFlag.Reason.UUID_ON_TWO_NODES,
+                        reported_by=node,
+                        detail=(
+                            f"Node {node.pk} ({node.name}) reported GPU {gpu.uuid}, which belongs "
+                            f"to node {gpu.node_id} ({gpu.node.name})."
+                        ),
+                        created_at=now,
+                        last_seen_at=now,
+                    )
+            except IntegrityError:
+                pass  # a concurrent request opened the same flag
+
+
+def validate_sample(item, inventory: _Inventory, now: datetime) -> tuple[dict | None, str]:
+    """A sample normalised for storage, or the per-sample error code that refuses it."""
+    if not isinstance(item, dict):
+        return None, "validation_failed"
+    uuid_ = item.get("gpu_uuid")
+    ts = parse_time(item.get("ts"))
+    used = item.get("memory_used_mib")
+    total = item.get("memory_total_mib")
+    if not isinstance(uuid_, str) or ts is None or not _is_int(used) or not _is_int(total):
+        return None, "validation_failed"
+    gpu = inventory.own.get(uuid_)
+    if gpu is None:
+        if uuid_ in inventory.foreign:
+            return None, "gpu_owned_by_other_node"
+        return None, "unknown_gpu"
+    if (
+        not now - timedelta(seconds=settings.TELEMETRY_MAX_AGE_S)
+        <= ts
+        <= now + timedelta(seconds=settings.TELEMETRY_MAX_AHEAD_S)
+    ):
+        return None, "timestamp_out_of_window"
+    if not (0 <= used <= MAX_MEMORY_MIB and 0 < total <= MAX_MEMORY_MIB):
+        return None, "out_of_range"
+    if used > total:
+        return None, "memory_used_exceeds_total"
+    util = item.get("utilization_gpu_pct")
+    if util is not None and (not _is_number(util) or not 0 <= util <= 100):
+        return None, "out_of_range"
+    temperature = item.get("temperature_c")
+    if temperature is not None and (
+        not _is_number(temperature)
+        or not TEMPERATURE_RANGE_C[0] <= temperature <= TEMPERATURE_RANGE_C[1]
+    ):
+        return None, "out_of_range"
+    power = item.get("power_w")
+    if power is not None and (
+        not _is_number(power) or not POWER_RANGE_W[0] <= power <= POWER_RANGE_W[1]
+    ):
+        return None, "out_of_range"
+    job_id = item.get("job_id")
+    if job_id is not None and (not isinstance(job_id, str) or len(job_id) > MAX_JOB_ID_LEN):
+        return None, "validation_failed"
+    return {
+        "gpu": gpu.pk,
+        "ts": ts.isoformat(),
+        "util": util,
+        "used": used,
+        "total": total,
+        "temp": temperature,
+        "power": power,
+        "job": job_id or "",
+    }, ""
+
+
+def accept(node: Node, body: dict, now: datetime | None = None) -> Outcome:
+    """Validate and store one telemetry request of `node`; the caller enqueues on commit."""
+    now = now or timezone.now()
+    try:
+        batch_id = uuid.UUID(str(body.get("batch_id")))
+    except ValueError:
+        raise Refused(
+            400,
+            "validation_failed",
+            "batch_id must be a UUID.",
+            [{"field": "batch_id", "error": "a UUID"}],
+        ) from None
+
+    first = TelemetryBatch.objects.filter(node=node, batch_id=batch_id).values("response").first()
+    if first is not None:
+        return Outcome(200, first["response"])
+
+    errors = []
+    sent_at = parse_time(body.get("sent_at"))
+    if sent_at is None:
+        errors.append({"field": "sent_at", "error": "an RFC 3339 date-time with offset"})
+    samples = body.get("samples")
+    if not isinstance(samples, list):
+        errors.append({"field": "samples", "error": "a list of samples"})
+    gpus = body.get("gpus", [])
+    if gpus is None:
+        gpus = []
+    if not isinstance(gpus, list):
+        errors.append({"field": "gpus", "error": "a list of GPUs"})
+    if errors:
+        raise Refused(400, "validation_failed", "The batch has invalid fields.", errors)
+    if len(samples) > settings.TELEMETRY_MAX_SAMPLES or len(gpus) > MAX_INVENTORY:
+        raise Refused(
+            413,
+            "batch_too_large",
+            f"A batch holds at most {settings.TELEMETRY_MAX_SAMPLES} samples "
+            f"and {MAX_INVENTORY} GPUs.",
+        )
+
+    gpu_rejections, inventory = register_gpus(node, gpus, now)
+    named = {s.get("gpu_uuid") for s in samples if isinstance(s, dict)}
+    unknown = {u for u in named if isinstance(u, str) and u not in inventory.own}
+    if unknown:
+        foreign = set(
+            GPU.objects.filter(uuid__in=unknown).exclude(node=node).values_list("uuid", flat=True)
+        )
+        if foreign - inventory.foreign:
+            flag_foreign_gpus(node, foreign - inventory.foreign, now)
+        inventory.foreign |= foreign
+
+    accepted, rejected, seen = [], [], set()
+    for index, item in enumerate(samples):
+        sample, error = validate_sample(item, inventory, now)
+        if sample is None:
+            rejected.append({"index": index, "error": error})
+            continue
+        key = (sample["gpu"], sample["ts"])
+        if key not in seen:  # the same reading twice in one batch counts once
+            seen.add(key)
+            accepted.append(sample)
+
+    response = {"batch_id": str(batch_id), "accepted": len(accepted), "rejected": rejected}
+    if gpu_rejections:
+        response["rejected_gpus"] = gpu_rejections
+    batch = TelemetryBatch(
+        node=node,
+        batch_id=batch_id,
+        received_at=now,
+        sent_at=sent_at,
+        clock_skew_s=(sent_at - now).total_seconds() if sent_at else None,
+        samples=accepted,
+        sample_count=len(accepted),
+        response=response,
+        status=TelemetryBatch.Status.PENDING if accepted else TelemetryBatch.Status.PROCESSED,
+        processed_at=None if accepted else now,
+    )
+    try:
+        with transaction.atomic():
+            batch.save(force_insert=True)
+    except IntegrityError:
+        # The same batch_id raced in on another connection: answer as the first one did.
+        first = TelemetryBatch.objects.values("response").get(node=node, batch_id=batch_id)
+        return Outcome(200, first["response"])
+    return Outcome(202, response, batch=batch, enqueue=bool(accepted))
