@@ -9,6 +9,10 @@ PORT ?= 8000
 
 # `make run` and `make test` are development commands: DEBUG unless the environment says not.
 export DEBUG ?= true
+# `make run` starts the simulated demo fleet too; DEMO_FLEET=false make run leaves it out.
+DEMO_FLEET ?= true
+# Reports every 10 s keep the demo lively; real agents default to 30 s.
+export AGENT_REPORT_INTERVAL_S ?= 10
 export PATH := $(abspath $(BIN)):$(PATH)
 
 .PHONY: run test venv lint clean
@@ -28,10 +32,14 @@ run: venv
 	@echo
 	@echo "  OmniTensor portal: http://$(HOST):$(PORT)/   (admin: http://$(HOST):$(PORT)/admin/)"
 	@echo
-	HOST=$(HOST) $(BIN)/honcho start --port $(PORT) --procfile Procfile
+	HOST=$(HOST) DEMO_FLEET=$(DEMO_FLEET) DEMO_PORTAL_URL=http://$(HOST):$(PORT) \
+		$(BIN)/honcho start --port $(PORT) --procfile Procfile \
+		web worker beat $(if $(filter true,$(DEMO_FLEET)),fleet)
 
+# Tests keep their broker folder and cache apart from a running `make run`.
 test: venv
-	$(BIN)/pytest
+	DEMO_FLEET=false AGENT_REPORT_INTERVAL_S=30 CELERY_BROKER_DIR=$(CURDIR)/var/test-broker \
+		CACHE_URL=$${CACHE_URL:-filecache://$(CURDIR)/var/test-cache} $(BIN)/pytest
 
 lint: venv
 	$(BIN)/ruff check .

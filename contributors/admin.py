@@ -3,8 +3,18 @@
 from django.contrib import admin, messages
 from django.contrib.auth.admin import UserAdmin
 from django.db.models import Count
+from django.utils import timezone
 
-from contributors.models import GPU, Contributor, Node, Wallet
+from contributors.models import (
+    GPU,
+    Contributor,
+    EnrollmentCode,
+    GpuFlag,
+    Node,
+    ServiceToken,
+    TelemetryBatch,
+    Wallet,
+)
 
 
 class WalletInline(admin.TabularInline):
@@ -55,14 +65,27 @@ class GPUInline(admin.TabularInline):
 
 @admin.register(Node)
 class NodeAdmin(admin.ModelAdmin):
-    list_display = ("name", "owner", "hostname", "agent_version", "last_seen_at", "revoked_at")
     list_filter = ("revoked_at", "last_seen_at", "created_at")
     search_fields = ("name", "hostname", "owner__username", "token_prefix", "gpus__uuid")
     list_select_related = ("owner",)
     readonly_fields = ("token_prefix", "token_hash", "created_at", "last_seen_at", "revoked_at")
     raw_id_fields = ("owner",)
     inlines = [GPUInline]
+    list_display = (
+        "name",
+        "owner",
+        "hostname",
+        "agent_version",
+        "status_now",
+        "last_seen_at",
+        "clock_skew_s",
+        "revoked_at",
+    )
     actions = ["revoke_nodes"]
+
+    @admin.display(description="status")
+    def status_now(self, obj) -> str:
+        return obj.status()
 
     @admin.action(description="Revoke the selected nodes' tokens")
     def revoke_nodes(self, request, queryset):
@@ -89,3 +112,110 @@ class GPUAdmin(admin.ModelAdmin):
     list_select_related = ("node", "node__owner")
     readonly_fields = ("first_seen_at", "last_seen_at")
     raw_id_fields = ("node", "mig_parent")
+
+
+class OpenFlagFilter(admin.SimpleListFilter):
+    title = "state"
+    parameter_name = "state"
+
+    def lookups(self, request, model_admin):
+        return [("open", "open"), ("cleared", "cleared")]
+
+    def queryset(self, request, queryset):
+        if self.value() == "open":
+            return queryset.filter(cleared_at__isnull=True)
+        if self.value() == "cleared":
+            return queryset.filter(cleared_at__isnull=False)
+        return queryset
+
+
+@admin.register(GpuFlag)
+class GpuFlagAdmin(admin.ModelAdmin):
+    """GPUs held out for an admin to look at; clearing a flag lets the GPU earn again."""
+
+    list_display = ("gpu", "reason", "reported_by", "created_at", "last_seen_at", "cleared_at")
+    list_filter = (OpenFlagFilter, "reason", "created_at")
+    search_fields = ("gpu__uuid", "gpu__node__name", "reported_by__name", "detail")
+    list_select_related = ("gpu", "reported_by")
+    readonly_fields = (
+        "gpu",
+        "reason",
+        "reported_by",
+        "detail",
+        "created_at",
+        "last_seen_at",
+        "cleared_at",
+        "cleared_by",
+    )
+    actions = ["clear_flags"]
+
+    @admin.action(description="Clear the selected flags")
+    def clear_flags(self, request, queryset):
+        cleared = queryset.filter(cleared_at__isnull=True).update(
+            cleared_at=timezone.now(), cleared_by=request.user
+        )
+        self.message_user(request, f"Cleared {cleared} flag(s).", messages.SUCCESS)
+
+
+@admin.register(TelemetryBatch)
+class TelemetryBatchAdmin(admin.ModelAdmin):
+    list_display = (
+        "batch_id",
+        "node",
+        "status",
+        "sample_count",
+        "received_at",
+        "processed_at",
+        "attempts",
+        "clock_skew_s",
+    )
+    list_filter = ("status", "received_at")
+    search_fields = ("batch_id", "node__name", "node__owner__username")
+    list_select_related = ("node",)
+    readonly_fields = [f.name for f in TelemetryBatch._meta.fields]
+    actions = ["requeue_batches"]
+
+    def has_add_permission(self, request):
+        return False
+
+    @admin.action(description="Process the selected batches again (pending or failed)")
+    def requeue_batches(self, request, queryset):
+        from contributors.tasks import enqueue_ingest
+
+        ids = list(
+            queryset.exclude(status=TelemetryBatch.Status.PROCESSED).values_list("pk", flat=True)
+        )
+        TelemetryBatch.objects.filter(pk__in=ids).update(
+            status=TelemetryBatch.Status.PENDING, attempts=0, error=""
+        )
+        sent = sum(enqueue_ingest(pk) for pk in ids)
+        self.message_user(request, f"Enqueued {sent} batch(es).", messages.SUCCESS)
+
+
+@admin.register(EnrollmentCode)
+class EnrollmentCodeAdmin(admin.ModelAdmin):
+    list_display = ("owner", "created_at", "expires_at", "used_at", "node")
+    list_filter = ("created_at", "used_at")
+    search_fields = ("owner__username",)
+    list_select_related = ("owner", "node")
+    readonly_fields = ("owner", "code_hash", "created_at", "expires_at", "used_at", "node")
+
+    def has_add_permission(self, request):
+        return False  # codes are shown once to their owner; create them on /nodes/ or by command
+
+
+@admin.register(ServiceToken)
+class ServiceTokenAdmin(admin.ModelAdmin):
+    list_display = ("name", "scope", "token_prefix", "created_at", "revoked_at")
+    list_filter = ("scope", "revoked_at")
+    search_fields = ("name", "token_prefix")
+    readonly_fields = ("token_prefix", "token_hash", "created_at")
+    actions = ["revoke_tokens"]
+
+    def has_add_permission(self, request):
+        return False  # python manage.py create_service_token shows the secret once
+
+    @admin.action(description="Revoke the selected tokens")
+    def revoke_tokens(self, request, queryset):
+        revoked = queryset.filter(revoked_at__isnull=True).update(revoked_at=timezone.now())
+        self.message_user(request, f"Revoked {revoked} token(s).", messages.SUCCESS)

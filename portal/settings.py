@@ -306,6 +306,13 @@ INGEST_SWEEP_EVERY_S = env_int("INGEST_SWEEP_EVERY_S", 30, minimum=1)
 # A batch whose ingestion raised this many times is marked failed and shown to admins.
 INGEST_MAX_ATTEMPTS = env_int("INGEST_MAX_ATTEMPTS", 10, minimum=1)
 
+# --- Demo ---------------------------------------------------------------------------------
+
+# `make run` starts a simulated fleet (see portal/demo.py) and, with DEBUG, offers sign-in as
+# its demo contributors. Never enable in production: the demo keys are public.
+DEMO_FLEET = env_bool("DEMO_FLEET", False)
+DEMO_PORTAL_URL = env_str("DEMO_PORTAL_URL", "http://127.0.0.1:8000")
+
 LOGIN_URL = "signin"
 
 LOG_LEVEL = env_str("LOG_LEVEL", "INFO").upper()

@@ -56,7 +56,9 @@ def test_user_signs_in_with_the_browser_wallet(page, live_server):
     page.goto(f"{live_server.url}/signin/")
 
     page.get_by_role("button", name="Sign in with wallet").click()
-    page.wait_for_url(f"{live_server.url}/wallets/")
+    page.wait_for_url(f"{live_server.url}/nodes/")
+    assert page.get_by_role("heading", name="Your machines").is_visible()
+    page.goto(f"{live_server.url}/wallets/")
 
     assert page.get_by_role("heading", name="Your wallets").is_visible()
     assert page.locator(f"tr[data-address='{ALICE.address}']").is_visible()
@@ -90,14 +92,15 @@ def test_fallback_signs_in_with_a_pasted_signature(page, live_server):
     page.get_by_label("Signature").fill("0x" + signature.removeprefix("0x"))
     page.locator("#manual-signin").get_by_role("button", name="Sign in").click()
 
-    page.wait_for_url(f"{live_server.url}/wallets/")
+    page.wait_for_url(f"{live_server.url}/nodes/")
+    page.goto(f"{live_server.url}/wallets/")
     assert page.locator(f"tr[data-address='{BOB.address}']").is_visible()
     assert page.console_errors == []
 
 
 def test_user_links_a_second_wallet_and_makes_it_the_payout(page, live_server):
     install_wallet(page, [ALICE, BOB])
-    page.goto(f"{live_server.url}/signin/")
+    page.goto(f"{live_server.url}/signin/?next=/wallets/")
     page.get_by_role("button", name="Sign in with wallet").click()
     page.wait_for_url(f"{live_server.url}/wallets/")
 

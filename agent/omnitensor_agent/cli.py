@@ -73,7 +73,12 @@ def build_parser() -> argparse.ArgumentParser:
     status = sub.add_parser("status", help="show what would be reported now and what is queued")
     status.add_argument("--json", action="store_true", help="machine-readable output")
 
-    for command in (enroll, run, status):
+    set_token = sub.add_parser(
+        "set-token", help="store the new token after 'Rotate token' in the portal"
+    )
+    set_token.add_argument("token", help="the node token the portal showed once")
+
+    for command in (enroll, run, status, set_token):
         command.add_argument(
             "--config",
             type=Path,
@@ -231,13 +236,33 @@ def cmd_status(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_set_token(args: argparse.Namespace) -> int:
+    path = args.config or default_config_path()
+    try:
+        config = AgentConfig.load(path)
+    except ConfigError as exc:
+        raise UserError(str(exc)) from None
+    token = args.token.strip()
+    if not token.startswith("omt_"):
+        raise UserError("that is not a node token (it starts with omt_)")
+    config.node_token = token
+    config.save(path)
+    print(f"New token stored in {path}; restart the agent (systemctl restart omnitensor-agent).")
+    return EXIT_OK
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    handler = {"enroll": cmd_enroll, "run": cmd_run, "status": cmd_status}[args.command]
+    handler = {
+        "enroll": cmd_enroll,
+        "run": cmd_run,
+        "status": cmd_status,
+        "set-token": cmd_set_token,
+    }[args.command]
     try:
         return handler(args)
     except UserError as exc:

@@ -7,6 +7,7 @@ auth_urlpatterns = [
     path("nonce", views.NonceView.as_view(), name="auth-nonce"),
     path("verify", views.VerifyView.as_view(), name="auth-verify"),
     path("logout", views.LogoutView.as_view(), name="auth-logout"),
+    path("demo", views.DemoSignInView.as_view(), name="auth-demo"),
 ]
 
 api_urlpatterns = [

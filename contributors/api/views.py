@@ -225,3 +225,35 @@ class PayoutWalletView(APIView):
         wallet = _own_wallet(request, address)
         wallet.make_payout()
         return Response(wallet_json(wallet))
+
+
+class DemoSignInView(APIView):
+    """POST /auth/demo {"name": "alice"}: sign in as a demo contributor (DEBUG demo runs only).
+
+    The portal signs a real EIP-4361 message with the demo key and verifies it like any other,
+    so the demo exercises the same path; the keys are public, hence never in production.
+    """
+
+    authentication_classes = []
+    permission_classes = [AllowAny]
+
+    def post(self, request):
+        from portal.demo import DEMO_CONTRIBUTORS, demo_account
+
+        if not (settings.DEBUG and settings.DEMO_FLEET):
+            raise ApiError(404, "not_found", "The demo is not running here.")
+        enforce_csrf(request)
+        body = read_json_object(request, 1024)
+        name = body.get("name")
+        if name not in DEMO_CONTRIBUTORS:
+            raise ApiError(400, "validation_failed", f"name is one of {DEMO_CONTRIBUTORS}.")
+        from eth_account.messages import encode_defunct
+
+        account = demo_account(name)
+        expected = signin.Expected.for_request(request)
+        message = signin.message_for(account.address, signin.issue_nonce(), expected)
+        signature = account.sign_message(encode_defunct(text=message)).signature.hex()
+        verified = signin.check(message, "0x" + signature.removeprefix("0x"), expected)
+        contributor = signin.contributor_for_sign_in(verified.address)
+        login(request._request, contributor, backend="django.contrib.auth.backends.ModelBackend")
+        return Response({"address": verified.address, "contributor": me_json(contributor)})

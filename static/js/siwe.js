@@ -68,7 +68,7 @@
       const signature = await walletSign(accounts[0], message);
       const result = await api("POST", "/auth/verify", { message, signature });
       say(status, `Signed in as ${result.address}.`, "success");
-      window.location.assign(nextUrl || "/wallets/");
+      window.location.assign(nextUrl || "/nodes/");
     } catch (error) {
       say(status, walletErrorText(error), "error");
     }
@@ -138,9 +138,20 @@
       signInButton.addEventListener("click", () => signIn(status, nextUrl));
       wireFallback(document.getElementById("manual-signin"), async (message, signature) => {
         await api("POST", "/auth/verify", { message, signature });
-        window.location.assign(nextUrl || "/wallets/");
+        window.location.assign(nextUrl || "/nodes/");
       });
     }
+
+    document.querySelectorAll("button[data-demo]").forEach((button) => {
+      button.addEventListener("click", async () => {
+        try {
+          await api("POST", "/auth/demo", { name: button.dataset.demo });
+          window.location.assign(button.dataset.next || "/nodes/");
+        } catch (error) {
+          say(document.getElementById("signin-status"), walletErrorText(error), "error");
+        }
+      });
+    });
 
     const wallets = document.getElementById("wallets");
     if (wallets) {

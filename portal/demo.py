@@ -1,0 +1,248 @@
+"""The demo fleet: simulated contributors whose agents and scheduler use the real HTTP API.
+
+`make run` starts it (unless DEMO_FLEET=false) so a newcomer sees live GPUs, jobs and, later,
+rewards within minutes. Every agent here is the real `omnitensor_agent` Runner with the
+simulated collector: it enrolls with a real enrollment code, spools to SQLite and posts batches
+over HTTP, exactly as on a real machine. A simulated scheduler attests the jobs the simulated
+GPUs run through POST /api/v1/scheduler/jobs, except on one GPU whose owner runs their own jobs
+(self-reported work that earns no compute reward, as the rules say).
+"""
+
+import logging
+import queue
+import threading
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from django.conf import settings
+from eth_account import Account
+from eth_utils import keccak
+
+from contributors.models import EnrollmentCode, ServiceToken
+from contributors.signin import contributor_for_sign_in
+
+log = logging.getLogger("portal.demo")
+
+
+@dataclass(frozen=True)
+class DemoMachine:
+    owner: str  # key of DEMO_CONTRIBUTORS
+    name: str
+    gpus: int
+    seed: int
+    attest_jobs: bool = True
+
+
+# Names → private keys derived from the name: public, worthless, and the same on every machine.
+DEMO_CONTRIBUTORS = ("alice", "bob", "carol")
+DEMO_MACHINES = (
+    DemoMachine("alice", "alice-rig-1", 4, 101),
+    DemoMachine("alice", "alice-rig-2", 2, 102),
+    DemoMachine("bob", "bob-workstation", 2, 201),
+    DemoMachine("carol", "carol-lab", 3, 301),
+    DemoMachine("carol", "carol-own-jobs", 1, 302, attest_jobs=False),
+)
+
+
+def demo_account(name: str):
+    return Account.from_key(keccak(text=f"omnitensor-demo-{name}"))
+
+
+def wait_for_portal(portal: str, stop: threading.Event, timeout_s: float = 120) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while not stop.is_set() and time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"{portal}/healthz", timeout=2):  # noqa: S310 - our URL
+                return True
+        except urllib.error.HTTPError:
+            return True  # it answers; a 503 names a part that may still be starting
+        except OSError:
+            stop.wait(1)
+    return False
+
+
+class Scheduler(threading.Thread):
+    """Attests jobs as the simulated GPUs start and finish them."""
+
+    def __init__(self, portal: str, token: str, stop: threading.Event) -> None:
+        super().__init__(name="demo-scheduler", daemon=True)
+        from omnitensor_agent.api import PortalClient
+
+        self.client = PortalClient(portal, token)
+        self.events: queue.Queue = queue.Queue()
+        self.stop = stop
+
+    def run(self) -> None:
+        from omnitensor_agent.api import NetworkError
+
+        while not self.stop.is_set():
+            try:
+                body = self.events.get(timeout=0.5)
+            except queue.Empty:
+                continue
+            for attempt in range(10):
+                try:
+                    response = self.client.request("POST", "/api/v1/scheduler/jobs", body)
+                except NetworkError:
+                    self.stop.wait(min(2**attempt, 30))
+                    continue
+                if response.status >= 500:
+                    self.stop.wait(min(2**attempt, 30))
+                    continue
+                if response.status >= 400:
+                    log.warning("scheduler: job %s refused: %s", body["job_id"], response.body)
+                break
+
+
+class AttestingCollector:
+    """Wraps a simulated collector and tells the scheduler when each GPU's job changes."""
+
+    def __init__(self, inner, scheduler: Scheduler | None) -> None:
+        self.inner = inner
+        self.name = inner.name
+        self.scheduler = scheduler
+        self.current: dict[str, tuple[str, datetime]] = {}
+
+    def collect(self):
+        readings = self.inner.collect()
+        if self.scheduler is not None:
+            for reading in readings:
+                self._follow(reading)
+        return readings
+
+    def _follow(self, reading) -> None:
+        running = self.current.get(reading.uuid)
+        if running and running[0] != reading.job_id:
+            self.scheduler.events.put(self._job(reading.uuid, *running, ended_at=reading.ts))
+            del self.current[reading.uuid]
+        if reading.job_id and reading.uuid not in self.current:
+            self.current[reading.uuid] = (reading.job_id, reading.ts)
+            self.scheduler.events.put(self._job(reading.uuid, reading.job_id, reading.ts))
+
+    @staticmethod
+    def _job(uuid: str, job_id: str, started: datetime, ended_at: datetime | None = None) -> dict:
+        def iso(moment):
+            return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+        return {
+            "job_id": job_id,
+            "gpu_uuid": uuid,
+            "kind": "training" if int(job_id[-1], 16) % 3 else "inference",
+            "started_at": iso(started),
+            "ended_at": iso(ended_at) if ended_at else None,
+        }
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+class Fleet:
+    def __init__(self, portal: str, state_dir: Path) -> None:
+        self.portal = portal.rstrip("/")
+        self.state_dir = state_dir
+        self.stop = threading.Event()
+        self.threads: list[threading.Thread] = []
+
+    def scheduler_token(self) -> str:
+        path = self.state_dir / "scheduler-token"
+        if path.exists():
+            token = path.read_text().strip()
+            if ServiceToken.authenticate(token, ServiceToken.Scope.SCHEDULER):
+                return token
+        _, token = ServiceToken.issue(ServiceToken.Scope.SCHEDULER, "demo scheduler")
+        path.write_text(token)
+        path.chmod(0o600)
+        return token
+
+    def enrolled_config(self, machine: DemoMachine):
+        """The machine's agent config, enrolling it through the API the first time."""
+        from omnitensor_agent.api import PortalClient
+        from omnitensor_agent.collectors.simulate import SimulatedCollector
+        from omnitensor_agent.config import AgentConfig, ConfigError
+        from omnitensor_agent.runner import inventory
+
+        from contributors.models import Node
+
+        home = self.state_dir / machine.name
+        home.mkdir(parents=True, exist_ok=True)
+        path = home / "config.json"
+        try:
+            config = AgentConfig.load(path)
+            node = Node.authenticate(config.node_token)
+            if node is not None and not node.is_revoked:
+                return config
+        except ConfigError:
+            pass
+        owner = contributor_for_sign_in(demo_account(machine.owner).address)
+        _, code = EnrollmentCode.issue(owner)
+        gpus = inventory(SimulatedCollector(machine.gpus, seed=machine.seed).collect())
+        response = PortalClient(self.portal).enroll(code, machine.name, gpus)
+        if response.status != 201:
+            raise RuntimeError(f"demo enrollment of {machine.name} failed: {response.body}")
+        (home / "spool.db").unlink(missing_ok=True)
+        config = AgentConfig(
+            portal=self.portal,
+            node_id=str(response.body["node_id"]),
+            node_token=response.body["node_token"],
+            sample_interval_s=response.body["sample_interval_s"],
+            report_interval_s=response.body["report_interval_s"],
+            collector="simulate",
+            simulate=machine.gpus,
+            spool_path=str(home / "spool.db"),
+        )
+        config.save(path)
+        log.info("demo: enrolled %s (%s GPUs) for %s", machine.name, machine.gpus, machine.owner)
+        return config
+
+    def start(self) -> None:
+        from omnitensor_agent.collectors.simulate import SimulatedCollector
+        from omnitensor_agent.runner import Runner
+
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        scheduler = Scheduler(self.portal, self.scheduler_token(), self.stop)
+        scheduler.start()
+        self.threads.append(scheduler)
+        for machine in DEMO_MACHINES:
+            config = self.enrolled_config(machine)
+            collector = AttestingCollector(
+                SimulatedCollector(machine.gpus, seed=machine.seed),
+                scheduler if machine.attest_jobs else None,
+            )
+            runner = Runner(config, collector, config.spool_path)
+            runner.stop = self.stop  # one switch stops every agent
+
+            def run(runner=runner, machine=machine):
+                try:
+                    runner.run()
+                except Exception:
+                    log.exception("demo agent %s stopped", machine.name)
+
+            thread = threading.Thread(target=run, name=f"agent-{machine.name}", daemon=True)
+            thread.start()
+            self.threads.append(thread)
+
+
+def run_fleet(portal: str) -> None:
+    fleet = Fleet(portal, Path(settings.VAR_DIR) / "demo")
+    if not wait_for_portal(portal, fleet.stop):
+        raise RuntimeError(f"the portal at {portal} did not answer")
+    fleet.start()
+    total = sum(m.gpus for m in DEMO_MACHINES)
+    log.info(
+        "demo fleet: %s machines, %s GPUs reporting to %s; sign in as alice, bob or carol "
+        "from the sign-in page",
+        len(DEMO_MACHINES),
+        total,
+        portal,
+    )
+    try:
+        while not fleet.stop.is_set():
+            fleet.stop.wait(1)
+    finally:
+        fleet.stop.set()
+        for thread in fleet.threads:
+            thread.join(timeout=10)

@@ -1,0 +1,83 @@
+"""The demo fleet enrolls and reports through the real HTTP API, and attests its jobs."""
+
+import pytest
+from django.test import Client
+
+from contributors import ingest
+from contributors.models import GPU, Node, Sample, TelemetryBatch
+from portal.demo import DEMO_MACHINES, Fleet, demo_account
+from rewards.models import Job
+from tests.conftest import wait_for
+
+pytestmark = [pytest.mark.processes, pytest.mark.django_db(transaction=True)]
+
+
+def test_fleet_reports_every_gpu_and_attests_jobs(live_server, settings, tmp_path):
+    settings.AGENT_SAMPLE_INTERVAL_S = 1
+    settings.AGENT_REPORT_INTERVAL_S = 1
+    fleet = Fleet(live_server.url, tmp_path / "demo")
+    try:
+        fleet.start()
+        total = sum(machine.gpus for machine in DEMO_MACHINES)
+
+        def every_gpu_reported():
+            # Ingest in this process: real workers are tested elsewhere; this is about the fleet.
+            for pk in TelemetryBatch.objects.filter(status="pending").values_list("pk", flat=True):
+                ingest.ingest(pk)
+            return GPU.objects.filter(last_sample_at__isnull=False).count() == total
+
+        wait_for(every_gpu_reported, timeout=60, message="not every demo GPU reported")
+    finally:
+        fleet.stop.set()
+        for thread in fleet.threads:
+            thread.join(timeout=30)
+
+    assert Node.objects.count() == len(DEMO_MACHINES)
+    assert Sample.objects.count() >= total
+    # Jobs seen on attesting machines were attested through the scheduler API; the machine
+    # whose owner runs their own jobs has none.
+    jobs = Job.objects.select_related("gpu__node")
+    assert jobs.exists()
+    assert not jobs.filter(gpu__node__name="carol-own-jobs").exists()
+    alice = demo_account("alice").address
+    assert Node.objects.filter(owner__username=alice).count() == 2
+
+
+def test_restarted_fleet_reuses_its_machines(live_server, settings, tmp_path):
+    settings.AGENT_SAMPLE_INTERVAL_S = 1
+    for _ in range(2):
+        fleet = Fleet(live_server.url, tmp_path / "demo")
+        fleet.start()
+        fleet.stop.set()
+        for thread in fleet.threads:
+            thread.join(timeout=30)
+    assert Node.objects.count() == len(DEMO_MACHINES)
+
+
+def test_demo_sign_in_only_exists_in_demo_runs(settings):
+    settings.DEMO_FLEET = False
+    client = Client()
+    client.get("/auth/nonce")
+    response = client.post(
+        "/auth/demo",
+        {"name": "alice"},
+        content_type="application/json",
+        headers={"X-CSRFToken": client.cookies["csrftoken"].value},
+    )
+    assert response.status_code == 404
+
+
+def test_demo_sign_in_signs_in_as_the_demo_contributor(settings):
+    settings.DEMO_FLEET = True
+    settings.DEBUG = True
+    client = Client()
+    client.get("/auth/nonce")
+    response = client.post(
+        "/auth/demo",
+        {"name": "bob"},
+        content_type="application/json",
+        headers={"X-CSRFToken": client.cookies["csrftoken"].value},
+    )
+    assert response.status_code == 200
+    assert response.json()["address"] == demo_account("bob").address
+    assert client.get("/api/v1/me").status_code == 200
