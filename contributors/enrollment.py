@@ -38,7 +38,8 @@ def enroll(code: str, hostname: str, agent_version: str, gpus: list) -> Enrolled
             raise Refused(409, "enrollment_code_used", "This enrollment code was already used.")
         node = Node(
             owner=row.owner,
-            name=hostname or f"machine-{row.pk}",
+            # The name is the owner's label for the machine; the full hostname stays beside it.
+            name=(hostname or f"machine-{row.pk}")[: Node._meta.get_field("name").max_length],
             hostname=hostname,
             agent_version=agent_version,
         )

@@ -14,6 +14,7 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
+from contributors import rollups
 from contributors.models import GPU, Node, Sample, TelemetryBatch
 
 log = logging.getLogger(__name__)
@@ -43,7 +44,12 @@ def ingest(batch_pk: int) -> int:
         if batch is None:
             return 0
         rows = [_sample_row(item) for item in batch.samples]
+        # Lock this batch's GPUs (in a fixed order) so that two batches of the same GPU,
+        # e.g. a swept one and the next, update its rollups one after the other.
+        gpu_ids = sorted({row.gpu_id for row in rows})
+        list(GPU.objects.select_for_update().filter(pk__in=gpu_ids).order_by("pk").values("pk"))
         Sample.objects.bulk_create(rows, ignore_conflicts=True, batch_size=500)
+        rollups.refresh(rows)
         _update_live_state(rows, batch)
         batch.status = TelemetryBatch.Status.PROCESSED
         batch.processed_at = timezone.now()

@@ -456,3 +456,51 @@ class GpuFlag(models.Model):
 
     def __str__(self) -> str:
         return f"{self.get_reason_display()}: {self.gpu.uuid}"
+
+
+class _Rollup(models.Model):
+    """Aggregates of one GPU over one period, kept additive so the worker can maintain them.
+
+    Averages are `sum_* / n_*` (a null reading adds to neither); maxima only grow because samples
+    are only ever added; `online_s` is the covered time (DESIGN.md "Coverage") inside the period.
+    """
+
+    gpu = models.ForeignKey(GPU, on_delete=models.CASCADE, related_name="+")
+    start = models.DateTimeField()
+    samples = models.PositiveIntegerField(default=0)
+    online_s = models.FloatField(default=0)
+    n_util = models.PositiveIntegerField(default=0)
+    sum_util = models.FloatField(default=0)
+    max_util = models.FloatField(null=True)
+    sum_mem = models.FloatField(default=0)
+    max_mem = models.PositiveIntegerField(null=True)
+    n_temp = models.PositiveIntegerField(default=0)
+    sum_temp = models.FloatField(default=0)
+    max_temp = models.FloatField(null=True)
+    n_power = models.PositiveIntegerField(default=0)
+    sum_power = models.FloatField(default=0)
+    max_power = models.FloatField(null=True)
+
+    class Meta:
+        abstract = True
+
+    def __str__(self) -> str:
+        return f"{self.gpu_id} @ {self.start.isoformat()}"
+
+
+class GpuMinute(_Rollup):
+    """Per-minute rollup of a GPU's samples (kept ROLLUP_MINUTE_DAYS days)."""
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["gpu", "start"], name="gpuminute_unique_gpu_start")
+        ]
+
+
+class GpuHour(_Rollup):
+    """Per-hour rollup of a GPU's samples (kept for good)."""
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["gpu", "start"], name="gpuhour_unique_gpu_start")
+        ]

@@ -54,6 +54,16 @@ def sweep_pending_batches() -> int:
     return sent
 
 
+@shared_task(name="contributors.prune_telemetry", ignore_result=True, acks_late=True)
+def prune_telemetry() -> dict:
+    """Apply the retention settings (raw samples, minute rollups, processed batches)."""
+    from contributors import retention
+
+    removed = retention.prune()
+    log.info("retention removed %s", removed)
+    return removed
+
+
 @shared_task(name="contributors.prune_signin_nonces", ignore_result=True)
 def prune_signin_nonces() -> int:
     """Delete nonces past their lifetime; a spent or expired nonce can never sign in again."""

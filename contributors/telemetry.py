@@ -9,7 +9,7 @@ import logging
 import math
 import uuid
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
@@ -49,9 +49,12 @@ def parse_time(value) -> datetime | None:
         return None
     try:
         parsed = datetime.fromisoformat(value)
-    except ValueError:
+        if parsed.tzinfo is None:
+            return None
+        # Every time is stored in UTC: one that cannot be expressed there is no time at all.
+        return parsed.astimezone(UTC)
+    except (ValueError, OverflowError):
         return None
-    return parsed if parsed.tzinfo is not None else None
 
 
 def _is_int(value) -> bool:
@@ -294,7 +297,9 @@ def accept(node: Node, body: dict, now: datetime | None = None) -> Outcome:
         )
 
     gpu_rejections, inventory = register_gpus(node, gpus, now)
-    named = {s.get("gpu_uuid") for s in samples if isinstance(s, dict)}
+    named = {
+        s["gpu_uuid"] for s in samples if isinstance(s, dict) and isinstance(s.get("gpu_uuid"), str)
+    }
     unknown = {u for u in named if isinstance(u, str) and u not in inventory.own}
     if unknown:
         foreign = set(

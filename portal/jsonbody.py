@@ -1,8 +1,21 @@
 """Reading JSON request bodies with a size cap, answering in the API's error shape."""
 
 import json
+import re
 
 from portal.api_errors import ApiError
+
+
+# JSON may escape UTF-16 surrogates; Python keeps a lone one, which no database can store.
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+
+
+def _has_lone_surrogate(value) -> bool:
+    try:
+        json.dumps(value, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
 
 
 def read_json_object(request, max_bytes: int, too_large_code: str = "body_too_large") -> dict:
@@ -24,6 +37,10 @@ def read_json_object(request, max_bytes: int, too_large_code: str = "body_too_la
         body = json.loads(raw)
     except (UnicodeDecodeError, ValueError):
         raise ApiError(400, "invalid_json", "The body is not valid JSON.") from None
+    if _SURROGATE_ESCAPE.search(raw) and _has_lone_surrogate(body):
+        raise ApiError(
+            400, "invalid_json", "The body holds a lone UTF-16 surrogate (\\ud800-\\udfff)."
+        )
     if not isinstance(body, dict):
         raise ApiError(400, "invalid_json", "The body must be a JSON object.")
     return body

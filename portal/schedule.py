@@ -15,9 +15,19 @@ def beat_schedule() -> dict:
             "schedule": float(settings.INGEST_SWEEP_EVERY_S),
             "options": {"expires": float(settings.INGEST_SWEEP_EVERY_S)},
         },
+        "prune-telemetry": {
+            "task": "contributors.prune_telemetry",
+            "schedule": 3600.0,
+            "options": {"expires": 3600.0},
+        },
         "prune-signin-nonces": {
             "task": "contributors.prune_signin_nonces",
             "schedule": 3600.0,
             "options": {"expires": 3600.0},
+        },
+        "settle-due-epochs": {
+            "task": "rewards.settle_due_epochs",
+            "schedule": float(settings.REWARD_SETTLE_EVERY_S),
+            "options": {"expires": float(settings.REWARD_SETTLE_EVERY_S)},
         },
     }

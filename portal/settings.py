@@ -158,11 +158,13 @@ if _db["ENGINE"] == "django.db.backends.sqlite3":
         "transaction_mode": "IMMEDIATE",
         "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
     }
-    # Tests run real worker processes, which cannot see an in-memory database.
-    _db["TEST"] = {"NAME": str(VAR_DIR / "test-portal.sqlite3")}
+    # Tests run real worker processes, which cannot see an in-memory database; one file per
+    # test run, so that runs side by side never share one.
+    _db["TEST"] = {"NAME": str(VAR_DIR / f"test-portal-{os.getpid()}.sqlite3")}
 else:
     _db["CONN_MAX_AGE"] = _conn_max_age
     _db["CONN_HEALTH_CHECKS"] = True
+    _db["TEST"] = {"NAME": f"test_{_db['NAME']}_{os.getpid()}"}
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 AUTH_USER_MODEL = "contributors.Contributor"
@@ -303,6 +305,12 @@ TELEMETRY_MAX_AHEAD_S = env_int("TELEMETRY_MAX_AHEAD_S", 300)
 # A batch still pending this long after it was accepted is enqueued again by the sweeper.
 INGEST_SWEEP_AFTER_S = env_int("INGEST_SWEEP_AFTER_S", 60, minimum=1)
 INGEST_SWEEP_EVERY_S = env_int("INGEST_SWEEP_EVERY_S", 30, minimum=1)
+# A sample covers at most this long (DESIGN.md "Coverage"); rollups count online time with it.
+COVERAGE_MAX_GAP_S = env_int("COVERAGE_MAX_GAP_S", 30, minimum=1)
+# Retention: raw samples, minute rollups and processed batches; hourly rollups are kept.
+RETENTION_RAW_DAYS = env_int("RETENTION_RAW_DAYS", 7, minimum=2)
+RETENTION_MINUTE_DAYS = env_int("RETENTION_MINUTE_DAYS", 90, minimum=2)
+RETENTION_BATCH_DAYS = env_int("RETENTION_BATCH_DAYS", 7, minimum=2)
 # A batch whose ingestion raised this many times is marked failed and shown to admins.
 INGEST_MAX_ATTEMPTS = env_int("INGEST_MAX_ATTEMPTS", 10, minimum=1)
 
@@ -326,3 +334,17 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
     "loggers": {"django.db.backends": {"level": "WARNING"}},
 }
+
+# --- Rewards ----------------------------------------------------------------------------------
+
+# The default reward policy, in effect from the beginning of time until an admin adds a
+# RewardPolicy (DESIGN.md "Reward definitions"). The demo (`make run`) uses 5-minute epochs
+# with 1 minute of grace so that rewards show up quickly.
+REWARD_EPOCH_S = env_int("REWARD_EPOCH_S", 3600, minimum=60)
+REWARD_GRACE_S = env_int("REWARD_GRACE_S", 900, minimum=0)
+REWARD_MAX_GAP_S = env_int("REWARD_MAX_GAP_S", 30, minimum=1)
+# Pools per epoch, in wei (OMNIT has 18 decimals): 1,000 OMNIT compute, 250 OMNIT idle.
+REWARD_COMPUTE_POOL_WEI = env_int("REWARD_COMPUTE_POOL_WEI", 1_000 * 10**18)
+REWARD_IDLE_POOL_WEI = env_int("REWARD_IDLE_POOL_WEI", 250 * 10**18)
+# How often Celery beat looks for epochs due for settlement.
+REWARD_SETTLE_EVERY_S = env_int("REWARD_SETTLE_EVERY_S", 60, minimum=5)

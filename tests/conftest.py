@@ -30,6 +30,14 @@ def database_url_for_test_db() -> str:
     return f"postgres://{auth}{host}{port}/{db['NAME']}"
 
 
+@pytest.fixture(autouse=True)
+def _fresh_cache():
+    """Rate limits and heartbeats live in the shared cache: every test starts without them."""
+    from django.core.cache import cache
+
+    cache.clear()
+
+
 class WorkerProcess:
     """A `celery -A portal worker` process consuming one queue of its own."""
 

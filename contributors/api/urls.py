@@ -17,6 +17,7 @@ api_urlpatterns = [
     path("scheduler/jobs", SchedulerJobsView.as_view(), name="scheduler-jobs"),
     path("me", views.MeView.as_view(), name="api-me"),
     path("me/gpus", views.MyGpusView.as_view(), name="api-my-gpus"),
+    path("me/gpus/<path:uuid>/series", views.MyGpuSeriesView.as_view(), name="api-gpu-series"),
     path("me/wallets", views.WalletsView.as_view(), name="api-wallets"),
     path("me/wallets/<str:address>", views.WalletView.as_view(), name="api-wallet"),
     path(

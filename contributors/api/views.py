@@ -215,6 +215,24 @@ class MyGpusView(APIView):
         )
 
 
+class MyGpuSeriesView(APIView):
+    """GET /api/v1/me/gpus/<uuid>/series?range=1h|24h|7d|30d: history for charts."""
+
+    authentication_classes = [SessionAuthentication]
+    permission_classes = [IsAuthenticated]
+
+    def get(self, request, uuid: str):
+        from contributors.series import RANGES, series
+
+        range_name = request.query_params.get("range", "1h")
+        if range_name not in RANGES:
+            raise ApiError(400, "invalid_range", f"range must be one of {', '.join(RANGES)}.", None)
+        gpu = GPU.objects.filter(uuid=uuid, node__owner=request.user).first()
+        if gpu is None:
+            raise ApiError(404, "not_found", "You have no GPU with this uuid.")
+        return Response(series(gpu, range_name))
+
+
 class PayoutWalletView(APIView):
     """POST /api/v1/me/wallets/<address>/payout: claims pay this wallet from now on."""
 

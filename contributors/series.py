@@ -1,0 +1,84 @@
+"""Time series of one GPU for charts: raw samples for the last hour, rollups beyond."""
+
+from dataclasses import dataclass
+from datetime import timedelta
+
+from django.conf import settings
+from django.utils import timezone
+
+from contributors.models import GPU, GpuHour, GpuMinute, Sample
+
+
+@dataclass(frozen=True)
+class Range:
+    span: timedelta
+    source: str  # "raw", "minute" or "hour"
+    resolution_s: int
+
+
+RANGES = {
+    "1h": Range(timedelta(hours=1), "raw", 0),
+    "24h": Range(timedelta(hours=24), "minute", 60),
+    "7d": Range(timedelta(days=7), "hour", 3600),
+    "30d": Range(timedelta(days=30), "hour", 3600),
+}
+
+
+def _iso(moment) -> str:
+    return moment.isoformat().replace("+00:00", "Z")
+
+
+def _avg(total: float, count: int, digits: int = 2):
+    return None if not count else round(total / count, digits)
+
+
+def series(gpu: GPU, range_name: str, now=None) -> dict:
+    spec = RANGES[range_name]
+    now = now or timezone.now()
+    since = now - spec.span
+    if spec.source == "raw":
+        rows = (
+            Sample.objects.filter(gpu=gpu, ts__gte=since, ts__lte=now)
+            .order_by("ts")
+            .values_list(
+                "ts", "utilization_gpu_pct", "memory_used_mib", "temperature_c", "power_w", "job_id"
+            )
+        )
+        points = [
+            {
+                "t": _iso(ts),
+                "utilization_gpu_pct": util,
+                "memory_used_mib": mem,
+                "temperature_c": temp,
+                "power_w": power,
+                "job_id": job or None,
+            }
+            for ts, util, mem, temp, power, job in rows
+        ]
+        resolution = settings.AGENT_SAMPLE_INTERVAL_S
+    else:
+        model = GpuMinute if spec.source == "minute" else GpuHour
+        rows = model.objects.filter(gpu=gpu, start__gte=since, start__lte=now).order_by("start")
+        points = [
+            {
+                "t": _iso(row.start),
+                "utilization_gpu_pct": _avg(row.sum_util, row.n_util),
+                "memory_used_mib": _avg(row.sum_mem, row.samples, 0),
+                "temperature_c": _avg(row.sum_temp, row.n_temp, 1),
+                "power_w": _avg(row.sum_power, row.n_power),
+                "max_utilization_gpu_pct": row.max_util,
+                "max_memory_used_mib": row.max_mem,
+                "samples": row.samples,
+                "online_s": round(row.online_s, 3),
+            }
+            for row in rows
+        ]
+        resolution = spec.resolution_s
+    return {
+        "uuid": gpu.uuid,
+        "range": range_name,
+        "resolution_s": resolution,
+        "source": spec.source,
+        "memory_total_mib": gpu.memory_total_mib,
+        "points": points,
+    }
