@@ -146,12 +146,12 @@ def refresh(new_samples: list[Sample]) -> None:
 
     keys_gpus = {gpu for gpu, _ in new_minutes}
     old = {
-        (row.gpu_id, row.start): row
-        for row in GpuMinute.objects.filter(
+        (values[0], values[1]): dict(zip(_ADDITIVE, values[2:], strict=True))
+        for values in GpuMinute.objects.filter(
             gpu_id__in=keys_gpus,
             start__gte=min(m for _, m in new_minutes),
             start__lte=max(m for _, m in new_minutes),
-        )
+        ).values_list("gpu_id", "start", *_ADDITIVE)
     }
     deltas: dict[tuple[int, datetime], Agg] = {}
     for (gpu_id, minute), agg in new_minutes.items():
@@ -159,7 +159,7 @@ def refresh(new_samples: list[Sample]) -> None:
         hour_key = (gpu_id, floor_to(minute, HOUR))
         delta = deltas.setdefault(hour_key, Agg())
         for name in _ADDITIVE:
-            change = getattr(agg, name) - (getattr(before, name) if before else 0)
+            change = getattr(agg, name) - (before[name] if before else 0)
             setattr(delta, name, getattr(delta, name) + change)
         for name in _MAXIMA:
             value = getattr(agg, name)

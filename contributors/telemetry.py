@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
 from contributors.models import GPU, GpuFlag, Node, TelemetryBatch
@@ -270,10 +270,6 @@ def accept(node: Node, body: dict, now: datetime | None = None) -> Outcome:
             [{"field": "batch_id", "error": "a UUID"}],
         ) from None
 
-    first = TelemetryBatch.objects.filter(node=node, batch_id=batch_id).values("response").first()
-    if first is not None:
-        return Outcome(200, first["response"])
-
     errors = []
     sent_at = parse_time(body.get("sent_at"))
     if sent_at is None:
@@ -335,11 +331,33 @@ def accept(node: Node, body: dict, now: datetime | None = None) -> Outcome:
         status=TelemetryBatch.Status.PENDING if accepted else TelemetryBatch.Status.PROCESSED,
         processed_at=None if accepted else now,
     )
-    try:
-        with transaction.atomic():
-            batch.save(force_insert=True)
-    except IntegrityError:
-        # The same batch_id raced in on another connection: answer as the first one did.
+    batch.pk = insert_once(batch)
+    if batch.pk is None:
+        # A replay (or the same batch racing in on another connection): the first answer.
         first = TelemetryBatch.objects.values("response").get(node=node, batch_id=batch_id)
         return Outcome(200, first["response"])
     return Outcome(202, response, batch=batch, enqueue=bool(accepted))
+
+
+def insert_once(batch: TelemetryBatch) -> int | None:
+    """INSERT the batch unless (node, batch_id) exists; its id, or None for a replay.
+
+    One statement in autocommit (no savepoint, no separate existence check): the unique
+    constraint decides, which also settles two copies racing in at once.
+    """
+    q = connection.ops.quote_name
+    names = [
+        "node_id", "batch_id", "received_at", "sent_at", "clock_skew_s", "samples",
+        "sample_count", "response", "status", "attempts", "processed_at", "error",
+    ]  # fmt: skip
+    fields = {f.attname: f for f in TelemetryBatch._meta.concrete_fields}
+    values = [fields[name].get_db_prep_save(getattr(batch, name), connection) for name in names]
+    sql = (
+        f"INSERT INTO {q(TelemetryBatch._meta.db_table)} ({', '.join(q(n) for n in names)}) "  # noqa: S608
+        f"VALUES ({', '.join(['%s'] * len(names))}) "
+        f"ON CONFLICT ({q('node_id')}, {q('batch_id')}) DO NOTHING RETURNING {q('id')}"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, values)
+        row = cursor.fetchone()
+    return None if row is None else row[0]

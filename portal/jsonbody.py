@@ -5,7 +5,6 @@ import re
 
 from portal.api_errors import ApiError
 
-
 # JSON may escape UTF-16 surrogates; Python keeps a lone one, which no database can store.
 _SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
 
@@ -37,6 +36,9 @@ def read_json_object(request, max_bytes: int, too_large_code: str = "body_too_la
         body = json.loads(raw)
     except (UnicodeDecodeError, ValueError):
         raise ApiError(400, "invalid_json", "The body is not valid JSON.") from None
+    if b"\\u0000" in raw:
+        # PostgreSQL text cannot hold NUL; refusing it here keeps both databases alike.
+        raise ApiError(400, "invalid_json", "The body holds a NUL character (\\u0000).")
     if _SURROGATE_ESCAPE.search(raw) and _has_lone_surrogate(body):
         raise ApiError(
             400, "invalid_json", "The body holds a lone UTF-16 surrogate (\\ud800-\\udfff)."

@@ -108,6 +108,8 @@ INSTALLED_APPS = [
     "whitenoise.runserver_nostatic",
     "django.contrib.staticfiles",
     "rest_framework",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",
     "portal",
     "contributors",
     "rewards",
@@ -268,7 +270,24 @@ REST_FRAMEWORK = {
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
     "EXCEPTION_HANDLER": "portal.api_errors.exception_handler",
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
+}
+
+# The OpenAPI schema at /api/schema/ and its Swagger UI at /api/docs/ (portal/openapi.py).
+SPECTACULAR_SETTINGS = {
+    "TITLE": "OmniTensor contributor portal API",
+    "VERSION": "1",
+    "DESCRIPTION": (
+        "The JSON API that node agents, the scheduler and the portal's pages call "
+        '(DESIGN.md "Agent API (v1)"). Every error is `{"error": code, "detail": text}`, '
+        'plus `"errors": [{"field", "error"}]` for field problems.'
+    ),
+    # Swagger UI and ReDoc come from drf-spectacular-sidecar under /static/, never a CDN.
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    "SERVE_INCLUDE_SCHEMA": False,
 }
 
 # --- Sign-in with Ethereum (EIP-4361) ------------------------------------------------------

@@ -1,9 +1,13 @@
 from django.contrib import admin
 from django.urls import include, path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from contributors import views as contributor_views
 from contributors.api.urls import api_urlpatterns, auth_urlpatterns
-from portal import views
+from portal import openapi, views
+
+# Importing portal.openapi attached the schema descriptions to the API views (/api/schema/).
+_ = openapi
 
 admin.site.site_header = "OmniTensor network admin"
 admin.site.site_title = "OmniTensor admin"
@@ -21,5 +25,7 @@ urlpatterns = [
     path("gpus/<path:uuid>/settings", contributor_views.gpu_settings, name="gpu-settings"),
     path("auth/", include(auth_urlpatterns)),
     path("api/v1/", include(api_urlpatterns)),
+    path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
+    path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
     path("admin/", admin.site.urls),
 ]

@@ -1,7 +1,7 @@
 from django.urls import path
 
 from contributors.api import agent, views
-from rewards.api.views import SchedulerJobsView
+from rewards.api.views import MyBalanceView, MyRewardsView, SchedulerJobsView
 
 auth_urlpatterns = [
     path("nonce", views.NonceView.as_view(), name="auth-nonce"),
@@ -25,4 +25,6 @@ api_urlpatterns = [
         views.PayoutWalletView.as_view(),
         name="api-wallet-payout",
     ),
+    path("me/rewards", MyRewardsView.as_view(), name="api-my-rewards"),
+    path("me/balance", MyBalanceView.as_view(), name="api-my-balance"),
 ]
