@@ -13,6 +13,9 @@ export DEBUG ?= true
 DEMO_FLEET ?= true
 # Reports every 10 s keep the demo lively; real agents default to 30 s.
 export AGENT_REPORT_INTERVAL_S ?= 10
+# The demo settles 5-minute epochs after a minute's grace, so rewards show up quickly.
+export REWARD_EPOCH_S ?= 300
+export REWARD_GRACE_S ?= 60
 export PATH := $(abspath $(BIN)):$(PATH)
 
 .PHONY: run test venv lint clean
@@ -38,7 +41,8 @@ run: venv
 
 # Tests keep their broker folder and cache apart from a running `make run`.
 test: venv
-	DEMO_FLEET=false AGENT_REPORT_INTERVAL_S=30 CELERY_BROKER_DIR=$(CURDIR)/var/test-broker \
+	DEMO_FLEET=false AGENT_REPORT_INTERVAL_S=30 REWARD_EPOCH_S=3600 REWARD_GRACE_S=900 \
+		CELERY_BROKER_DIR=$(CURDIR)/var/test-broker \
 		CACHE_URL=$${CACHE_URL:-filecache://$(CURDIR)/var/test-cache} $(BIN)/pytest
 
 lint: venv

@@ -188,7 +188,7 @@ class TelemetryBatchAdmin(admin.ModelAdmin):
         TelemetryBatch.objects.filter(pk__in=ids).update(
             status=TelemetryBatch.Status.PENDING, attempts=0, error=""
         )
-        sent = sum(enqueue_ingest(pk) for pk in ids)
+        sent = sum(enqueue_ingest(pk, force=True) for pk in ids)
         self.message_user(request, f"Enqueued {sent} batch(es).", messages.SUCCESS)
 
 

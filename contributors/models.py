@@ -5,14 +5,14 @@ from django.core.exceptions import ValidationError
 from django.db import models, transaction
 from django.db.models import F, Q
 from django.utils import timezone
-from eth_utils import is_address, to_checksum_address
 
 from contributors import tokens
+from contributors.addresses import checksummed
 
 
 def validate_eth_address(value: str) -> None:
-    if not (isinstance(value, str) and value.startswith("0x") and is_address(value)):
-        raise ValidationError(f"{value!r} is not an Ethereum address.")
+    if checksummed(value) is None:
+        raise ValidationError(f"{value!r} is not an Ethereum address (or its checksum is wrong).")
 
 
 def is_recent(seen_at, now=None) -> bool:
@@ -78,8 +78,8 @@ class Wallet(models.Model):
 
     def save(self, *args, **kwargs) -> None:
         # One spelling per account, so the unique constraint also holds across letter case.
-        if self.address and is_address(self.address):
-            self.address = to_checksum_address(self.address)
+        if self.address and checksummed(self.address):
+            self.address = checksummed(self.address)
         super().save(*args, **kwargs)
 
     @transaction.atomic

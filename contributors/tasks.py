@@ -4,6 +4,7 @@ Tasks are thin: JSON arguments (primary keys), one domain call each.
 """
 
 import logging
+import time
 from datetime import timedelta
 
 from celery import shared_task
@@ -34,12 +35,31 @@ def ingest_batch(self, batch_pk: int) -> int:
         raise
 
 
-def enqueue_ingest(batch_pk: int) -> bool:
-    """Send the batch to a worker; False (and logged) if the broker is down: the sweeper retries."""
+# After a failed publish this process stops trying for a while: during a broker outage each
+# telemetry request would otherwise spend the connect timeout, holding a web worker, for a
+# batch that is already durable and that the sweeper enqueues once the broker is back.
+BROKER_BACKOFF_S = 10.0
+_broker_down_until = 0.0
+
+
+def enqueue_ingest(batch_pk: int, *, force: bool = False) -> bool:
+    """Send the batch to a worker; False (and logged) if the broker is down: the sweeper retries.
+
+    `force` ignores the backoff (the sweeper and admins use it: they are not in a hurry).
+    """
+    global _broker_down_until
+    if not force and time.monotonic() < _broker_down_until:
+        return False
     try:
         ingest_batch.apply_async(args=[batch_pk], retry=False)
-    except Exception:
-        log.warning("could not enqueue batch %s; the sweeper will", batch_pk, exc_info=True)
+    except Exception:  # any broker failure; the batch is safe in the database
+        _broker_down_until = time.monotonic() + BROKER_BACKOFF_S
+        log.warning(
+            "could not enqueue batch %s; not trying again for %.0f s, the sweeper will",
+            batch_pk,
+            BROKER_BACKOFF_S,
+            exc_info=True,
+        )
         return False
     return True
 
@@ -48,7 +68,7 @@ def enqueue_ingest(batch_pk: int) -> bool:
 def sweep_pending_batches() -> int:
     """Enqueue again every batch still pending after INGEST_SWEEP_AFTER_S."""
     ids = ingest.stale_batch_ids()
-    sent = sum(enqueue_ingest(pk) for pk in ids)
+    sent = sum(enqueue_ingest(pk, force=True) for pk in ids)
     if ids:
         log.info("sweeper re-enqueued %s of %s pending batches", sent, len(ids))
     return sent

@@ -4,6 +4,7 @@ Field problems add `"errors": [{"field", "error"}]`. DESIGN.md fixes this contra
 agents parse `error`, people read `detail`.
 """
 
+from django.core.exceptions import RequestDataTooBig
 from django.http import JsonResponse
 from rest_framework import exceptions, status
 from rest_framework.response import Response
@@ -81,6 +82,8 @@ def _flatten(detail, prefix: str = "") -> list[dict]:
 
 
 def exception_handler(exc, context):
+    if isinstance(exc, RequestDataTooBig):
+        exc = ApiError(413, "body_too_large", "The request body is too large.")
     if isinstance(exc, Refused):
         exc = ApiError(exc.status, exc.code, exc.detail, exc.errors)
     response = drf_exception_handler(exc, context)

@@ -138,6 +138,18 @@ RETRY_AFTER = OpenApiParameter(
     description="Seconds to wait before trying again.",
 )
 
+# Unsafe requests that carry a CSRF cookie are checked by reading the body as DRF parses it: a
+# Content-Type other than JSON is refused before the view runs, and malformed JSON is a 400.
+UNSUPPORTED_MEDIA_TYPE = error("`unsupported_media_type`: send `application/json`.")
+
+WWW_AUTHENTICATE = OpenApiParameter(
+    "WWW-Authenticate",
+    OpenApiTypes.STR,
+    OpenApiParameter.HEADER,
+    response=[401],
+    description='The scheme to use: `Bearer realm="…"` (RFC 9110).',
+)
+
 UNAUTHENTICATED = error("`not_authenticated`: no session (sign in first).")
 UNAUTHENTICATED_OR_CSRF = error(
     "`not_authenticated`: no session; `permission_denied`: the CSRF check failed."
@@ -314,7 +326,7 @@ TELEMETRY = extend_schema(
     ),
     auth=AUTH_NODE,
     request=TelemetryBatchSerializer,
-    parameters=[RETRY_AFTER],
+    parameters=[RETRY_AFTER, WWW_AUTHENTICATE],
     responses={
         202: OpenApiResponse(TelemetryResponseSerializer, description="A new batch."),
         200: OpenApiResponse(
@@ -355,6 +367,7 @@ CONFIG = extend_schema(
     operation_id="agent_config",
     tags=["agent"],
     summary="The node's configuration",
+    parameters=[WWW_AUTHENTICATE],
     description="Intervals and, per GPU, the committed memory and whether it is enabled.",
     auth=AUTH_NODE,
     responses={
@@ -394,6 +407,7 @@ SCHEDULER_JOBS = extend_schema(
     description="`201` for a new job, `200` when the same `job_id` sets or changes its end.",
     auth=AUTH_SCHEDULER,
     request=JobRequestSerializer,
+    parameters=[WWW_AUTHENTICATE],
     responses={
         201: OpenApiResponse(JobSerializer, description="A new job."),
         200: OpenApiResponse(JobSerializer, description="The job's end was updated."),
@@ -508,6 +522,7 @@ VERIFY = extend_schema(
         403: error("`csrf_failed` or `account_disabled`."),
         409: error("`nonce_reused`."),
         413: error("`body_too_large`."),
+        415: UNSUPPORTED_MEDIA_TYPE,
         429: SIGNATURE_429,
     },
 )
@@ -521,7 +536,9 @@ LOGOUT = extend_schema(
     request=None,
     responses={
         200: OpenApiResponse(SignedOutSerializer, description="Signed out."),
+        400: error("`invalid_json`: a JSON Content-Type with a body that is not JSON."),
         403: error("`csrf_failed`."),
+        415: UNSUPPORTED_MEDIA_TYPE,
     },
 )
 
@@ -538,6 +555,7 @@ DEMO = extend_schema(
         403: error("`csrf_failed`."),
         404: error("`not_found`: the demo is not running here."),
         413: error("`body_too_large`."),
+        415: UNSUPPORTED_MEDIA_TYPE,
     },
 )
 
@@ -671,6 +689,7 @@ WALLETS_LINK = extend_schema(
         403: UNAUTHENTICATED_OR_CSRF,
         409: error("`wallet_taken` (another contributor's) or `nonce_reused`."),
         413: error("`body_too_large`."),
+        415: UNSUPPORTED_MEDIA_TYPE,
         429: SIGNATURE_429,
     },
 )
@@ -706,9 +725,10 @@ WALLET_PAYOUT = extend_schema(
     request=None,
     responses={
         200: OpenApiResponse(WalletSerializer, description="The new payout wallet."),
-        400: error("`invalid_address`."),
+        400: error("`invalid_address`, or `invalid_json` for a JSON body that is not JSON."),
         403: UNAUTHENTICATED_OR_CSRF,
         404: error("`wallet_not_found`."),
+        415: UNSUPPORTED_MEDIA_TYPE,
     },
 )
 

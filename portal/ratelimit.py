@@ -1,9 +1,18 @@
-"""Fixed-window rate limits kept in the shared cache, so every web process counts together."""
+"""Fixed-window rate limits kept in the shared cache, so every web process counts together.
 
+On Redis, `add` (SET NX) and `incr` (INCRBY) are atomic. Django's file cache implements both
+as read-then-write, so with it the count is kept under an exclusive file lock: the embedded
+default stays exact across gunicorn workers, at the cost of a lock per hit.
+"""
+
+import fcntl
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
-from django.core.cache import cache
+from django.core.cache import cache, caches
+from django.core.cache.backends.filebased import FileBasedCache
 
 
 @dataclass(frozen=True)
@@ -12,19 +21,35 @@ class Verdict:
     retry_after_s: int
 
 
+@contextmanager
+def _serialised():
+    backend = caches["default"]
+    if not isinstance(backend, FileBasedCache):
+        yield
+        return
+    lock_path = Path(backend._dir) / ".ratelimit.lock"
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def hit(scope: str, key: str, limit: int, window_s: int = 60) -> Verdict:
     """Count one attempt of `key` in `scope`; refuse past `limit` per window."""
     now = time.time()
     window = int(now // window_s)
     cache_key = f"ratelimit:{scope}:{key}:{window}"
-    # add() is atomic on every backend we use; incr() then counts without a read-modify-write.
-    if not cache.add(cache_key, 1, timeout=window_s + 5):
-        try:
-            count = cache.incr(cache_key)
-        except ValueError:  # expired between add and incr
-            cache.add(cache_key, 1, timeout=window_s + 5)
+    with _serialised():
+        if cache.add(cache_key, 1, timeout=window_s + 5):
             count = 1
-    else:
-        count = 1
+        else:
+            try:
+                count = cache.incr(cache_key)
+            except ValueError:  # expired between add and incr
+                cache.add(cache_key, 1, timeout=window_s + 5)
+                count = 1
     retry_after = max(1, int((window + 1) * window_s - now) + 1)
     return Verdict(allowed=count <= limit, retry_after_s=retry_after)

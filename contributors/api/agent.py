@@ -19,20 +19,33 @@ from portal.jsonbody import read_json_object
 MAX_ENROLL_BODY = 256 * 1024
 
 
-def bearer_token(request) -> str:
+AGENT_REALM = 'Bearer realm="omnitensor-agent"'
+
+
+def bearer_token(request, realm: str = AGENT_REALM) -> str:
     header = request.META.get("HTTP_AUTHORIZATION", "")
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
-        raise ApiError(401, "invalid_token", "Send the node token as 'Authorization: Bearer …'.")
+        raise ApiError(
+            401,
+            "invalid_token",
+            "Send the token as 'Authorization: Bearer …'.",
+            headers={"WWW-Authenticate": realm},
+        )
     return token.strip()
 
 
 def authenticated_node(request) -> Node:
     node = Node.authenticate(bearer_token(request))
     if node is None:
-        raise ApiError(401, "invalid_token", "This token is not valid.")
+        raise ApiError(
+            401,
+            "invalid_token",
+            "This token is not valid (a rotated token stops working at once).",
+            headers={"WWW-Authenticate": AGENT_REALM},
+        )
     if node.is_revoked:
-        raise ApiError(403, "token_revoked", "This node's token was revoked or rotated.")
+        raise ApiError(403, "token_revoked", "This node was revoked by its owner or an admin.")
     return node
 
 
@@ -43,7 +56,7 @@ class AgentView(APIView):
     permission_classes = [AllowAny]
 
     def get_authenticate_header(self, request):
-        return 'Bearer realm="omnitensor-agent"'
+        return AGENT_REALM
 
 
 class EnrollView(AgentView):

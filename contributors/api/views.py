@@ -4,16 +4,17 @@ from django.conf import settings
 from django.contrib.auth import login, logout
 from django.middleware.csrf import get_token
 from django.utils import timezone
-from eth_utils import is_address, to_checksum_address
-from rest_framework.authentication import CSRFCheck, SessionAuthentication
+from rest_framework.authentication import CSRFCheck
 from rest_framework.permissions import AllowAny, IsAuthenticated
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from contributors import signin
+from contributors.addresses import checksummed
 from contributors.models import GPU, Wallet
 from portal import ratelimit
 from portal.api_errors import ApiError
+from portal.authentication import JsonSessionAuthentication as SessionAuthentication
 from portal.client_ip import client_ip
 from portal.jsonbody import read_json_object, require_strings
 
@@ -22,9 +23,12 @@ MAX_SIGNIN_BODY = 16 * 1024
 
 def enforce_csrf(request) -> None:
     """Pages post with the csrftoken cookie echoed in X-CSRFToken; anything else is refused."""
+    # The Django request, not DRF's: its POST is empty for JSON, so the check never parses
+    # (or buffers) the body before our own size limit has looked at it.
+    django_request = getattr(request, "_request", request)
     check = CSRFCheck(lambda _request: None)
-    check.process_request(request)
-    reason = check.process_view(request, None, (), {})
+    check.process_request(django_request)
+    reason = check.process_view(django_request, None, (), {})
     if reason:
         raise ApiError(403, "csrf_failed", f"CSRF check failed: {reason}")
 
@@ -87,9 +91,13 @@ class NonceView(APIView):
         }
         address = request.query_params.get("address")
         if address is not None:
-            if not is_address(address):
-                raise ApiError(400, "invalid_address", "address is not an Ethereum address.")
-            body["message"] = signin.message_for(to_checksum_address(address), nonce, expected)
+            if checksummed(address) is None:
+                raise ApiError(
+                    400,
+                    "invalid_address",
+                    "address is not an Ethereum address (or its EIP-55 checksum is wrong).",
+                )
+            body["message"] = signin.message_for(checksummed(address), nonce, expected)
         return Response(body, headers={"Cache-Control": "no-store"})
 
 
@@ -151,9 +159,9 @@ class WalletsView(APIView):
 
 
 def _own_wallet(request, address: str) -> Wallet:
-    if not is_address(address):
+    if checksummed(address) is None:
         raise ApiError(400, "invalid_address", "The address is not an Ethereum address.")
-    wallet = request.user.wallets.filter(address=to_checksum_address(address)).first()
+    wallet = request.user.wallets.filter(address=checksummed(address)).first()
     if wallet is None:
         raise ApiError(404, "wallet_not_found", "You have no wallet with this address.")
     return wallet

@@ -1,8 +1,8 @@
 """Print a single-use enrollment code for a contributor, creating them if needed."""
 
 from django.core.management.base import BaseCommand, CommandError
-from eth_utils import is_address, to_checksum_address
 
+from contributors.addresses import checksummed
 from contributors.models import Contributor, EnrollmentCode
 from contributors.signin import contributor_for_sign_in
 
@@ -14,9 +14,9 @@ class Command(BaseCommand):
         parser.add_argument("address", help="the contributor's wallet address (0x…)")
 
     def handle(self, *args, address: str, **options):
-        if not is_address(address):
-            raise CommandError(f"{address!r} is not an Ethereum address")
-        contributor: Contributor = contributor_for_sign_in(to_checksum_address(address))
+        if checksummed(address) is None:
+            raise CommandError(f"{address!r} is not an Ethereum address (or its checksum is wrong)")
+        contributor: Contributor = contributor_for_sign_in(checksummed(address))
         row, code = EnrollmentCode.issue(contributor)
         self.stdout.write(
             f"Enrollment code for {contributor.username}, valid until "

@@ -1,0 +1,348 @@
+"""The worker side of telemetry: `contributors.ingest` and its Celery tasks, sweeper included.
+
+Batches are created through the HTTP API. Tests that need other connections (threads, a real
+worker process) use `transactional_db`; there the API's on-commit enqueue really reaches the
+broker, so it is routed to a queue of the test's own: a real worker's, or a parking queue that
+the test counts and purges.
+"""
+
+import json
+import re
+import threading
+import uuid
+from datetime import UTC, timedelta
+
+import pytest
+from django.core.cache import cache
+from django.db import connection
+from django.test import Client
+from django.utils import timezone
+
+from contributors import ingest, tasks
+from contributors.models import GPU, EnrollmentCode, Sample, TelemetryBatch
+from contributors.signin import contributor_for_sign_in
+from portal.celery_app import app as celery_app
+from tests.conftest import WorkerProcess, wait_for
+from tests.siwe_helpers import ALICE
+
+pytestmark = pytest.mark.django_db
+
+GPU_UUID = "GPU-0c0ffee0-0000-4000-8000-000000000001"
+
+
+@pytest.fixture(autouse=True)
+def _fresh_rate_limits():
+    cache.clear()
+
+
+def iso(moment) -> str:
+    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+class Agent:
+    def __init__(self):
+        owner = contributor_for_sign_in(ALICE.address)
+        code = EnrollmentCode.issue(owner)[1]
+        body = {
+            "enrollment_code": code,
+            "hostname": "rig-1",
+            "agent_version": "0.1.0",
+            "gpus": [
+                {"uuid": GPU_UUID, "name": "NVIDIA A100-SXM4-40GB", "memory_total_mib": 40960}
+            ],
+        }
+        response = Client().post("/api/v1/agent/enroll", body, content_type="application/json")
+        assert response.status_code == 201, response.content
+        self.node_id = response.json()["node_id"]
+        self.token = response.json()["node_token"]
+
+    def send(self, body: dict, client: Client | None = None):
+        return (client or Client()).post(
+            "/api/v1/agent/telemetry",
+            json.dumps(body),
+            content_type="application/json",
+            headers={"Authorization": f"Bearer {self.token}"},
+        )
+
+    def batch_row(self, body: dict) -> TelemetryBatch:
+        return TelemetryBatch.objects.get(node_id=self.node_id, batch_id=body["batch_id"])
+
+
+def batch(count: int, start=None) -> dict:
+    start = start or timezone.now() - timedelta(minutes=10)
+    samples = [
+        {
+            "gpu_uuid": GPU_UUID,
+            "ts": iso(start + timedelta(seconds=10 * i)),
+            "utilization_gpu_pct": float(i % 101),
+            "memory_used_mib": 1000 + i,
+            "memory_total_mib": 40960,
+        }
+        for i in range(count)
+    ]
+    return {"batch_id": str(uuid.uuid4()), "sent_at": iso(timezone.now()), "samples": samples}
+
+
+def accepted(agent: Agent, body: dict, capture) -> TelemetryBatch:
+    with capture(execute=False) as callbacks:
+        response = agent.send(body)
+    assert response.status_code == 202, response.content
+    assert len(callbacks) == 1
+    return agent.batch_row(body)
+
+
+def age(row: TelemetryBatch, seconds: float) -> None:
+    TelemetryBatch.objects.filter(pk=row.pk).update(
+        received_at=timezone.now() - timedelta(seconds=seconds)
+    )
+
+
+@pytest.fixture
+def parking_queue():
+    """Route this process's enqueues to a queue nobody consumes; yields a function that purges
+    it and returns how many messages it held."""
+    name = f"parked-{uuid.uuid4().hex[:12]}"
+    previous = celery_app.conf.task_default_queue
+    celery_app.conf.task_default_queue = name
+
+    def purge() -> int:
+        with celery_app.connection_for_write() as conn:
+            return conn.default_channel.queue_purge(name) or 0
+
+    try:
+        yield purge
+    finally:
+        celery_app.conf.task_default_queue = previous
+        purge()
+
+
+# --- ingest in-process -----------------------------------------------------------------------
+
+
+def test_ingest_stores_the_batch_and_twice_changes_nothing(django_capture_on_commit_callbacks):
+    agent = Agent()
+    body = batch(25)
+    row = accepted(agent, body, django_capture_on_commit_callbacks)
+
+    assert ingest.ingest(row.pk) == 25
+    row.refresh_from_db()
+    first = (row.status, row.processed_at, row.attempts, row.sample_count)
+    assert first[0] == TelemetryBatch.Status.PROCESSED and first[2:] == (1, 25)
+
+    assert ingest.ingest(row.pk) == 0
+    row.refresh_from_db()
+    assert (row.status, row.processed_at, row.attempts, row.sample_count) == first
+    assert Sample.objects.count() == 25
+    # The answer a replay gets is kept after the samples moved to their own table.
+    replay = agent.send(body)
+    assert (replay.status_code, replay.json()["accepted"]) == (200, 25)
+
+
+def test_ingest_of_an_unknown_batch_does_nothing():
+    assert ingest.ingest(987654321) == 0
+
+
+def test_ingest_task_run_in_process_returns_the_sample_count(django_capture_on_commit_callbacks):
+    row = accepted(Agent(), batch(3), django_capture_on_commit_callbacks)
+
+    assert tasks.ingest_batch.apply(args=[row.pk]).get() == 3
+    assert tasks.ingest_batch.apply(args=[row.pk]).get() == 0
+    assert Sample.objects.count() == 3
+
+
+def test_a_batch_failing_too_often_waits_for_an_admin(settings, django_capture_on_commit_callbacks):
+    settings.INGEST_MAX_ATTEMPTS = 2
+    row = accepted(Agent(), batch(2), django_capture_on_commit_callbacks)
+    age(row, 3600)
+
+    ingest.record_failure(row.pk, "OperationalError: disk I/O error")
+    row.refresh_from_db()
+    assert (row.status, row.attempts) == (TelemetryBatch.Status.PENDING, 1)
+    assert ingest.stale_batch_ids() == [row.pk]
+
+    ingest.record_failure(row.pk, "OperationalError: disk I/O error")
+    row.refresh_from_db()
+    assert (row.status, row.attempts, row.error) == (
+        TelemetryBatch.Status.FAILED,
+        2,
+        "OperationalError: disk I/O error",
+    )
+    assert ingest.stale_batch_ids() == []
+    assert ingest.ingest(row.pk) == 0 and not Sample.objects.exists()
+
+
+# --- the sweeper's choice ---------------------------------------------------------------------
+
+
+def test_only_batches_pending_past_the_sweep_delay_are_stale(
+    settings, django_capture_on_commit_callbacks
+):
+    settings.INGEST_SWEEP_AFTER_S = 120
+    agent = Agent()
+    start = timezone.now() - timedelta(hours=1)
+    fresh, old, older, done = (
+        accepted(agent, batch(1, start + timedelta(minutes=i)), django_capture_on_commit_callbacks)
+        for i in range(4)
+    )
+    age(fresh, 60)
+    age(old, 180)
+    age(older, 600)
+    age(done, 600)
+    ingest.ingest(done.pk)
+
+    assert ingest.stale_batch_ids() == [older.pk, old.pk]  # oldest first
+    assert ingest.stale_batch_ids(limit=1) == [older.pk]
+
+    settings.INGEST_SWEEP_AFTER_S = 30
+    assert ingest.stale_batch_ids() == [older.pk, old.pk, fresh.pk]
+
+
+def test_sweeper_ingests_stale_batches_and_leaves_fresh_ones(
+    django_capture_on_commit_callbacks,
+):
+    agent = Agent()
+    stale = accepted(agent, batch(4), django_capture_on_commit_callbacks)
+    fresh = accepted(
+        agent, batch(2, timezone.now() - timedelta(minutes=2)), django_capture_on_commit_callbacks
+    )
+    age(stale, 3600)
+
+    previous = celery_app.conf.task_always_eager
+    celery_app.conf.task_always_eager = True  # the re-enqueued task runs here, in this test
+    try:
+        sent = tasks.sweep_pending_batches()
+    finally:
+        celery_app.conf.task_always_eager = previous
+
+    assert sent == 1
+    stale.refresh_from_db()
+    fresh.refresh_from_db()
+    assert (stale.status, fresh.status) == ("processed", "pending")
+    assert Sample.objects.count() == 4
+
+
+# --- concurrency ------------------------------------------------------------------------------
+
+
+def run_in_threads(count: int, work):
+    """Run `work(i)` in `count` threads that start together; returns their results."""
+    barrier = threading.Barrier(count)
+    results = [None] * count
+    errors = []
+
+    def target(i):
+        try:
+            barrier.wait()
+            results[i] = work(i)
+        except Exception as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=target, args=(i,)) for i in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert not errors, errors
+    return results
+
+
+def test_concurrent_ingests_store_each_sample_once(transactional_db, parking_queue):
+    agent = Agent()
+    response = agent.send(batch(40))
+    assert response.status_code == 202
+    row = TelemetryBatch.objects.get()
+    assert parking_queue() == 1  # the API enqueued it once
+
+    results = run_in_threads(4, lambda _i: ingest.ingest(row.pk))
+
+    assert sorted(results) == [0, 0, 0, 40]
+    assert Sample.objects.count() == 40
+    row.refresh_from_db()
+    assert (row.status, row.attempts) == (TelemetryBatch.Status.PROCESSED, 1)
+
+
+def test_racing_copies_of_one_batch_are_stored_and_enqueued_once(transactional_db, parking_queue):
+    agent = Agent()
+    body = batch(5)
+
+    responses = run_in_threads(4, lambda _i: agent.send(body))
+
+    statuses = sorted(r.status_code for r in responses)
+    assert statuses == [200, 200, 200, 202]
+    assert all(r.json() == responses[0].json() for r in responses)
+    assert responses[0].json()["accepted"] == 5
+    assert TelemetryBatch.objects.count() == 1
+    assert parking_queue() == 1
+
+
+# --- a real worker process --------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def own_worker(django_db_setup, tmp_path_factory):
+    """One real worker for this module; its own enqueues (the sweeper's) go to its own queue."""
+    queue = f"test-{uuid.uuid4().hex[:12]}"
+    process = WorkerProcess(
+        queue,
+        tmp_path_factory.mktemp("ingest-worker") / "worker.log",
+        extra_env={"CELERY_TASK_DEFAULT_QUEUE": queue},
+    ).start()
+    yield process
+    process.stop()
+
+
+@pytest.mark.processes
+def test_a_real_worker_ingests_what_the_api_enqueued(transactional_db, own_worker):
+    agent = Agent()
+    previous = celery_app.conf.task_default_queue
+    celery_app.conf.task_default_queue = own_worker.queue
+    try:
+        response = agent.send(batch(12))
+    finally:
+        celery_app.conf.task_default_queue = previous
+    assert response.status_code == 202
+    row = TelemetryBatch.objects.get()
+
+    def processed():
+        row.refresh_from_db()
+        return row.status == TelemetryBatch.Status.PROCESSED
+
+    wait_for(processed, timeout=90, message=f"never ingested:\n{own_worker.output()}")
+    assert Sample.objects.filter(gpu__uuid=GPU_UUID).count() == 12
+    assert GPU.objects.get(uuid=GPU_UUID).last_sample_at is not None
+    assert own_worker.proc.poll() is None
+
+
+@pytest.mark.processes
+def test_a_real_worker_sweeps_a_batch_whose_task_was_lost(
+    transactional_db, own_worker, parking_queue
+):
+    agent = Agent()
+    lost, fresh = agent.send(batch(6)), agent.send(batch(3, timezone.now() - timedelta(minutes=1)))
+    assert (lost.status_code, fresh.status_code) == (202, 202)
+    assert parking_queue() == 2  # both tasks "lost": nobody will ever run them
+    lost_row = TelemetryBatch.objects.get(batch_id=lost.json()["batch_id"])
+    fresh_row = TelemetryBatch.objects.get(batch_id=fresh.json()["batch_id"])
+    age(lost_row, 3600)
+
+    tasks.sweep_pending_batches.apply_async(queue=own_worker.queue)
+
+    def processed():
+        lost_row.refresh_from_db()
+        return lost_row.status == TelemetryBatch.Status.PROCESSED
+
+    wait_for(processed, timeout=90, message=f"never swept:\n{own_worker.output()}")
+    # The sweeper re-enqueued exactly one batch (its return value, in the worker's log).
+    swept = wait_for(
+        lambda: re.search(
+            r"sweep_pending_batches\[[^]]+\] succeeded in [^:]+: (\d+)", own_worker.output()
+        ),
+        timeout=30,
+        message=own_worker.output(),
+    )
+    assert swept.group(1) == "1"
+    fresh_row.refresh_from_db()
+    assert fresh_row.status == TelemetryBatch.Status.PENDING
+    assert Sample.objects.count() == 6
