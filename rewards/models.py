@@ -1,8 +1,21 @@
-"""Reward models: the jobs the scheduler attests. Epochs, the ledger and claims come later."""
+"""Reward models: attested jobs, the GPU performance catalog, policies, epochs and the ledger.
 
+Claims and vouchers come later. DESIGN.md "Reward definitions" is the reference for all of it;
+`rewards.settlement` computes it.
+"""
+
+from datetime import UTC, datetime
+from decimal import Decimal
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.core.validators import MinValueValidator
 from django.db import models
 from django.db.models import F, Q
+from django.db.models.functions import Lower
 from django.utils import timezone
+
+from rewards.wei import WeiField
 
 
 class Job(models.Model):
@@ -37,3 +50,222 @@ class Job(models.Model):
 
     def __str__(self) -> str:
         return f"{self.job_id} on {self.gpu_id}"
+
+
+class GpuModel(models.Model):
+    """A row of the performance catalog: GPUs whose name contains `pattern` have this weight.
+
+    Matching is case-insensitive and the longest matching pattern wins, so "L40S" beats "L4".
+    The row with an empty pattern is the catalog's default: every name contains it, so it
+    applies exactly when nothing longer matches (an unrated model, until an admin rates it).
+    """
+
+    pattern = models.CharField(
+        max_length=100,
+        blank=True,
+        help_text="Matched case-insensitively inside the GPU name; empty: the default weight.",
+    )
+    weight = models.DecimalField(
+        max_digits=9,
+        decimal_places=4,
+        validators=[MinValueValidator(Decimal(0))],
+        help_text="Relative performance (NVIDIA A100 = 1). Compute units scale with it.",
+    )
+    notes = models.CharField(max_length=200, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        verbose_name = "GPU model rating"
+        ordering = ["pattern"]
+        constraints = [
+            models.UniqueConstraint(Lower("pattern"), name="gpumodel_pattern_unique_ci"),
+            models.CheckConstraint(condition=Q(weight__gte=0), name="gpumodel_weight_not_negative"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.pattern or '(default)'} * {self.weight}"
+
+    @property
+    def is_default(self) -> bool:
+        return self.pattern == ""
+
+
+class RewardPolicy(models.Model):
+    """Epoch length, grace, max gap and the two pools, in effect from `effective_from`.
+
+    Without any row the default policy from settings (REWARD_*) applies from the beginning of
+    time. A new policy takes effect at `effective_from`, which may not lie before the end of the
+    last settled epoch: settled epochs never change.
+    """
+
+    effective_from = models.DateTimeField(unique=True)
+    epoch_length_s = models.PositiveIntegerField(validators=[MinValueValidator(60)])
+    grace_s = models.PositiveIntegerField()
+    max_gap_s = models.PositiveIntegerField(validators=[MinValueValidator(1)])
+    compute_pool_wei = WeiField(help_text="Wei paid per epoch for compute (1 OMNIT = 10^18).")
+    idle_pool_wei = WeiField(help_text="Wei paid per epoch for idle committed memory.")
+    created_at = models.DateTimeField(default=timezone.now)
+    notes = models.CharField(max_length=200, blank=True)
+
+    class Meta:
+        verbose_name_plural = "reward policies"
+        ordering = ["-effective_from"]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(epoch_length_s__gte=60), name="rewardpolicy_epoch_at_least_a_minute"
+            ),
+            models.CheckConstraint(condition=Q(max_gap_s__gte=1), name="rewardpolicy_max_gap_set"),
+        ]
+
+    def __str__(self) -> str:
+        start = "the beginning" if self.pk is None else self.effective_from.isoformat()
+        return f"{self.epoch_length_s} s epochs from {start}"
+
+    @classmethod
+    def default(cls) -> "RewardPolicy":
+        """The settings' policy (never saved): in effect wherever no stored policy is."""
+        return cls(
+            effective_from=datetime(1970, 1, 1, tzinfo=UTC),
+            epoch_length_s=settings.REWARD_EPOCH_S,
+            grace_s=settings.REWARD_GRACE_S,
+            max_gap_s=settings.REWARD_MAX_GAP_S,
+            compute_pool_wei=settings.REWARD_COMPUTE_POOL_WEI,
+            idle_pool_wei=settings.REWARD_IDLE_POOL_WEI,
+        )
+
+    def clean(self) -> None:
+        for name in ("compute_pool_wei", "idle_pool_wei"):
+            value = getattr(self, name)
+            if value is not None and value < 0:
+                raise ValidationError({name: "A pool cannot be negative."})
+        last = Epoch.objects.order_by("-end").values_list("end", flat=True).first()
+        if self.effective_from and last and self.effective_from < last:
+            raise ValidationError(
+                {"effective_from": f"Epochs up to {last.isoformat()} are settled already."}
+            )
+
+
+class Epoch(models.Model):
+    """One settled window of rewards, with the policy it used and what each pool paid.
+
+    A row exists only once its epoch is settled: settlement writes the epoch, its entries and
+    its held-out records in one transaction, and the unique start makes a second settlement
+    (another worker, a rerun) fail instead of paying twice.
+    """
+
+    class Status(models.TextChoices):
+        SETTLING = "settling", "settling"
+        SETTLED = "settled", "settled"
+
+    start = models.DateTimeField()
+    end = models.DateTimeField()
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.SETTLING)
+    policy = models.ForeignKey(
+        RewardPolicy,
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="epochs",
+        help_text="Empty: the default policy from settings, as recorded below.",
+    )
+    # The policy as applied, so an epoch explains itself whatever happens to settings later.
+    grace_s = models.PositiveIntegerField()
+    max_gap_s = models.PositiveIntegerField()
+    compute_pool_wei = WeiField()
+    idle_pool_wei = WeiField()
+    compute_units = models.TextField(default="0", help_text="Σ compute units, exact.")
+    idle_units = models.TextField(default="0", help_text="Σ idle units, exact.")
+    compute_paid_wei = WeiField(default=0)
+    idle_paid_wei = WeiField(default=0)
+    compute_unallocated_wei = WeiField(default=0, help_text="The pool, when nobody earned it.")
+    idle_unallocated_wei = WeiField(default=0, help_text="The pool, when nobody earned it.")
+    gpu_count = models.PositiveIntegerField(default=0, help_text="GPUs paid this epoch.")
+    held_out_count = models.PositiveIntegerField(default=0)
+    method = models.CharField(
+        max_length=10, blank=True, help_text="How usage was computed: python or sql."
+    )
+    settled_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-start"]
+        constraints = [
+            models.UniqueConstraint(fields=["start"], name="epoch_start_unique"),
+            models.CheckConstraint(condition=Q(end__gt=F("start")), name="epoch_ends_after_start"),
+        ]
+
+    def __str__(self) -> str:
+        return f"epoch {self.start.isoformat()} - {self.end.isoformat()} ({self.status})"
+
+
+class RewardEntry(models.Model):
+    """What one GPU earned of one pool in one epoch, with the inputs that explain it.
+
+    Written once by settlement and never edited: a correction is a new entry.
+    """
+
+    class Kind(models.TextChoices):
+        COMPUTE = "compute", "compute"
+        IDLE = "idle", "idle"
+
+    epoch = models.ForeignKey(Epoch, on_delete=models.PROTECT, related_name="entries")
+    gpu = models.ForeignKey(
+        "contributors.GPU", on_delete=models.PROTECT, related_name="reward_entries"
+    )
+    contributor = models.ForeignKey(
+        "contributors.Contributor", on_delete=models.PROTECT, related_name="reward_entries"
+    )
+    kind = models.CharField(max_length=10, choices=Kind.choices)
+    units = models.TextField(help_text="Exact decimal: compute units or GiB·s of idle memory.")
+    amount_wei = WeiField()
+    inputs = models.JSONField(help_text="Seconds, utilization, weight, GiB·s, pool and share.")
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        verbose_name_plural = "reward entries"
+        ordering = ["epoch_id", "gpu_id", "kind"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["epoch", "gpu", "kind"], name="rewardentry_one_per_epoch_gpu_kind"
+            ),
+        ]
+        indexes = [
+            models.Index(fields=["contributor", "epoch"], name="rewardentry_contributor_epoch"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.amount_wei} wei to {self.gpu_id} in {self.epoch_id}"
+
+    def save(self, *args, **kwargs) -> None:
+        if self.pk is not None:
+            raise ValidationError("Reward entries are never edited; add a correction instead.")
+        super().save(*args, **kwargs)
+
+
+class HeldOut(models.Model):
+    """A GPU that reported in an epoch but earned nothing in it, and why (shown to its owner)."""
+
+    class Reason(models.TextChoices):
+        DISABLED = "disabled", "disabled by its owner"
+        FLAGGED = "flagged", "held out while an admin reviews a flag"
+
+    epoch = models.ForeignKey(Epoch, on_delete=models.PROTECT, related_name="held_out")
+    gpu = models.ForeignKey("contributors.GPU", on_delete=models.PROTECT, related_name="held_out")
+    contributor = models.ForeignKey(
+        "contributors.Contributor", on_delete=models.PROTECT, related_name="held_out"
+    )
+    reason = models.CharField(max_length=20, choices=Reason.choices)
+    detail = models.TextField(blank=True)
+    covered_seconds = models.TextField(
+        default="0", help_text="Time its samples covered in the epoch, exact."
+    )
+
+    class Meta:
+        verbose_name = "held-out GPU"
+        verbose_name_plural = "held-out GPUs"
+        ordering = ["epoch_id", "gpu_id"]
+        constraints = [
+            models.UniqueConstraint(fields=["epoch", "gpu"], name="heldout_one_per_epoch_gpu"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.gpu_id} held out of {self.epoch_id}: {self.reason}"

@@ -1,0 +1,203 @@
+"""Settlement at scale: 10,000 GPUs x one epoch of 10-second samples (3.6 M samples).
+
+    python bench/settle/run.py [--gpus 10000] [--admin-url postgres://postgres@127.0.0.1:5432/postgres]
+
+Creates (drops first) a database `bench_settle` on that server, migrates it, loads the rows
+with COPY, then times settlement of the epoch: the one-pass SQL usage and the whole
+`settle()` (usage, units, pools, 20,000 ledger rows), and the Python reference usage for
+comparison, which must agree exactly. Prints the figures; never a timed test.
+"""
+
+import argparse
+import io
+import os
+import random
+import resource
+import sys
+import time
+import tracemalloc
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import psycopg
+
+ROOT = Path(__file__).resolve().parents[2]
+START = datetime(2026, 1, 1, tzinfo=UTC)
+END = START + timedelta(hours=1)
+DB = "bench_settle"
+
+
+def peak_rss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def create_database(admin_url: str) -> str:
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute(f"DROP DATABASE IF EXISTS {DB} WITH (FORCE)")
+        conn.execute(f"CREATE DATABASE {DB}")
+    parts = urlsplit(admin_url)
+    return urlunsplit(parts._replace(path=f"/{DB}"))
+
+
+def load(url: str, gpus: int, seed: int = 8) -> int:
+    """Contributors, nodes, GPUs, jobs and 10-second samples, by COPY. Returns samples loaded."""
+    rnd = random.Random(seed)
+    with psycopg.connect(url) as conn, conn.cursor() as cur:
+        cur.execute(
+            "INSERT INTO contributors_contributor (password, is_superuser, username, first_name,"
+            " last_name, email, is_staff, is_active, date_joined)"
+            " SELECT '!', false, 'bench-' || i, '', '', '', false, true, now()"
+            " FROM generate_series(1, %s) i RETURNING id",
+            (max(1, gpus // 8),),
+        )
+        owners = [row[0] for row in cur.fetchall()]
+        with cur.copy(
+            "COPY contributors_node (owner_id, name, hostname, agent_version, token_prefix,"
+            " token_hash, created_at) FROM STDIN"
+        ) as copy:
+            for i, owner in enumerate(owners):
+                copy.write_row((owner, f"rig-{i}", "", "", f"p{i}", f"h{i}", START))
+        cur.execute("SELECT id FROM contributors_node ORDER BY id")
+        nodes = [row[0] for row in cur.fetchall()]
+        names = ["NVIDIA H100 80GB HBM3", "NVIDIA A100-SXM4-80GB", "NVIDIA GeForce RTX 4090",
+                 "NVIDIA L4", "NVIDIA RTX 6000 Ada Generation", "Some Unrated GPU"]  # fmt: skip
+        with cur.copy(
+            "COPY contributors_gpu (node_id, uuid, name, memory_total_mib, driver_version,"
+            " pci_bus_id, first_seen_at, enabled, last_job_id) FROM STDIN"
+        ) as copy:
+            for i in range(gpus):
+                copy.write_row(
+                    (nodes[i % len(nodes)], f"GPU-{i:08d}", names[i % len(names)], 81559, "",
+                     "", START, i % 500 != 7, "")
+                )  # fmt: skip
+        cur.execute("SELECT id FROM contributors_gpu ORDER BY id")
+        gpu_ids = [row[0] for row in cur.fetchall()]
+        # A third of the GPUs run an attested job; some start or end inside the epoch.
+        jobs = {}
+        with cur.copy(
+            "COPY rewards_job (job_id, gpu_id, kind, started_at, ended_at, created_at,"
+            " updated_at) FROM STDIN"
+        ) as copy:
+            for gpu_id in gpu_ids[::3]:
+                a = START + timedelta(seconds=rnd.choice([-600, 0, 900]))
+                b = rnd.choice([None, END, START + timedelta(seconds=2700)])
+                jobs[gpu_id] = f"job-{gpu_id}"
+                copy.write_row((jobs[gpu_id], gpu_id, "training", a, b, START, START))
+        count = 0
+        with cur.copy(
+            "COPY contributors_sample (gpu_id, ts, utilization_gpu_pct, memory_used_mib,"
+            " memory_total_mib, job_id) FROM STDIN"
+        ) as copy:
+            for gpu_id in gpu_ids:
+                offset = rnd.randrange(10)
+                job = jobs.get(gpu_id, "")
+                buf = io.StringIO()
+                base = START + timedelta(seconds=offset - 10)
+                for k in range(361):
+                    if rnd.random() < 0.01:  # a dropped sample now and then: a gap
+                        continue
+                    ts = base + timedelta(seconds=10 * k)
+                    util = "\\N" if rnd.random() < 0.02 else str(rnd.randrange(101))
+                    buf.write(
+                        f"{gpu_id}\t{ts.isoformat()}\t{util}\t{rnd.randrange(81559)}\t81559\t"
+                        f"{job}\n"
+                    )
+                    count += 1
+                copy.write(buf.getvalue())
+        conn.commit()
+        cur.execute("ANALYZE")
+    return count
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--gpus", type=int, default=10_000)
+    parser.add_argument(
+        "--admin-url",
+        default=os.environ.get("BENCH_ADMIN_URL", "postgres://postgres@127.0.0.1:5432/postgres"),
+    )
+    parser.add_argument("--reuse", action="store_true", help="keep the loaded database")
+    parser.add_argument("--skip-python", action="store_true", help="skip the reference path")
+    args = parser.parse_args()
+
+    if args.reuse:
+        parts = urlsplit(args.admin_url)
+        url = urlunsplit(parts._replace(path=f"/{DB}"))
+    else:
+        url = create_database(args.admin_url)
+    os.environ["DATABASE_URL"] = url
+    os.environ.setdefault("DEBUG", "true")
+    os.environ["LOG_LEVEL"] = "WARNING"
+    sys.path.insert(0, str(ROOT))
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "portal.settings")
+    import django
+
+    django.setup()
+    from django.core.management import call_command
+
+    if args.reuse:
+        from rewards.models import Epoch, HeldOut, RewardEntry
+
+        RewardEntry.objects.all().delete()
+        HeldOut.objects.all().delete()
+        Epoch.objects.all().delete()
+    else:
+        call_command("migrate", verbosity=0)
+        t = time.perf_counter()
+        samples = load(url, args.gpus)
+        print(f"loaded {samples:,} samples of {args.gpus:,} GPUs by COPY in "
+              f"{time.perf_counter() - t:.1f} s")  # fmt: skip
+
+    from rewards import settlement
+    from rewards.models import RewardPolicy
+    from rewards.usage import database_usage, sql_usage
+
+    window = settlement.Window(START, END, RewardPolicy.default())
+    now = END + timedelta(hours=1)
+    gap = timedelta(seconds=window.policy.max_gap_s)
+
+    rss0 = peak_rss_mib()
+    t = time.perf_counter()
+    fast = sql_usage(START, END, gap, now)
+    sql_s = time.perf_counter() - t
+    print(f"one-pass SQL usage:        {sql_s:6.2f} s  ({len(fast):,} GPUs)")
+
+    t = time.perf_counter()
+    epoch = settlement.settle(window, now, method="sql")
+    settle_s = time.perf_counter() - t
+    print(f"settle() on PostgreSQL:    {settle_s:6.2f} s  (usage + units + pools + "
+          f"{epoch.entries.count():,} entries, {epoch.held_out_count} held out); "
+          f"peak RSS {peak_rss_mib():.0f} MiB (was {rss0:.0f} before settling)")  # fmt: skip
+    # Again, from scratch, under tracemalloc (which slows it) for the Python heap's peak.
+    from rewards.models import Epoch, HeldOut, RewardEntry
+
+    RewardEntry.objects.all().delete()
+    HeldOut.objects.all().delete()
+    Epoch.objects.all().delete()
+    tracemalloc.start()
+    epoch = settlement.settle(window, now, method="sql")
+    _, traced_peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    print(f"  Python heap peak while settling: {traced_peak / 2**20:.0f} MiB (tracemalloc)")
+    t = time.perf_counter()
+    settlement.settle(settlement.Window(START, END, RewardPolicy.default()), now)
+    print(f"settle() again (no-op):    {time.perf_counter() - t:6.3f} s")
+    paid = epoch.compute_paid_wei + epoch.compute_unallocated_wei
+    assert paid == window.policy.compute_pool_wei
+    assert epoch.idle_paid_wei + epoch.idle_unallocated_wei == window.policy.idle_pool_wei
+
+    if not args.skip_python:
+        t = time.perf_counter()
+        reference = database_usage(START, END, gap, now)
+        py_s = time.perf_counter() - t
+        same = {k: u.as_tuple() for k, u in reference.items()} == {
+            k: u.as_tuple() for k, u in fast.items()
+        }
+        print(f"Python reference usage:    {py_s:6.2f} s  (equal to SQL: {same}); "
+              f"process peak RSS {peak_rss_mib():.0f} MiB")  # fmt: skip
+        assert same
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,346 @@
+"""Settlement: what every GPU earned in an epoch, as DESIGN.md "Reward definitions" says.
+
+- **Epoch**: `[start, start + length)`, aligned to multiples of its length since the Unix epoch,
+  under the policy in effect at its start. It settles once `end + grace` has passed and no
+  pending batch holds a sample inside it. Samples arriving later are kept, not rewarded.
+- **Usage** (coverage, busy, idle): `rewards.usage`.
+- **Compute units** = Σ busy seconds * utilization/100 * weight (null utilization = 0).
+- **Idle units** = Σ idle seconds * available committed MiB / 1024 (GiB·s).
+- **Out of the epoch**: disabled or flagged GPUs earn nothing; the reason is recorded.
+- **Pools**: `floor(pool * units / Σunits)`, then the leftover wei one each by largest
+  remainder, ties by GPU uuid ascending. A pool nobody earned is recorded unallocated.
+- **Ledger**: one entry per (epoch, GPU, kind), written once, in the same transaction as the
+  epoch row. The epoch's unique start makes a second settlement (a rerun, another worker) fail
+  and roll back: settling twice changes nothing.
+"""
+
+import logging
+from bisect import bisect_left
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from fractions import Fraction
+
+from django.db import IntegrityError, transaction
+from django.db.models import Min
+from django.utils import timezone
+
+from contributors.models import GPU, GpuFlag, Sample, TelemetryBatch
+from rewards.catalog import Catalog
+from rewards.models import Epoch, HeldOut, RewardEntry, RewardPolicy
+from rewards.usage import Usage, usage_for
+from rewards.wei import decimal_string, rounded_decimal
+
+log = logging.getLogger(__name__)
+
+UNIX_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+US_PER_S = 1_000_000
+MIB_PER_GIB = 1024
+
+
+# --- epochs -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Window:
+    """An epoch to settle: its time and the policy in effect at its start."""
+
+    start: datetime
+    end: datetime
+    policy: RewardPolicy
+
+    @property
+    def due_at(self) -> datetime:
+        return self.end + timedelta(seconds=self.policy.grace_s)
+
+
+def policy_at(moment: datetime) -> RewardPolicy:
+    stored = RewardPolicy.objects.filter(effective_from__lte=moment).first()  # newest first
+    return stored or RewardPolicy.default()
+
+
+def window_from(cursor: datetime) -> Window:
+    """The epoch that starts at `cursor` (or contains it, if the policy's grid says so)."""
+    policy = policy_at(cursor)
+    length = timedelta(seconds=policy.epoch_length_s)
+    aligned = UNIX_EPOCH + (cursor - UNIX_EPOCH) // length * length
+    start, end = max(aligned, cursor), aligned + length
+    next_policy = (
+        RewardPolicy.objects.filter(effective_from__gt=cursor)
+        .order_by("effective_from")
+        .values_list("effective_from", flat=True)
+        .first()
+    )
+    if next_policy is not None and next_policy < end:
+        end = next_policy
+    return Window(start, end, policy)
+
+
+def first_cursor() -> datetime | None:
+    """Where settlement goes on: the end of the last settled epoch, else the first sample."""
+    last = Epoch.objects.order_by("-end").values_list("end", flat=True).first()
+    if last is not None:
+        return last
+    earliest = Sample.objects.aggregate(first=Min("ts"))["first"]
+    pending = pending_sample_times()
+    candidates = [t for t in (earliest, pending[0] if pending else None) if t is not None]
+    if not candidates:
+        return None
+    # The first epoch is the one that holds the first sample, on its policy's grid.
+    first = min(candidates)
+    length = timedelta(seconds=policy_at(first).epoch_length_s)
+    return UNIX_EPOCH + (first - UNIX_EPOCH) // length * length
+
+
+def pending_sample_times() -> list[datetime]:
+    """The times of samples accepted but not yet stored, sorted: they hold their epochs back."""
+    times = []
+    pending = TelemetryBatch.objects.filter(status=TelemetryBatch.Status.PENDING)
+    for samples in pending.values_list("samples", flat=True).iterator(chunk_size=200):
+        times.extend(datetime.fromisoformat(item["ts"]) for item in samples)
+    return sorted(times)
+
+
+def holds_pending(window: Window, pending: list[datetime]) -> bool:
+    index = bisect_left(pending, window.start)
+    return index < len(pending) and pending[index] < window.end
+
+
+def settle_due(
+    now: datetime | None = None, until: datetime | None = None, limit: int = 1000
+) -> list[Epoch]:
+    """Settle, in order, every epoch that is due (ending by `until`, if given); at most `limit`.
+
+    Stops at the first epoch that is not due yet or still has pending samples.
+    """
+    now = now or timezone.now()
+    cursor = first_cursor()
+    if cursor is None:
+        return []
+    pending = pending_sample_times()
+    settled = []
+    for _ in range(limit):
+        window = window_from(cursor)
+        if window.due_at > now or (until is not None and window.end > until):
+            break
+        if holds_pending(window, pending):
+            log.info("epoch %s waits for pending batches", window.start.isoformat())
+            break
+        epoch = settle(window, now)
+        if epoch is not None:
+            settled.append(epoch)
+        cursor = window.end
+    return settled
+
+
+# --- units and pools ------------------------------------------------------------------------
+
+
+def compute_units(usage: Usage, weight) -> Fraction:
+    """Σ busy seconds * utilization/100 * weight."""
+    return usage.busy_util_us / 100 / US_PER_S * Fraction(weight)
+
+
+def idle_units(usage: Usage) -> Fraction:
+    """Σ idle seconds * available committed GiB (GiB·s)."""
+    return Fraction(usage.idle_mib_us, MIB_PER_GIB * US_PER_S)
+
+
+def split_pool(pool_wei: int, units: dict[str, Fraction]) -> dict[str, int]:
+    """Each key's `floor(pool * units / Σunits)` plus one leftover wei each by largest
+    remainder (ties by key ascending): the amounts add up to the pool exactly.
+
+    With no units at all, everybody gets 0 and the pool stays unallocated.
+    """
+    total = sum(units.values(), Fraction(0))
+    if total == 0 or pool_wei == 0:
+        return dict.fromkeys(units, 0)
+    amounts, remainders = {}, {}
+    for key, share in units.items():
+        exact = pool_wei * share / total
+        amounts[key] = exact.numerator // exact.denominator
+        remainders[key] = exact - amounts[key]
+    leftover = pool_wei - sum(amounts.values())
+    for key in sorted(units, key=lambda k: (-remainders[k], k))[:leftover]:
+        amounts[key] += 1
+    return amounts
+
+
+# --- holding out ----------------------------------------------------------------------------
+
+
+def held_out_reasons(gpus: dict[int, GPU]) -> dict[int, tuple[str, str]]:
+    """Physical GPU pk → (reason, detail) for those that earn nothing this epoch."""
+    reasons = {}
+    flagged = (
+        GpuFlag.objects.filter(gpu_id__in=list(gpus), cleared_at__isnull=True)
+        .order_by("created_at")
+        .values_list("gpu_id", "reason")
+    )
+    for gpu_id, reason in flagged:
+        physical = gpus[gpu_id].mig_parent_id or gpu_id
+        label = GpuFlag.Reason(reason).label if reason in GpuFlag.Reason.values else reason
+        reasons.setdefault(physical, (HeldOut.Reason.FLAGGED, f"Open flag: {label}."))
+    for gpu in gpus.values():
+        if not gpu.enabled:
+            physical = gpu.mig_parent_id or gpu.pk
+            what = "This GPU" if physical == gpu.pk else f"Its MIG instance {gpu.uuid}"
+            reasons[physical] = (HeldOut.Reason.DISABLED, f"{what} was disabled by its owner.")
+    return reasons
+
+
+# --- settling one epoch ---------------------------------------------------------------------
+
+
+def seconds(us: int) -> str:
+    return decimal_string(Fraction(us, US_PER_S))
+
+
+def is_settled(window: Window) -> bool:
+    return Epoch.objects.filter(start=window.start).exists()
+
+
+def settle(window: Window, now: datetime | None = None, method: str = "auto") -> Epoch | None:
+    """Settle one epoch; None when it is settled already (by us earlier, or another worker)."""
+    now = now or timezone.now()
+    if is_settled(window):
+        return None
+    policy = window.policy
+    max_gap = timedelta(seconds=policy.max_gap_s)
+    usage, method = usage_for(window.start, window.end, max_gap, now, method)
+
+    instances = GPU.objects.filter(mig_parent_id__in=list(usage)).values_list("pk", flat=True)
+    gpus = GPU.objects.select_related("node").in_bulk(set(usage) | set(instances))
+    reasons = held_out_reasons(gpus)
+    catalog = Catalog.load()
+
+    earning = {pk: u for pk, u in usage.items() if pk not in reasons and pk in gpus}
+    compute = {}
+    idle = {}
+    weights = {}
+    for pk, use in earning.items():
+        weights[pk] = catalog.weight_for(gpus[pk].name)
+        if use.busy_us:
+            compute[pk] = compute_units(use, weights[pk])
+        if use.idle_us:
+            idle[pk] = idle_units(use)
+    uuid_of = {pk: gpus[pk].uuid for pk in earning}
+    compute_paid = split_pool(
+        policy.compute_pool_wei, {uuid_of[pk]: u for pk, u in compute.items()}
+    )
+    idle_paid = split_pool(policy.idle_pool_wei, {uuid_of[pk]: u for pk, u in idle.items()})
+    compute_total = sum(compute.values(), Fraction(0))
+    idle_total = sum(idle.values(), Fraction(0))
+
+    entries = []
+    for pk, units in compute.items():
+        use = earning[pk]
+        entries.append(
+            _entry(
+                pk,
+                gpus,
+                RewardEntry.Kind.COMPUTE,
+                units,
+                compute_paid[uuid_of[pk]],
+                {
+                    "seconds": seconds(use.busy_us),
+                    "avg_utilization_pct": rounded_decimal(
+                        use.busy_util_us / use.busy_us, places=6
+                    ),
+                    "null_utilization_seconds": seconds(use.null_util_us),
+                    "weight": decimal_string(Fraction(weights[pk])),
+                    "gib_seconds": None,
+                    "pool_wei": str(policy.compute_pool_wei),
+                    "total_units": decimal_string(compute_total),
+                    "share": _share(units, compute_total),
+                },
+            )
+        )
+    for pk, units in idle.items():
+        use = earning[pk]
+        entries.append(
+            _entry(
+                pk,
+                gpus,
+                RewardEntry.Kind.IDLE,
+                units,
+                idle_paid[uuid_of[pk]],
+                {
+                    "seconds": seconds(use.idle_us),
+                    "avg_utilization_pct": None,
+                    "weight": None,
+                    "gib_seconds": decimal_string(units),
+                    "committed_mib": gpus[pk].effective_committed_mib,
+                    "pool_wei": str(policy.idle_pool_wei),
+                    "total_units": decimal_string(idle_total),
+                    "share": _share(units, idle_total),
+                },
+            )
+        )
+    held = [
+        HeldOut(
+            gpu_id=pk,
+            contributor_id=gpus[pk].node.owner_id,
+            reason=reason,
+            detail=detail,
+            covered_seconds=seconds(usage[pk].covered_us),
+        )
+        for pk, (reason, detail) in reasons.items()
+        if pk in usage and pk in gpus
+    ]
+    compute_sum, idle_sum = sum(compute_paid.values()), sum(idle_paid.values())
+    try:
+        with transaction.atomic():
+            epoch = Epoch.objects.create(
+                start=window.start,
+                end=window.end,
+                policy=policy if policy.pk else None,
+                grace_s=policy.grace_s,
+                max_gap_s=policy.max_gap_s,
+                compute_pool_wei=policy.compute_pool_wei,
+                idle_pool_wei=policy.idle_pool_wei,
+                compute_units=decimal_string(compute_total),
+                idle_units=decimal_string(idle_total),
+                compute_paid_wei=compute_sum,
+                idle_paid_wei=idle_sum,
+                compute_unallocated_wei=policy.compute_pool_wei - compute_sum,
+                idle_unallocated_wei=policy.idle_pool_wei - idle_sum,
+                gpu_count=len({e.gpu_id for e in entries}),
+                held_out_count=len(held),
+                method=method,
+            )
+            for row in [*entries, *held]:
+                row.epoch = epoch
+            RewardEntry.objects.bulk_create(entries, batch_size=2000)
+            HeldOut.objects.bulk_create(held, batch_size=2000)
+            won = Epoch.objects.filter(pk=epoch.pk, status=Epoch.Status.SETTLING).update(
+                status=Epoch.Status.SETTLED, settled_at=now
+            )
+            if won != 1:
+                raise IntegrityError("the epoch changed status while being settled")
+    except IntegrityError:
+        log.info("epoch %s was settled by someone else", window.start.isoformat())
+        return None
+    epoch.refresh_from_db()
+    log.info(
+        "settled epoch %s: %s entries, %s held out (%s)",
+        window.start.isoformat(),
+        len(entries),
+        len(held),
+        method,
+    )
+    return epoch
+
+
+def _share(units: Fraction, total: Fraction) -> str:
+    return rounded_decimal(units / total) if total else "0"
+
+
+def _entry(pk, gpus, kind, units: Fraction, amount: int, inputs: dict) -> RewardEntry:
+    return RewardEntry(
+        gpu_id=pk,
+        contributor_id=gpus[pk].node.owner_id,
+        kind=kind,
+        units=decimal_string(units),
+        amount_wei=amount,
+        inputs={**inputs, "units": decimal_string(units)},
+    )

@@ -1,0 +1,27 @@
+"""Celery tasks of the rewards app: settling due epochs (from beat, see portal/schedule.py)."""
+
+import logging
+
+from celery import shared_task
+from django.db import OperationalError
+
+from rewards import settlement
+
+log = logging.getLogger(__name__)
+
+
+@shared_task(
+    name="rewards.settle_due_epochs",
+    bind=True,
+    ignore_result=True,
+    acks_late=True,
+    max_retries=3,
+    soft_time_limit=600,
+    time_limit=660,
+)
+def settle_due_epochs(self) -> int:
+    """Settle every epoch whose grace has passed; safe to run twice, or on two workers at once."""
+    try:
+        return len(settlement.settle_due())
+    except OperationalError as exc:  # a locked or restarting database: try again soon
+        raise self.retry(exc=exc, countdown=min(2**self.request.retries * 5, 60)) from None
