@@ -15,7 +15,7 @@ def signin_page(request):
     if not url_has_allowed_host_and_scheme(next_url, {request.get_host()}, request.is_secure()):
         next_url = ""
     if request.user.is_authenticated and not request.GET.get("switch"):
-        return redirect(next_url or "nodes")
+        return redirect(next_url or "dashboard")
     from django.conf import settings
 
     from portal.demo import DEMO_CONTRIBUTORS
@@ -24,7 +24,7 @@ def signin_page(request):
     return render(
         request,
         "contributors/signin.html",
-        {"next_url": next_url or "/nodes/", "demo_names": demo},
+        {"next_url": next_url or "/dashboard/", "demo_names": demo},
     )
 
 
@@ -153,3 +153,88 @@ def gpu_settings(request, uuid: str):
     state = "in the network" if gpu.enabled else "out of the network"
     messages.success(request, f"{gpu.name}: {gpu.effective_committed_mib} MiB committed, {state}.")
     return redirect("nodes")
+
+
+@require_GET
+@login_required
+def gpu_page(request, uuid: str):
+    """One GPU: its history over a chosen range, what earned rewards, uptime, its ledger."""
+    from collections import defaultdict
+    from datetime import timedelta
+
+    from django.conf import settings
+    from django.db.models import Q
+    from django.http import Http404
+    from django.utils import timezone
+
+    from contributors import charts
+    from contributors.models import GPU, GpuHour
+    from contributors.series import RANGES, series
+    from portal.figures import embed
+    from rewards.models import HeldOut, Job, RewardEntry
+
+    gpu = GPU.objects.select_related("node").filter(uuid=uuid, node__owner=request.user).first()
+    if gpu is None:
+        raise Http404("You have no GPU with this uuid.")
+    range_name = request.GET.get("range", "24h")
+    if range_name not in RANGES:
+        range_name = "24h"
+    now = timezone.now()
+    since = now - RANGES[range_name].span
+    data = series(gpu, range_name, now)
+
+    def iso(moment):
+        return moment.isoformat().replace("+00:00", "Z")
+
+    jobs = list(
+        Job.objects.filter(Q(gpu=gpu) | Q(gpu__mig_parent=gpu))
+        .filter(Q(ended_at__isnull=True) | Q(ended_at__gte=since), started_at__lte=now)
+        .order_by("-started_at")[:50]
+    )
+    entries = list(
+        RewardEntry.objects.filter(gpu=gpu).select_related("epoch").order_by("-epoch__start")[:48]
+    )
+    held = list(
+        HeldOut.objects.filter(gpu=gpu).select_related("epoch").order_by("-epoch__start")[:48]
+    )
+    periods = [
+        (iso(max(job.started_at, since)), iso(job.ended_at or now), "compute") for job in jobs
+    ] + [
+        (iso(e.epoch.start), iso(e.epoch.end), "idle")
+        for e in entries
+        if e.kind == "idle" and e.amount_wei > 0 and e.epoch.end >= since
+    ]
+    figure = charts.gpu_history(
+        data["points"],
+        memory_total_mib=gpu.memory_total_mib,
+        gap_s=max(2.5 * data["resolution_s"], settings.COVERAGE_MAX_GAP_S),
+        periods=periods,
+        jobs=[(iso(j.started_at), j.ended_at and iso(j.ended_at), j.job_id) for j in jobs[:12]
+              if j.started_at >= since],
+    )  # fmt: skip
+    days: dict[str, float] = defaultdict(float)
+    hours = GpuHour.objects.filter(gpu=gpu, start__gte=now - timedelta(days=30))
+    for start, online in hours.values_list("start", "online_s"):
+        days[start.date().isoformat()] += online
+    uptime = charts.uptime_per_day(sorted(days.items()))
+    by_epoch: dict = {}
+    for entry in entries:
+        by_epoch.setdefault(entry.epoch, {})[entry.kind] = entry
+    for row in held:
+        by_epoch.setdefault(row.epoch, {})["held_out"] = row
+    ledger = sorted(by_epoch.items(), key=lambda item: item[0].start, reverse=True)
+    return render(
+        request,
+        "contributors/gpu.html",
+        {
+            "gpu": gpu,
+            "status": gpu.status(now),
+            "range_name": range_name,
+            "ranges": list(RANGES),
+            "figure": embed(figure),
+            "uptime": embed(uptime),
+            "ledger": ledger,
+            "points": len(data["points"]),
+            "source": data["source"],
+        },
+    )

@@ -353,6 +353,10 @@ INGEST_MAX_ATTEMPTS = env_int("INGEST_MAX_ATTEMPTS", 10, minimum=1)
 DEMO_FLEET = env_bool("DEMO_FLEET", False)
 DEMO_PORTAL_URL = env_str("DEMO_PORTAL_URL", "http://127.0.0.1:8000")
 
+# The dashboard's live chart: minutes of history drawn at first, seconds between updates.
+DASHBOARD_LIVE_MINUTES = env_int("DASHBOARD_LIVE_MINUTES", 15, minimum=1)
+DASHBOARD_REFRESH_S = env_int("DASHBOARD_REFRESH_S", 5, minimum=1)
+
 LOGIN_URL = "signin"
 
 LOG_LEVEL = env_str("LOG_LEVEL", "INFO").upper()
@@ -380,3 +384,31 @@ REWARD_COMPUTE_POOL_WEI = env_int("REWARD_COMPUTE_POOL_WEI", 1_000 * 10**18)
 REWARD_IDLE_POOL_WEI = env_int("REWARD_IDLE_POOL_WEI", 250 * 10**18)
 # How often Celery beat looks for epochs due for settlement.
 REWARD_SETTLE_EVERY_S = env_int("REWARD_SETTLE_EVERY_S", 60, minimum=5)
+
+# --- Claims and chain -------------------------------------------------------------------------
+
+# The on-chain reward distributor (contracts/RewardDistributor.sol) and its claim signer.
+# CHAIN_ID (above) is the chain vouchers are for. Issuing a voucher needs DISTRIBUTOR_ADDRESS and
+# the signer key only, never a node connection; without them /api/v1/me/claims answers 503.
+DISTRIBUTOR_ADDRESS = env_str("DISTRIBUTOR_ADDRESS", "")
+OMNIT_TOKEN_ADDRESS = env_str("OMNIT_TOKEN_ADDRESS", "")
+# The signer's private key (hex), or CLAIM_SIGNER_KEY_FILE naming a file that holds it. Never
+# stored in the database or the repository; the distributor's owner can rotate the signer.
+CLAIM_SIGNER_KEY = env_secret("CLAIM_SIGNER_KEY")
+# How long a voucher may be redeemed, seconds. Until the watcher has seen a confirmed block past
+# its deadline, its amount stays pending.
+CLAIM_VOUCHER_TTL_S = env_int("CLAIM_VOUCHER_TTL_S", 3600, minimum=60)
+# The JSON-RPC endpoint the watcher reads Claimed events from (http(s)://, ws(s):// or an IPC
+# path); empty: vouchers only, no watcher.
+WEB3_PROVIDER_URI = env_str("WEB3_PROVIDER_URI", "")
+# Blocks on top of the one holding a Claimed event before the watcher believes it; reorgs
+# shallower than this never reach the database.
+CHAIN_CONFIRMATIONS = env_int("CHAIN_CONFIRMATIONS", 12)
+# The block the distributor was deployed in: the watcher starts reading there.
+DISTRIBUTOR_DEPLOY_BLOCK = env_int("DISTRIBUTOR_DEPLOY_BLOCK", 0)
+# Blocks per eth_getLogs request, and how often beat runs the watcher (seconds).
+CLAIM_WATCH_MAX_BLOCKS = env_int("CLAIM_WATCH_MAX_BLOCKS", 2000, minimum=1)
+CLAIM_WATCH_EVERY_S = env_int("CLAIM_WATCH_EVERY_S", 15, minimum=1)
+# A transaction page of a block explorer; {tx} is replaced by the hash, e.g.
+# https://etherscan.io/tx/{tx}. Empty: hashes are shown without a link.
+EXPLORER_TX_URL = env_str("EXPLORER_TX_URL", "")

@@ -7,6 +7,7 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
 
 from portal import health
+from portal.figures import embed
 
 
 @require_GET
@@ -35,3 +36,53 @@ def healthz(request):
         },
     }
     return JsonResponse(body, status=503 if down else 200)
+
+
+@require_GET
+def dashboard(request):
+    """The contributor's day-to-day page: cards, a live utilization chart, the GPU table."""
+    from datetime import timedelta
+
+    from django.contrib.auth.views import redirect_to_login
+    from django.utils import timezone
+
+    from contributors import charts
+    from contributors.models import GPU, Sample
+    from rewards.models import RewardEntry
+    from rewards.wei import sum_wei
+
+    if not request.user.is_authenticated:
+        return redirect_to_login(request.get_full_path())
+    now = timezone.now()
+    gpus = list(
+        GPU.objects.filter(node__owner=request.user)
+        .select_related("node")
+        .order_by("node__name", "node_id", "uuid")
+    )
+    rows = [{"gpu": gpu, "status": gpu.status(now)} for gpu in gpus]
+    since = now - timedelta(minutes=settings.DASHBOARD_LIVE_MINUTES)
+    recent: dict[int, list] = {gpu.pk: [] for gpu in gpus}
+    for gpu_id, ts, util in (
+        Sample.objects.filter(gpu__node__owner=request.user, ts__gte=since)
+        .order_by("ts")
+        .values_list("gpu_id", "ts", "utilization_gpu_pct")
+    ):
+        recent[gpu_id].append((ts.isoformat().replace("+00:00", "Z"), util))
+    figure = charts.live_utilization(
+        [(gpu.uuid, f"{gpu.node.name} · {gpu.name}", recent[gpu.pk]) for gpu in gpus]
+    )
+    earned_24h = sum_wei(
+        RewardEntry.objects.filter(contributor=request.user, epoch__start__gte=now - timedelta(1)),
+        "amount_wei",
+    )
+    return render(
+        request,
+        "portal/dashboard.html",
+        {
+            "rows": rows,
+            "online": sum(1 for row in rows if row["status"] == "online"),
+            "earned_24h": earned_24h,
+            "figure": embed(figure),
+            "live_ms": settings.DASHBOARD_REFRESH_S * 1000,
+        },
+    )

@@ -56,8 +56,8 @@ def test_user_signs_in_with_the_browser_wallet(page, live_server):
     page.goto(f"{live_server.url}/signin/")
 
     page.get_by_role("button", name="Sign in with wallet").click()
-    page.wait_for_url(f"{live_server.url}/nodes/")
-    assert page.get_by_role("heading", name="Your machines").is_visible()
+    page.wait_for_url(f"{live_server.url}/dashboard/")
+    assert page.get_by_role("heading", name="Dashboard").is_visible()
     page.goto(f"{live_server.url}/wallets/")
 
     assert page.get_by_role("heading", name="Your wallets").is_visible()
@@ -92,7 +92,7 @@ def test_fallback_signs_in_with_a_pasted_signature(page, live_server):
     page.get_by_label("Signature").fill("0x" + signature.removeprefix("0x"))
     page.locator("#manual-signin").get_by_role("button", name="Sign in").click()
 
-    page.wait_for_url(f"{live_server.url}/nodes/")
+    page.wait_for_url(f"{live_server.url}/dashboard/")
     page.goto(f"{live_server.url}/wallets/")
     assert page.locator(f"tr[data-address='{BOB.address}']").is_visible()
     assert page.console_errors == []

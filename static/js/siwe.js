@@ -68,7 +68,7 @@
       const signature = await walletSign(accounts[0], message);
       const result = await api("POST", "/auth/verify", { message, signature });
       say(status, `Signed in as ${result.address}.`, "success");
-      window.location.assign(nextUrl || "/nodes/");
+      window.location.assign(nextUrl || "/dashboard/");
     } catch (error) {
       say(status, walletErrorText(error), "error");
     }
@@ -138,7 +138,7 @@
       signInButton.addEventListener("click", () => signIn(status, nextUrl));
       wireFallback(document.getElementById("manual-signin"), async (message, signature) => {
         await api("POST", "/auth/verify", { message, signature });
-        window.location.assign(nextUrl || "/nodes/");
+        window.location.assign(nextUrl || "/dashboard/");
       });
     }
 
@@ -146,7 +146,7 @@
       button.addEventListener("click", async () => {
         try {
           await api("POST", "/auth/demo", { name: button.dataset.demo });
-          window.location.assign(button.dataset.next || "/nodes/");
+          window.location.assign(button.dataset.next || "/dashboard/");
         } catch (error) {
           say(document.getElementById("signin-status"), walletErrorText(error), "error");
         }

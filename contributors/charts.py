@@ -1,0 +1,152 @@
+"""Figures of GPU telemetry, built from plain data by pure functions (no HTTP, no ORM).
+
+Pages embed `figure.to_json()` and plotly.js draws it; times are UTC ISO strings that the
+page turns into the browser's time zone before drawing.
+"""
+
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+PALETTE = ("#1f4fd6", "#d97706", "#15803d", "#b91c1c", "#7c3aed", "#0e7490", "#be185d", "#4d7c0f")
+BUSY_FILL = "rgba(31, 79, 214, 0.14)"
+IDLE_FILL = "rgba(21, 128, 61, 0.10)"
+
+
+def _layout(fig: go.Figure, *, height: int, title: str | None = None) -> go.Figure:
+    fig.update_layout(
+        title=title,
+        height=height,
+        margin={"l": 56, "r": 16, "t": 40 if title else 16, "b": 40},
+        paper_bgcolor="#ffffff",
+        plot_bgcolor="#ffffff",
+        font={"family": "system-ui, sans-serif", "size": 13, "color": "#14171f"},
+        legend={"orientation": "h", "y": -0.18},
+        hovermode="x unified",
+    )
+    fig.update_xaxes(showgrid=True, gridcolor="#eceef2", type="date")
+    fig.update_yaxes(showgrid=True, gridcolor="#eceef2", zeroline=False)
+    return fig
+
+
+def live_utilization(series: Sequence[tuple[str, str, Sequence[tuple[str, float | None]]]]):
+    """One line per GPU: `series` is (uuid, label, [(iso time, utilization %)]) per GPU.
+
+    Trace `meta` holds the uuid, so the page can extend each trace from /api/v1/me/gpus.
+    """
+    fig = go.Figure()
+    for index, (uuid, label, points) in enumerate(series):
+        fig.add_trace(
+            go.Scatter(
+                x=[t for t, _ in points],
+                y=[u for _, u in points],
+                name=label,
+                meta=uuid,
+                mode="lines",
+                line={"width": 2, "color": PALETTE[index % len(PALETTE)]},
+                connectgaps=False,
+                hovertemplate="%{y:.0f} %<extra>" + label + "</extra>",
+            )
+        )
+    fig.update_yaxes(title_text="GPU utilization (%)", range=[0, 100])
+    return _layout(fig, height=340)
+
+
+def with_gaps(points: Sequence[dict], gap_s: float) -> list[dict]:
+    """Insert an empty point where readings are further apart than `gap_s`, so an offline
+    stretch shows as a break in the line instead of a straight line across it."""
+    out: list[dict] = []
+    previous = None
+    for point in points:
+        moment = datetime.fromisoformat(point["t"])
+        if previous is not None and (moment - previous).total_seconds() > gap_s:
+            middle = previous + (moment - previous) / 2
+            out.append({"t": middle.isoformat().replace("+00:00", "Z")})
+        out.append(point)
+        previous = moment
+    return out
+
+
+def gpu_history(
+    points: Sequence[dict],
+    *,
+    memory_total_mib: int,
+    gap_s: float | None = None,
+    periods: Iterable[tuple[str, str, str]] = (),
+    jobs: Iterable[tuple[str, str | None, str]] = (),
+):
+    """Utilization, memory, temperature and power of one GPU, stacked on one time axis.
+
+    `periods` are (start, end, "compute" | "idle") spans that earned rewards, shaded behind the
+    lines; `jobs` are (start, end or None, job id) marks of attested jobs.
+    """
+    fig = make_subplots(
+        rows=4,
+        cols=1,
+        shared_xaxes=True,
+        vertical_spacing=0.05,
+        subplot_titles=("Utilization (%)", "Memory used (MiB)", "Temperature (°C)", "Power (W)"),
+    )
+    if gap_s:
+        points = with_gaps(points, gap_s)
+    times = [p["t"] for p in points]
+    rows = (
+        ("utilization_gpu_pct", "utilization", "%{y:.0f} %"),
+        ("memory_used_mib", "memory", "%{y:.0f} MiB"),
+        ("temperature_c", "temperature", "%{y:.0f} °C"),
+        ("power_w", "power", "%{y:.0f} W"),
+    )
+    for row, (key, name, hover) in enumerate(rows, start=1):
+        fig.add_trace(
+            go.Scatter(
+                x=times,
+                y=[p.get(key) for p in points],
+                name=name,
+                mode="lines",
+                line={"width": 2, "color": PALETTE[row - 1]},
+                connectgaps=False,
+                hovertemplate=hover + "<extra></extra>",
+                showlegend=False,
+            ),
+            row=row,
+            col=1,
+        )
+    fig.update_yaxes(range=[0, 100], row=1, col=1)
+    fig.update_yaxes(range=[0, memory_total_mib], row=2, col=1)
+    for start, end, kind in periods:
+        fig.add_vrect(
+            x0=start,
+            x1=end,
+            fillcolor=BUSY_FILL if kind == "compute" else IDLE_FILL,
+            line_width=0,
+            layer="below",
+        )
+    for start, end, job_id in jobs:
+        fig.add_vline(x=start, line={"color": "#1f4fd6", "width": 1, "dash": "dot"})
+        if end:
+            fig.add_vline(x=end, line={"color": "#6b7280", "width": 1, "dash": "dot"})
+        fig.add_annotation(
+            x=start, y=1.0, yref="paper", text=job_id, showarrow=False, font={"size": 10},
+            xanchor="left", yanchor="bottom",
+        )  # fmt: skip
+    return _layout(fig, height=720)
+
+
+def uptime_per_day(days: Sequence[tuple[str, float]]):
+    """Bars of online hours per day: `days` is (ISO date, online seconds)."""
+    fig = go.Figure(
+        go.Bar(
+            x=[d for d, _ in days],
+            y=[round(s / 3600, 2) for _, s in days],
+            marker_color=PALETTE[2],
+            hovertemplate="%{y:.1f} h online<extra>%{x}</extra>",
+            name="online",
+        )
+    )
+    fig.update_traces(width=0.8 * 86_400_000)  # bars a day wide (milliseconds on a date axis)
+    fig.update_yaxes(title_text="hours online", range=[0, 24])
+    _layout(fig, height=260)
+    fig.update_xaxes(tickformat="%b %d", dtick=86_400_000)
+    return fig
