@@ -15,7 +15,6 @@ import uuid
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from django.core.cache import cache
 from django.core.management import call_command
 from django.db import connection
 from django.test import Client
@@ -42,11 +41,6 @@ H100 = {
     "driver_version": "550.54.15",
     "pci_bus_id": "00000000:17:00.0",
 }
-
-
-@pytest.fixture(autouse=True)
-def _fresh_rate_limits():
-    cache.clear()
 
 
 # --- helpers ---------------------------------------------------------------------------------

@@ -13,7 +13,6 @@ import uuid
 from datetime import UTC, timedelta
 
 import pytest
-from django.core.cache import cache
 from django.db import connection
 from django.test import Client
 from django.utils import timezone
@@ -28,11 +27,6 @@ from tests.siwe_helpers import ALICE
 pytestmark = pytest.mark.django_db
 
 GPU_UUID = "GPU-0c0ffee0-0000-4000-8000-000000000001"
-
-
-@pytest.fixture(autouse=True)
-def _fresh_rate_limits():
-    cache.clear()
 
 
 def iso(moment) -> str:

@@ -3,7 +3,6 @@
 import re
 
 import pytest
-from django.core.cache import cache
 from django.test import Client
 
 from contributors.models import GPU, Node
@@ -16,11 +15,6 @@ GPU_INVENTORY = [
     {"uuid": "GPU-11111111-2222-3333-4444-555555555555", "name": "NVIDIA L40S",
      "memory_total_mib": 46068, "driver_version": "595.80"},
 ]  # fmt: skip
-
-
-@pytest.fixture(autouse=True)
-def _fresh_rate_limits():
-    cache.clear()
 
 
 @pytest.fixture

@@ -13,7 +13,6 @@ import uuid
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from django.core.cache import cache
 from django.test import Client
 from django.utils import timezone
 
@@ -140,11 +139,6 @@ def rewards_of(contributor, **params) -> dict:
 
 def by_gpu(body: dict) -> dict:
     return {(e["gpu_uuid"], e["kind"]): e for e in body["entries"]}
-
-
-@pytest.fixture(autouse=True)
-def _fresh_rate_limits():
-    cache.clear()
 
 
 @pytest.fixture

@@ -5,7 +5,6 @@ eth_account signs with a test key: the page, the portal and the signature are al
 """
 
 import pytest
-from django.core.cache import cache
 from eth_account import Account
 from eth_account.messages import encode_defunct
 
@@ -44,11 +43,6 @@ def install_wallet(page, accounts):
     page.expose_function("__walletSign", sign)
     page.add_init_script(PROVIDER)
     return signed
-
-
-@pytest.fixture(autouse=True)
-def _fresh_rate_limits():
-    cache.clear()
 
 
 def test_user_signs_in_with_the_browser_wallet(page, live_server):

@@ -1,7 +1,6 @@
 """Linking, choosing the payout wallet and unlinking, through /api/v1/me/wallets."""
 
 import pytest
-from django.core.cache import cache
 from django.test import Client
 
 from contributors.models import Wallet
@@ -9,11 +8,6 @@ from tests.siwe_helpers import ALICE, BOB, CAROL, make_message, sign
 from tests.test_signin_api import get_nonce, post_json, sign_in
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture(autouse=True)
-def _fresh_rate_limits():
-    cache.clear()
 
 
 @pytest.fixture
