@@ -74,6 +74,7 @@ def gpu_history(
     *,
     memory_total_mib: int,
     gap_s: float | None = None,
+    x_range: tuple[str, str] | None = None,
     periods: Iterable[tuple[str, str, str]] = (),
     jobs: Iterable[tuple[str, str | None, str]] = (),
 ):
@@ -131,7 +132,10 @@ def gpu_history(
             x=start, y=1.0, yref="paper", text=job_id, showarrow=False, font={"size": 10},
             xanchor="left", yanchor="bottom",
         )  # fmt: skip
-    return _layout(fig, height=720)
+    _layout(fig, height=720)
+    if x_range:  # the chosen range, even where the GPU has no data yet
+        fig.update_xaxes(range=list(x_range))
+    return fig
 
 
 def uptime_per_day(days: Sequence[tuple[str, float]]):

@@ -171,7 +171,7 @@ def gpu_page(request, uuid: str):
     from contributors.models import GPU, GpuHour
     from contributors.series import RANGES, series
     from portal.figures import embed
-    from rewards.models import HeldOut, Job, RewardEntry
+    from rewards.models import Epoch, HeldOut, Job, RewardEntry
 
     gpu = GPU.objects.select_related("node").filter(uuid=uuid, node__owner=request.user).first()
     if gpu is None:
@@ -191,22 +191,24 @@ def gpu_page(request, uuid: str):
         .filter(Q(ended_at__isnull=True) | Q(ended_at__gte=since), started_at__lte=now)
         .order_by("-started_at")[:50]
     )
+    # The ledger: the last 24 settled epochs; the shading: every idle payment in the range.
+    last_epochs = list(Epoch.objects.filter(status=Epoch.Status.SETTLED).order_by("-start")[:24])
     entries = list(
-        RewardEntry.objects.filter(gpu=gpu).select_related("epoch").order_by("-epoch__start")[:48]
+        RewardEntry.objects.filter(gpu=gpu, epoch__in=last_epochs).select_related("epoch")
     )
-    held = list(
-        HeldOut.objects.filter(gpu=gpu).select_related("epoch").order_by("-epoch__start")[:48]
+    held = list(HeldOut.objects.filter(gpu=gpu, epoch__in=last_epochs).select_related("epoch"))
+    paid_idle = list(
+        RewardEntry.objects.filter(gpu=gpu, kind="idle", epoch__end__gte=since)
+        .select_related("epoch")
+        .order_by("epoch__start")
     )
     periods = [
         (iso(max(job.started_at, since)), iso(job.ended_at or now), "compute") for job in jobs
-    ] + [
-        (iso(e.epoch.start), iso(e.epoch.end), "idle")
-        for e in entries
-        if e.kind == "idle" and e.amount_wei > 0 and e.epoch.end >= since
-    ]
+    ] + [(iso(e.epoch.start), iso(e.epoch.end), "idle") for e in paid_idle if e.amount_wei > 0]
     figure = charts.gpu_history(
         data["points"],
         memory_total_mib=gpu.memory_total_mib,
+        x_range=(iso(since), iso(now)),
         gap_s=max(2.5 * data["resolution_s"], settings.COVERAGE_MAX_GAP_S),
         periods=periods,
         jobs=[(iso(j.started_at), j.ended_at and iso(j.ended_at), j.job_id) for j in jobs[:12]

@@ -7,6 +7,10 @@ and the periodic schedule in `portal/schedule.py`.
 import os
 
 from celery import Celery
+from kombu.transport import TRANSPORT_ALIASES
+
+# `filesystem://` (the embedded default broker) means our atomic-write variant of kombu's.
+TRANSPORT_ALIASES["filesystem"] = "portal.kombu_filesystem:Transport"
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "portal.settings")
 

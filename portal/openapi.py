@@ -829,3 +829,128 @@ def document(view, methods: dict) -> None:
 
 for _view, _methods in DOCUMENTED:
     document(_view, _methods)
+
+
+# --- Claims on-chain (rewards/api/claims.py) --------------------------------------------------
+
+from rewards.api import claims as claims_views  # noqa: E402 - appended with the claims API
+
+CHAIN_NOT_CONFIGURED = error(
+    "`chain_not_configured`: the portal has no DISTRIBUTOR_ADDRESS or claim signer key."
+)
+
+
+class ClaimsConfigSerializer(serializers.Serializer):
+    chain_id = serializers.IntegerField(help_text="The chain vouchers are signed for.")
+    distributor = serializers.CharField(help_text="EIP-55 address of the RewardDistributor.")
+    token = serializers.CharField(allow_null=True, help_text="The OMNIT token, when configured.")
+    signer = serializers.CharField(help_text="The address whose signatures the contract accepts.")
+
+
+class ClaimTxSerializer(serializers.Serializer):
+    to = serializers.CharField(help_text="The distributor.")
+    data = serializers.CharField(help_text="The encoded claim(account, cumulative, deadline, sig).")
+
+
+class VoucherSerializer(serializers.Serializer):
+    claim_id = serializers.IntegerField()
+    account = serializers.CharField(help_text="The payout wallet the tokens go to.")
+    cumulative_amount = serializers.CharField(help_text="Wei the account may have in total.")
+    deadline = serializers.IntegerField(help_text="Unix seconds; the voucher reverts after it.")
+    signature = serializers.CharField(help_text="EIP-712 signature of the claim signer, 0x-hex.")
+    distributor = serializers.CharField()
+    chain_id = serializers.IntegerField()
+    tx = ClaimTxSerializer(help_text="Send as is with eth_sendTransaction.")
+
+
+class ClaimSerializer(serializers.Serializer):
+    claim_id = serializers.IntegerField()
+    account = serializers.CharField()
+    cumulative_amount = serializers.CharField(help_text="Wei, the voucher's cumulative amount.")
+    amount = serializers.CharField(help_text="Wei this voucher added to the account's earlier.")
+    deadline = serializers.IntegerField()
+    status = enum_field(["issued", "submitted", "confirmed", "expired"])
+    tx_hash = serializers.CharField(allow_null=True)
+    tx_url = serializers.CharField(allow_null=True, help_text="EXPLORER_TX_URL with the hash.")
+    created_at = serializers.DateTimeField()
+    submitted_at = serializers.DateTimeField(allow_null=True)
+    confirmed_at = serializers.DateTimeField(allow_null=True)
+    expired_at = serializers.DateTimeField(allow_null=True)
+
+
+class ClaimListSerializer(serializers.Serializer):
+    claims = ClaimSerializer(many=True)
+
+
+class ClaimTransactionRequestSerializer(serializers.Serializer):
+    tx_hash = serializers.CharField(help_text="0x and 64 hex digits.")
+
+
+CLAIMS_CONFIG = extend_schema(
+    operation_id="claims_config",
+    tags=["claims"],
+    summary="The chain, distributor, token and signer of claims",
+    auth=[],
+    responses={
+        200: OpenApiResponse(ClaimsConfigSerializer, description="The configuration."),
+        406: error("`not_acceptable`: ask for `application/json`."),
+        503: CHAIN_NOT_CONFIGURED,
+    },
+)
+
+MY_CLAIMS_LIST = extend_schema(
+    operation_id="me_claims_list",
+    tags=["me"],
+    summary="My claims, newest first",
+    auth=AUTH_SESSION,
+    responses={
+        200: OpenApiResponse(ClaimListSerializer, description="The claim history."),
+        403: UNAUTHENTICATED,
+    },
+)
+
+MY_CLAIMS_ISSUE = extend_schema(
+    operation_id="me_claims_issue",
+    tags=["me"],
+    summary="A voucher for everything claimable, to my payout wallet",
+    description=(
+        "The voucher and the ready-encoded `claim(...)` call; the page sends `tx` with "
+        "`eth_sendTransaction`. Anyone may send it; the tokens always go to `account`."
+    ),
+    auth=AUTH_SESSION_CSRF,
+    request=None,
+    responses={
+        201: OpenApiResponse(VoucherSerializer, description="The signed voucher."),
+        400: error("`invalid_json` for a body that is not JSON."),
+        403: UNAUTHENTICATED_OR_CSRF,
+        409: error("`nothing_to_claim`; `no_payout_wallet`; `wallet_claimed_by_another_account`."),
+        415: UNSUPPORTED_MEDIA_TYPE,
+        503: CHAIN_NOT_CONFIGURED,
+    },
+)
+
+MY_CLAIM_TRANSACTION = extend_schema(
+    operation_id="me_claim_transaction",
+    tags=["me"],
+    summary="Report the transaction that sent one of my vouchers",
+    description="issued → submitted. The watcher confirms from the chain, not from this hash.",
+    auth=AUTH_SESSION_CSRF,
+    parameters=[OpenApiParameter("claim_id", OpenApiTypes.INT, OpenApiParameter.PATH)],
+    request=ClaimTransactionRequestSerializer,
+    responses={
+        200: OpenApiResponse(ClaimSerializer, description="The claim, now submitted."),
+        400: error("`validation_failed`, `invalid_json`."),
+        403: UNAUTHENTICATED_OR_CSRF,
+        404: error("`claim_not_found`."),
+        409: error("`claim_confirmed` or `claim_expired`: the claim is closed."),
+        413: error("`body_too_large`."),
+        415: UNSUPPORTED_MEDIA_TYPE,
+    },
+)
+
+for _view, _methods in [
+    (claims_views.ClaimsConfigView, {"get": CLAIMS_CONFIG}),
+    (claims_views.MyClaimsView, {"get": MY_CLAIMS_LIST, "post": MY_CLAIMS_ISSUE}),
+    (claims_views.ClaimTransactionView, {"post": MY_CLAIM_TRANSACTION}),
+]:
+    document(_view, _methods)

@@ -30,4 +30,9 @@ def beat_schedule() -> dict:
             "schedule": float(settings.REWARD_SETTLE_EVERY_S),
             "options": {"expires": float(settings.REWARD_SETTLE_EVERY_S)},
         },
+        "watch-claims": {
+            "task": "rewards.watch_claims",
+            "schedule": float(settings.CLAIM_WATCH_EVERY_S),
+            "options": {"expires": float(settings.CLAIM_WATCH_EVERY_S)},
+        },
     }

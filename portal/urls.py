@@ -6,6 +6,7 @@ from contributors import views as contributor_views
 from contributors.api.urls import api_urlpatterns, auth_urlpatterns
 from portal import openapi, views
 from rewards import views as reward_views
+from rewards.claims_page import claims_page
 
 # Importing portal.openapi attached the schema descriptions to the API views (/api/schema/).
 _ = openapi
@@ -21,6 +22,7 @@ urlpatterns = [
     path("rewards/", reward_views.rewards_page, name="rewards"),
     path("rewards/export.csv", reward_views.rewards_csv, name="rewards-csv"),
     path("estimate/", reward_views.estimate_page, name="estimate"),
+    path("claims/", claims_page, name="claims"),
     path("signin/", contributor_views.signin_page, name="signin"),
     path("wallets/", contributor_views.wallets_page, name="wallets"),
     path("nodes/", contributor_views.nodes_page, name="nodes"),
@@ -35,8 +37,3 @@ urlpatterns = [
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
     path("admin/", admin.site.urls),
 ]
-
-# Claims on-chain (rewards/claims_page.py).
-from rewards.claims_page import claims_page  # noqa: E402
-
-urlpatterns.append(path("claims/", claims_page, name="claims"))

@@ -69,7 +69,11 @@ def dashboard(request):
     ):
         recent[gpu_id].append((ts.isoformat().replace("+00:00", "Z"), util))
     figure = charts.live_utilization(
-        [(gpu.uuid, f"{gpu.node.name} · {gpu.name}", recent[gpu.pk]) for gpu in gpus]
+        # Eight identical H100s on one machine are told apart by the end of their uuid.
+        [
+            (gpu.uuid, f"{gpu.node.name} · {gpu.name} …{gpu.uuid[-4:]}", recent[gpu.pk])
+            for gpu in gpus
+        ]
     )
     earned_24h = sum_wei(
         RewardEntry.objects.filter(contributor=request.user, epoch__start__gte=now - timedelta(1)),

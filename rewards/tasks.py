@@ -25,3 +25,26 @@ def settle_due_epochs(self) -> int:
         return len(settlement.settle_due())
     except OperationalError as exc:  # a locked or restarting database: try again soon
         raise self.retry(exc=exc, countdown=min(2**self.request.retries * 5, 60)) from None
+
+
+@shared_task(
+    name="rewards.watch_claims",
+    bind=True,
+    ignore_result=True,
+    acks_late=True,
+    max_retries=3,
+    soft_time_limit=120,
+    time_limit=150,
+)
+def watch_claims(self) -> int:
+    """Apply confirmed Claimed events since the last run (rewards.watcher); safe to overlap."""
+    from rewards import watcher
+
+    try:
+        result = watcher.watch()
+    except watcher.DeepReorg:
+        log.exception("claim watcher stopped: the chain reorganised past the confirmations")
+        raise
+    except (OperationalError, ConnectionError, TimeoutError) as exc:
+        raise self.retry(exc=exc, countdown=min(2**self.request.retries * 5, 60)) from None
+    return 0 if result is None else result.events

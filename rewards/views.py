@@ -76,7 +76,11 @@ def rewards_page(request):
     epochs = list(
         Epoch.objects.filter(status=Epoch.Status.SETTLED).order_by("-start")[:STATEMENT_EPOCHS]
     )
-    gpus = list(GPU.objects.filter(node__owner=request.user).select_related("node"))
+    gpus = list(
+        GPU.objects.filter(node__owner=request.user)
+        .select_related("node", "mig_parent")
+        .order_by("node__name", "node_id", "uuid")
+    )
     entries = RewardEntry.objects.filter(contributor=request.user, epoch__in=epochs).select_related(
         "gpu"
     )
@@ -89,15 +93,21 @@ def rewards_page(request):
     for epoch in epochs:
         rows = []
         for gpu in gpus:
-            if gpu.first_seen_at >= epoch.end:
-                continue
             kinds = by_key.get((epoch.pk, gpu.pk), {})
+            known = kinds or (epoch.pk, gpu.pk) in held_by_key
+            if not known and gpu.first_seen_at >= epoch.end:
+                continue  # not registered yet
+            reason = _nothing_reason(kinds, held_by_key.get((epoch.pk, gpu.pk)))
+            if not known and gpu.mig_parent_id:
+                reason = (
+                    f"a MIG instance: its work is paid to its physical GPU {gpu.mig_parent.uuid}"
+                )
             rows.append(
                 {
                     "gpu": gpu,
                     "entries": [{"entry": e, "formula": _explain(e)} for e in kinds.values()],
                     "total": sum(e.amount_wei for e in kinds.values()),
-                    "reason": _nothing_reason(kinds, held_by_key.get((epoch.pk, gpu.pk))),
+                    "reason": reason,
                 }
             )
         statement.append({"epoch": epoch, "rows": rows, "total": sum(r["total"] for r in rows)})
@@ -111,6 +121,11 @@ def rewards_page(request):
             "period_total": sum(c + i for _, c, i in series),
         },
     )
+
+
+def _cell(text: str) -> str:
+    """Agent-supplied text, never read as a formula by a spreadsheet."""
+    return f"'{text}" if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
 
 
 class _Echo:
@@ -143,7 +158,8 @@ def rewards_csv(request):
                 [
                     e.epoch.start.astimezone(UTC).isoformat().replace("+00:00", "Z"),
                     e.epoch.end.astimezone(UTC).isoformat().replace("+00:00", "Z"),
-                    e.gpu.uuid, e.gpu.name, e.gpu.node.name, e.kind, e.units, str(e.amount_wei),
+                    _cell(e.gpu.uuid), _cell(e.gpu.name), _cell(e.gpu.node.name), e.kind, e.units,
+                    str(e.amount_wei),
                     omnit(e.amount_wei, 18).replace(",", ""), i.get("seconds"),
                     i.get("avg_utilization_pct"), i.get("weight"), i.get("gib_seconds"),
                     i.get("pool_wei"), i.get("share"),
@@ -157,10 +173,16 @@ def rewards_csv(request):
 
 
 def _fraction(raw: str, default: str, low: Fraction, high: Fraction) -> tuple[Fraction, str]:
+    """A bounded number from a form field, or the default and a message saying why not."""
+    text = (raw or default).strip()
     try:
-        value = Fraction(Decimal(raw or default))
-    except (InvalidOperation, ValueError):
+        number = Decimal(text) if len(text) <= 32 else None
+    except InvalidOperation:
+        number = None
+    # Reject infinities and absurd exponents before Fraction expands them into huge integers.
+    if number is None or not number.is_finite() or not -12 <= number.adjusted() <= 12:
         return Fraction(Decimal(default)), f"{raw!r} is not a number"
+    value = Fraction(number)
     if not low <= value <= high:
         return Fraction(Decimal(default)), f"must be between {low} and {high}"
     return value, ""
@@ -179,8 +201,10 @@ def estimate_page(request):
     util, util_error = _fraction(
         request.GET.get("utilization", ""), "60", Fraction(0), Fraction(100)
     )
-    busy_share, _ = _fraction(request.GET.get("busy", ""), "50", Fraction(0), Fraction(100))
-    committed, _ = _fraction(
+    busy_share, busy_error = _fraction(
+        request.GET.get("busy", ""), "50", Fraction(0), Fraction(100)
+    )
+    committed, committed_error = _fraction(
         request.GET.get("committed_gib", ""), "16", Fraction(0), Fraction(4096)
     )
     busy_hours = hours * busy_share / 100
@@ -195,7 +219,14 @@ def estimate_page(request):
             "utilization": request.GET.get("utilization", "60"),
             "busy": request.GET.get("busy", "50"),
             "committed_gib": request.GET.get("committed_gib", "16"),
-            "errors": {"hours": hours_error, "utilization": util_error},
+            # The form shows what was typed; the formula shows the numbers actually used.
+            "used": {"utilization": float(util), "committed_gib": float(committed)},
+            "errors": {
+                "hours": hours_error,
+                "utilization": util_error,
+                "busy": busy_error,
+                "committed_gib": committed_error,
+            },
             "busy_hours": float(busy_hours),
             "idle_hours": float(hours - busy_hours),
             "result": result,

@@ -1,6 +1,7 @@
 from django.urls import path
 
 from contributors.api import agent, views
+from rewards.api import claims as claims_api
 from rewards.api.views import MyBalanceView, MyRewardsView, SchedulerJobsView
 
 auth_urlpatterns = [
@@ -27,4 +28,11 @@ api_urlpatterns = [
     ),
     path("me/rewards", MyRewardsView.as_view(), name="api-my-rewards"),
     path("me/balance", MyBalanceView.as_view(), name="api-my-balance"),
+    path("claims/config", claims_api.ClaimsConfigView.as_view(), name="api-claims-config"),
+    path("me/claims", claims_api.MyClaimsView.as_view(), name="api-my-claims"),
+    path(
+        "me/claims/<int:claim_id>/transaction",
+        claims_api.ClaimTransactionView.as_view(),
+        name="api-my-claim-transaction",
+    ),
 ]

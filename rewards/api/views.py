@@ -149,20 +149,14 @@ class MyRewardsView(APIView):
 class MyBalanceView(APIView):
     """GET /api/v1/me/balance: earned, claimed, pending and claimable wei (DESIGN.md "Balance").
 
-    Claims do not exist yet, so claimed and pending are 0 and everything earned is claimable.
+    Claimed and pending come from the contributor's vouchers and the Claimed events the watcher
+    confirmed (`rewards.claims.balance_of`).
     """
 
     authentication_classes = [SessionAuthentication]
     permission_classes = [IsAuthenticated]
 
     def get(self, request):
-        earned = sum_wei(RewardEntry.objects.filter(contributor=request.user), "amount_wei")
-        claimed = pending = 0
-        return Response(
-            {
-                "earned_wei": str(earned),
-                "claimed_wei": str(claimed),
-                "pending_wei": str(pending),
-                "claimable_wei": str(earned - claimed - pending),
-            }
-        )
+        from rewards.claims import balance_of
+
+        return Response(balance_of(request.user).as_json())

@@ -33,6 +33,13 @@
     const figure = localise(JSON.parse(source.textContent));
     figure.layout.autosize = true;
     delete figure.layout.width;
+    if (element.clientWidth < 600) {
+      // Phone width: fewer, unrotated time ticks, kept clear of the legend below them.
+      for (const key of Object.keys(figure.layout)) {
+        if (/^xaxis\d*$/.test(key)) Object.assign(figure.layout[key], { nticks: 4, automargin: true });
+      }
+      if (figure.layout.legend) figure.layout.legend.y = -0.32;
+    }
     return Plotly.newPlot(element, figure.data, figure.layout, {
       responsive: true,
       displaylogo: false,

@@ -1,0 +1,106 @@
+"""The claims API: the chain's configuration, issuing vouchers, reporting their transactions."""
+
+import re
+
+from rest_framework.permissions import AllowAny, IsAuthenticated
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from portal.api_errors import ApiError
+from portal.authentication import JsonSessionAuthentication as SessionAuthentication
+from portal.jsonbody import read_json_object, require_strings
+from rewards import chain, claims
+from rewards.models import Claim
+
+TX_HASH = re.compile(r"^0x[0-9a-fA-F]{64}$")
+
+
+def _iso(moment) -> str | None:
+    return None if moment is None else moment.isoformat().replace("+00:00", "Z")
+
+
+def claim_json(claim: Claim) -> dict:
+    return {
+        "claim_id": claim.pk,
+        "account": claim.account,
+        "cumulative_amount": str(claim.cumulative_wei),
+        "amount": str(claim.amount_wei),
+        "deadline": claim.deadline,
+        "status": claim.status,
+        "tx_hash": claim.tx_hash or None,
+        "tx_url": chain.tx_url(claim.tx_hash),
+        "created_at": _iso(claim.created_at),
+        "submitted_at": _iso(claim.submitted_at),
+        "confirmed_at": _iso(claim.confirmed_at),
+        "expired_at": _iso(claim.expired_at),
+    }
+
+
+def voucher_json(claim: Claim) -> dict:
+    return {
+        "claim_id": claim.pk,
+        "account": claim.account,
+        "cumulative_amount": str(claim.cumulative_wei),
+        "deadline": claim.deadline,
+        "signature": claim.signature,
+        "distributor": claim.distributor,
+        "chain_id": claim.chain_id,
+        "tx": {
+            "to": claim.distributor,
+            "data": chain.encode_claim_call(
+                claim.account, claim.cumulative_wei, claim.deadline, claim.signature
+            ),
+        },
+    }
+
+
+class ClaimsConfigView(APIView):
+    """GET /api/v1/claims/config: the chain, distributor, token and signer vouchers are for."""
+
+    authentication_classes = []
+    permission_classes = [AllowAny]
+
+    def get(self, request):
+        cfg = chain.config()
+        return Response(
+            {
+                "chain_id": cfg.chain_id,
+                "distributor": cfg.distributor,
+                "token": cfg.token,
+                "signer": cfg.signer,
+            }
+        )
+
+
+class MyClaimsView(APIView):
+    """GET /api/v1/me/claims: my claims, newest first. POST: a voucher for my payout wallet."""
+
+    authentication_classes = [SessionAuthentication]
+    permission_classes = [IsAuthenticated]
+
+    def get(self, request):
+        rows = Claim.objects.filter(contributor=request.user)[:200]
+        return Response({"claims": [claim_json(c) for c in rows]})
+
+    def post(self, request):
+        claim = claims.issue(request.user)
+        return Response(voucher_json(claim), status=201)
+
+
+class ClaimTransactionView(APIView):
+    """POST /api/v1/me/claims/<id>/transaction {"tx_hash"}: the page sent the voucher."""
+
+    authentication_classes = [SessionAuthentication]
+    permission_classes = [IsAuthenticated]
+
+    def post(self, request, claim_id: int):
+        (tx_hash,) = require_strings(read_json_object(request, 4096), "tx_hash")
+        if not TX_HASH.match(tx_hash):
+            raise ApiError(
+                400,
+                "validation_failed",
+                "tx_hash must be 0x and 64 hex digits.",
+                [{"field": "tx_hash", "error": "0x and 64 hex digits"}],
+            )
+        claim = claims.report_transaction(request.user, claim_id, tx_hash.lower())
+        return Response(claim_json(claim))
