@@ -9,7 +9,7 @@ const path = require("path");
 const solc = require("solc");
 
 const HERE = __dirname;
-const SOURCES = ["RewardDistributor.sol", "TestToken.sol"];
+const SOURCES = ["RewardDistributor.sol", "TestToken.sol", "TestContractWallet.sol"];
 const OUT = path.join(HERE, "artifacts.json");
 
 function findImport(importPath) {

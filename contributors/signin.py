@@ -13,6 +13,7 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from contributors import eip1271
 from contributors.models import Contributor, SignInNonce, Wallet
 from contributors.siwe import SiweError, SiweMessage, parse_message, verify
 
@@ -96,6 +97,8 @@ def check(message_text: str, signature: str, expected: Expected) -> SiweMessage:
             chain_id=expected.chain_id,
             uri_origin=expected.origin,
             now=now,
+            # Smart-contract wallets (EIP-1271), asked on the configured chain, if any.
+            contract_wallet=eip1271.is_valid_signature,
         )
     except SiweError as exc:
         status = 401 if exc.code == "bad_signature" else 400

@@ -8,21 +8,23 @@ exactly (`parse_message(text).to_text() == text`); to keep that true we also ref
 the ABNF allows but that have no field to hold them: a chain ID with leading zeros and a
 `Resources:` header with no resources.
 
-EIP-1271/6492 contract wallets are out of scope: they need an RPC call, and the portal signs in
-externally owned accounts only. Nothing here imports Django, so it is testable on its own.
+EIP-1271 contract wallets need an RPC call, which this module never makes: `verify` takes a
+`contract_wallet` hook that the portal backs with its chain (`contributors.eip1271`). EIP-6492
+(wallets not deployed yet) is out of scope. Nothing here imports Django, so it is testable on
+its own.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import MISSING, dataclass, fields
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any, Literal
 
 from eth_account import Account
-from eth_account.messages import encode_defunct
+from eth_account.messages import defunct_hash_message, encode_defunct
 from eth_utils import to_checksum_address
 
 ErrorCode = Literal[
@@ -72,6 +74,13 @@ _NONCE_RE = re.compile(r"[A-Za-z0-9]{8,}")
 _ADDRESS_RE = re.compile(r"0x[0-9a-fA-F]{40}")
 _CHAIN_ID_RE = re.compile(r"0|[1-9][0-9]{0,77}")
 _SIGNATURE_RE = re.compile(r"0x[0-9a-fA-F]{130}")
+# A contract wallet's signature is whatever bytes the wallet understands: any length, even hex.
+_ANY_SIGNATURE_RE = re.compile(r"0x(?:[0-9a-fA-F]{2})*")
+
+# contract_wallet(address, eip191_hash, signature) -> True (the wallet accepts the signature),
+# False (it refuses) or None (the address is no contract wallet, or no chain to ask); it raises
+# SiweError("bad_signature", ...) when the wallet cannot be asked.
+ContractWalletCheck = Callable[[str, bytes, bytes], bool | None]
 _DATETIME_RE = re.compile(
     r"([0-9]{4})-([0-9]{2})-([0-9]{2})[Tt]([0-9]{2}):([0-9]{2}):([0-9]{2})(?:\.([0-9]+))?"
     r"(?:[Zz]|([+-])([0-9]{2}):([0-9]{2}))"
@@ -369,12 +378,16 @@ def verify(
     chain_id: int | None = None,
     now: datetime | None = None,
     uri_origin: str | None = None,
+    contract_wallet: ContractWalletCheck | None = None,
 ) -> SiweMessage:
     """Check a signed message against what this server expects; return it if all holds.
 
     Cheap checks run before signature recovery. `domain` is compared case-insensitively (hosts
     are), `uri_origin` (e.g. "https://portal.example") by scheme, host and port, and also
     against the message's optional scheme. An issued-at in the future is the caller's policy.
+    When the signature is not an EOA signature by the message's address, `contract_wallet`
+    (if given) is asked whether the address is an EIP-1271 wallet that accepts it, with the
+    EIP-191 hash of the exact text; without it such a signature is refused as before.
     """
     if isinstance(message, str):
         text = message
@@ -407,12 +420,36 @@ def verify(
     if not_before is not None and now < not_before:
         raise SiweError("not_yet_valid", f"message is not valid before {message.not_before}")
 
+    eoa_error = _eoa_signature_error(text, signature, message.address)
+    if eoa_error is None:
+        return message
+    # Only a signature that is no EOA signature by the address reaches the contract wallet,
+    # and only there may it have another length than 65 bytes.
+    if (
+        contract_wallet is not None
+        and isinstance(signature, str)
+        and _ANY_SIGNATURE_RE.fullmatch(signature)
+    ):
+        digest = bytes(defunct_hash_message(text=text))
+        verdict = contract_wallet(message.address, digest, bytes.fromhex(signature[2:]))
+        if verdict is True:
+            return message
+        if verdict is False:
+            raise SiweError(
+                "bad_signature",
+                f"the contract wallet at {message.address} did not accept the signature (EIP-1271)",
+            )
+    raise eoa_error
+
+
+def _eoa_signature_error(text: str, signature: object, address: str) -> SiweError | None:
+    """None when `signature` is `address`'s EIP-191 signature of `text`, else why not."""
     if not isinstance(signature, str) or not _SIGNATURE_RE.fullmatch(signature):
-        raise SiweError("bad_signature", "signature is not 0x-prefixed 65-byte hex")
+        return SiweError("bad_signature", "signature is not 0x-prefixed 65-byte hex")
     try:
         signer = Account.recover_message(encode_defunct(text=text), signature=signature)
     except Exception as exc:  # noqa: BLE001 - eth_keys/eth_utils raise several types here
-        raise SiweError("bad_signature", f"signature cannot be recovered: {exc}") from None
-    if signer != message.address:
-        raise SiweError("bad_signature", f"signed by {signer}, not {message.address}")
-    return message
+        return SiweError("bad_signature", f"signature cannot be recovered: {exc}")
+    if signer != address:
+        return SiweError("bad_signature", f"signed by {signer}, not {address}")
+    return None

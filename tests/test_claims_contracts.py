@@ -12,9 +12,9 @@ from rewards import chain
 CONTRACTS = Path(__file__).resolve().parent.parent / "contracts"
 
 
-def test_the_artifact_holds_both_contracts():
+def test_the_artifact_holds_the_contracts():
     contracts = chain.artifacts()
-    assert set(contracts) == {"RewardDistributor", "TestToken"}
+    assert set(contracts) == {"RewardDistributor", "TestToken", "TestContractWallet"}
     names = {item.get("name") for item in chain.abi()}
     assert {"claim", "claimed", "setSigner", "pause", "unpause", "Claimed", "signer"} <= names
     assert len(contracts["RewardDistributor"]["bytecode"]) > 1000
