@@ -43,6 +43,11 @@ export CELERY_BROKER_DIR="$WORK/broker"
 export TELEMETRY_RATE_PER_MIN=1000000
 export SIWE_VERIFY_RATE_PER_MIN=1000000
 export LOG_LEVEL=ERROR
+# Claims configured (a public test key, an address nobody deployed to): vouchers only need
+# these, so /api/v1/me/claims answers 201/409 instead of its 503 chain_not_configured.
+export CHAIN_ID=31337
+export DISTRIBUTOR_ADDRESS=0x5FbDB2315678afecb367f032d93F642f64180aa3
+export CLAIM_SIGNER_KEY=0x59c6995e998f97a5a0044966f0945389dc9e86dae88c7a8412f4603b6b78690d
 unset DOTENV_PATH SECRET_KEY SECRET_KEY_FILE ALLOWED_HOSTS
 # Straight to the local server, whatever proxy the CI environment names.
 export NO_PROXY="127.0.0.1,localhost" no_proxy="127.0.0.1,localhost"

@@ -308,3 +308,16 @@ def test_old_nonces_are_pruned_and_fresh_ones_kept(browser):
 
     assert prune_signin_nonces() == 1
     assert list(SignInNonce.objects.values_list("nonce", flat=True)) == [fresh]
+
+
+@pytest.mark.parametrize("path", ["/auth/logout", "/auth/verify", "/api/v1/me/wallets"])
+def test_a_broken_form_body_is_a_json_400_not_a_crash(browser, path):
+    sign_in(browser)
+    response = browser.post(
+        path,
+        b"--x\r\nnot a form",
+        content_type="multipart/form-data",  # no boundary
+        headers={"X-CSRFToken": browser.cookies["csrftoken"].value},
+    )
+    assert response.status_code == 400
+    assert response.json()["error"] == "invalid_request"

@@ -15,6 +15,7 @@ from contributors.models import GPU, Wallet
 from portal import ratelimit
 from portal.api_errors import ApiError
 from portal.authentication import JsonSessionAuthentication as SessionAuthentication
+from portal.authentication import unreadable_body_is_a_400
 from portal.client_ip import client_ip
 from portal.jsonbody import read_json_object, require_strings
 
@@ -28,7 +29,8 @@ def enforce_csrf(request) -> None:
     django_request = getattr(request, "_request", request)
     check = CSRFCheck(lambda _request: None)
     check.process_request(django_request)
-    reason = check.process_view(django_request, None, (), {})
+    with unreadable_body_is_a_400():
+        reason = check.process_view(django_request, None, (), {})
     if reason:
         raise ApiError(403, "csrf_failed", f"CSRF check failed: {reason}")
 
