@@ -37,6 +37,7 @@ def claims_page(request):
             "claimable": omnit(balance.claimable),
             "pending": omnit(balance.pending),
             "claimed": omnit(balance.claimed),
+            "balance": balance,
             "claimable_wei": balance.claimable,
             "chain_configured": configured,
             "chain_id": settings.CHAIN_ID,
