@@ -167,13 +167,27 @@ def register_gpus(node: Node, gpus: list[dict], now: datetime) -> tuple[list[dic
 
 
 def _link_mig_parents(inventory: _Inventory, wanted: dict) -> None:
+    """Link MIG instances to their physical GPU: one level only, never a chain or a cycle.
+
+    Rewards count an instance's work for its parent and hold out a disabled or flagged parent;
+    a nested or circular link would let an instance earn past its parent's hold-out.
+    """
+    parents_named = {gpu["mig_parent_uuid"] for _, gpu in wanted.values() if gpu["mig_parent_uuid"]}
+    has_instances = {g.mig_parent_id for g in inventory.own.values() if g.mig_parent_id}
     for uuid_, (_, gpu) in wanted.items():
         child = inventory.own.get(uuid_)
         parent = inventory.own.get(gpu["mig_parent_uuid"] or "")
         if child is None or parent is None or parent.pk in (child.pk, child.mig_parent_id):
             continue
+        parent_is_instance = parent.mig_parent_id is not None or bool(
+            wanted.get(parent.uuid, (None, {}))[1].get("mig_parent_uuid")
+        )
+        child_is_parent = uuid_ in parents_named or child.pk in has_instances
+        if parent_is_instance or child_is_parent:
+            continue
         GPU.objects.filter(pk=child.pk).update(mig_parent=parent)
         child.mig_parent_id = parent.pk
+        has_instances.add(parent.pk)
 
 
 def flag_foreign_gpus(node: Node, uuids: set[str], now: datetime) -> None:

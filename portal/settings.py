@@ -316,7 +316,8 @@ SIWE_NONCE_TTL_S = env_int("SIWE_NONCE_TTL_S", 600, minimum=10)
 SIWE_MAX_FUTURE_SKEW_S = env_int("SIWE_MAX_FUTURE_SKEW_S", 300)
 SIWE_VERIFY_RATE_PER_MIN = env_int("SIWE_VERIFY_RATE_PER_MIN", 30, minimum=1)
 # Addresses (or networks, CIDR) of reverse proxies whose X-Forwarded-For is believed: behind
-# one of them the client is the first X-Forwarded-For hop; otherwise it is REMOTE_ADDR.
+# them the client is the last hop none of them is (read from the right, as proxies append);
+# otherwise it is REMOTE_ADDR.
 TRUSTED_PROXIES = env_list("TRUSTED_PROXIES", [])
 try:
     TRUSTED_PROXY_NETWORKS = [ipaddress.ip_network(p, strict=False) for p in TRUSTED_PROXIES]

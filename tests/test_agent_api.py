@@ -1216,3 +1216,22 @@ def test_telemetry_with_an_unrepresentable_sent_at_is_refused_not_a_server_error
     response = agent.send(batch([sample(H100["uuid"])], sent_at=sent_at))
     assert response.status_code == 400
     assert response.json()["error"] == "validation_failed"
+
+
+def test_mig_links_are_one_level_never_a_chain_or_a_cycle(alice):
+    """An instance's work counts for its parent, and a held-out parent holds it out too:
+    a nested or circular link would let an instance earn past that."""
+    inventory = [
+        {"uuid": "GPU-A", "name": "x", "memory_total_mib": 1000, "mig_parent_uuid": "GPU-B"},
+        {"uuid": "GPU-B", "name": "x", "memory_total_mib": 1000, "mig_parent_uuid": "GPU-C"},
+        {"uuid": "GPU-C", "name": "x", "memory_total_mib": 1000, "mig_parent_uuid": "GPU-A"},
+        {"uuid": "GPU-P", "name": "x", "memory_total_mib": 1000},
+        {"uuid": "MIG-P1", "name": "x", "memory_total_mib": 500, "mig_parent_uuid": "GPU-P"},
+    ]
+    assert enroll(alice, inventory).status_code == 201
+
+    links = dict(
+        GPU.objects.filter(mig_parent__isnull=False).values_list("uuid", "mig_parent__uuid")
+    )
+    assert links == {"MIG-P1": "GPU-P"}
+    assert not GPU.objects.filter(mig_parent__mig_parent__isnull=False).exists()

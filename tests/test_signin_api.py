@@ -321,3 +321,17 @@ def test_a_broken_form_body_is_a_json_400_not_a_crash(browser, path):
     )
     assert response.status_code == 400
     assert response.json()["error"] == "invalid_request"
+
+
+def test_a_forged_first_forwarded_hop_does_not_buy_a_fresh_rate_limit(browser, settings):
+    """Proxies append the peer they saw; the client's own X-Forwarded-For text comes first."""
+    import ipaddress
+
+    settings.SIWE_VERIFY_RATE_PER_MIN = 1
+    settings.TRUSTED_PROXY_NETWORKS = [ipaddress.ip_network("127.0.0.0/8")]
+    browser.get("/auth/nonce")
+    first = {"HTTP_X_FORWARDED_FOR": "198.51.100.1, 203.0.113.9"}
+    forged = {"HTTP_X_FORWARDED_FOR": "198.51.100.2, 203.0.113.9"}
+    assert post_json(browser, "/auth/verify", "{}", **first).status_code == 400
+    # Same real client (the hop our proxy appended), another forged prefix: still limited.
+    assert post_json(browser, "/auth/verify", "{}", **forged).status_code == 429
