@@ -89,3 +89,12 @@ def test_dotenv_file_is_read_and_environment_wins(tmp_path):
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["WARNING", "memory://"]
+
+
+def test_schema_commands_need_no_secret_key(tmp_path):
+    # A checkout checks its migrations (or migrates at build time) before any secret exists.
+    env = {k: v for k, v in PRODUCTION_ENV.items() if k != "SECRET_KEY"}
+    result = run_manage(["makemigrations", "--check", "--dry-run"], env, tmp_path)
+
+    assert result.returncode == 0, result.stderr
+    assert "No changes detected" in result.stdout
