@@ -10,6 +10,8 @@ from datetime import datetime
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from portal.times import rfc3339
+
 PALETTE = ("#1f4fd6", "#d97706", "#15803d", "#b91c1c", "#7c3aed", "#0e7490", "#be185d", "#4d7c0f")
 BUSY_FILL = "rgba(31, 79, 214, 0.14)"
 IDLE_FILL = "rgba(21, 128, 61, 0.10)"
@@ -63,7 +65,7 @@ def with_gaps(points: Sequence[dict], gap_s: float) -> list[dict]:
         moment = datetime.fromisoformat(point["t"])
         if previous is not None and (moment - previous).total_seconds() > gap_s:
             middle = previous + (moment - previous) / 2
-            out.append({"t": middle.isoformat().replace("+00:00", "Z")})
+            out.append({"t": rfc3339(middle)})
         out.append(point)
         previous = moment
     return out

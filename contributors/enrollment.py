@@ -1,6 +1,5 @@
 """Enrolling a machine: an agent trades a single-use code for its node and its token."""
 
-import socket
 from dataclasses import dataclass
 
 from django.db import transaction
@@ -48,7 +47,3 @@ def enroll(code: str, hostname: str, agent_version: str, gpus: list) -> Enrolled
         EnrollmentCode.objects.filter(pk=row.pk).update(node=node)
         rejected, _ = register_gpus(node, gpus, now)
     return Enrolled(node=node, token=token, rejected_gpus=rejected)
-
-
-def default_hostname() -> str:
-    return socket.gethostname()

@@ -144,7 +144,7 @@ class Node(models.Model):
         prefix = tokens.split_prefix(token)
         if prefix is None:
             return None
-        node = cls.objects.select_related("owner").filter(token_prefix=prefix).first()
+        node = cls.objects.filter(token_prefix=prefix).first()
         if node is None or not tokens.matches(token, node.token_hash):
             return None
         return node

@@ -7,6 +7,7 @@ from django.conf import settings
 from django.utils import timezone
 
 from contributors.models import GPU, GpuHour, GpuMinute, Sample
+from portal.times import rfc3339
 
 
 @dataclass(frozen=True)
@@ -22,10 +23,6 @@ RANGES = {
     "7d": Range(timedelta(days=7), "hour", 3600),
     "30d": Range(timedelta(days=30), "hour", 3600),
 }
-
-
-def _iso(moment) -> str:
-    return moment.isoformat().replace("+00:00", "Z")
 
 
 def _avg(total: float, count: int, digits: int = 2):
@@ -46,7 +43,7 @@ def series(gpu: GPU, range_name: str, now=None) -> dict:
         )
         points = [
             {
-                "t": _iso(ts),
+                "t": rfc3339(ts),
                 "utilization_gpu_pct": util,
                 "memory_used_mib": mem,
                 "temperature_c": temp,
@@ -61,7 +58,7 @@ def series(gpu: GPU, range_name: str, now=None) -> dict:
         rows = model.objects.filter(gpu=gpu, start__gte=since, start__lte=now).order_by("start")
         points = [
             {
-                "t": _iso(row.start),
+                "t": rfc3339(row.start),
                 "utilization_gpu_pct": _avg(row.sum_util, row.n_util),
                 "memory_used_mib": _avg(row.sum_mem, row.samples, 0),
                 "temperature_c": _avg(row.sum_temp, row.n_temp, 1),

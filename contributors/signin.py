@@ -7,7 +7,7 @@ spent, how far ahead a client's clock may run, and who owns which wallet.
 
 import secrets
 from dataclasses import dataclass
-from datetime import UTC, timedelta
+from datetime import timedelta
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
@@ -16,16 +16,15 @@ from django.utils import timezone
 from contributors import eip1271
 from contributors.models import Contributor, SignInNonce, Wallet
 from contributors.siwe import SiweError, SiweMessage, parse_message, verify
+from portal.api_errors import Refused
+from portal.times import rfc3339
 
 
-class SignInError(Exception):
-    """A refused sign-in or link; `code` and `detail` go to the client as they are."""
+class SignInError(Refused):
+    """A refused sign-in or link; the API answers it like any `Refused` (code, detail)."""
 
     def __init__(self, code: str, detail: str, status: int = 400) -> None:
-        super().__init__(f"{code}: {detail}")
-        self.code = code
-        self.detail = detail
-        self.status = status
+        super().__init__(status, code, detail)
 
 
 @dataclass(frozen=True)
@@ -62,13 +61,11 @@ def message_for(address: str, nonce: SignInNonce, expected: Expected) -> str:
         version="1",
         chain_id=expected.chain_id,
         nonce=nonce.nonce,
-        issued_at=_rfc3339(now),
-        expiration_time=_rfc3339(nonce.issued_at + timedelta(seconds=settings.SIWE_NONCE_TTL_S)),
+        issued_at=rfc3339(now, "milliseconds"),
+        expiration_time=rfc3339(
+            nonce.issued_at + timedelta(seconds=settings.SIWE_NONCE_TTL_S), "milliseconds"
+        ),
     ).to_text()
-
-
-def _rfc3339(moment) -> str:
-    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def check(message_text: str, signature: str, expected: Expected) -> SiweMessage:

@@ -217,7 +217,17 @@ def flag_foreign_gpus(node: Node, uuids: set[str], now: datetime) -> None:
                 pass  # a concurrent request opened the same flag
 
 
-def validate_sample(item, inventory: _Inventory, now: datetime) -> tuple[dict | None, str]:
+def accepted_window(now: datetime) -> tuple[datetime, datetime]:
+    """Sample times the portal accepts, from TELEMETRY_MAX_AGE_S ago to MAX_AHEAD_S ahead."""
+    return (
+        now - timedelta(seconds=settings.TELEMETRY_MAX_AGE_S),
+        now + timedelta(seconds=settings.TELEMETRY_MAX_AHEAD_S),
+    )
+
+
+def validate_sample(
+    item, inventory: _Inventory, window: tuple[datetime, datetime]
+) -> tuple[dict | None, str]:
     """A sample normalised for storage, or the per-sample error code that refuses it."""
     if not isinstance(item, dict):
         return None, "validation_failed"
@@ -232,11 +242,7 @@ def validate_sample(item, inventory: _Inventory, now: datetime) -> tuple[dict | 
         if uuid_ in inventory.foreign:
             return None, "gpu_owned_by_other_node"
         return None, "unknown_gpu"
-    if (
-        not now - timedelta(seconds=settings.TELEMETRY_MAX_AGE_S)
-        <= ts
-        <= now + timedelta(seconds=settings.TELEMETRY_MAX_AHEAD_S)
-    ):
+    if not window[0] <= ts <= window[1]:
         return None, "timestamp_out_of_window"
     if not (0 <= used <= MAX_MEMORY_MIB and 0 < total <= MAX_MEMORY_MIB):
         return None, "out_of_range"
@@ -320,8 +326,9 @@ def accept(node: Node, body: dict, now: datetime | None = None) -> Outcome:
         inventory.foreign |= foreign
 
     accepted, rejected, seen = [], [], set()
+    window = accepted_window(now)
     for index, item in enumerate(samples):
-        sample, error = validate_sample(item, inventory, now)
+        sample, error = validate_sample(item, inventory, window)
         if sample is None:
             rejected.append({"index": index, "error": error})
             continue

@@ -1,11 +1,26 @@
-"""Pages of the contributor's own: signing in and managing wallets."""
+"""Pages of the contributor's own: signing in, wallets, machines and one GPU's history."""
 
+from collections import defaultdict
+from datetime import timedelta
+
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.shortcuts import redirect, render
+from django.db.models import Prefetch, Q
+from django.http import Http404
+from django.shortcuts import get_object_or_404, redirect, render
+from django.utils import timezone
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.csrf import ensure_csrf_cookie
 from django.views.decorators.http import require_GET, require_POST
+
+from contributors import charts
+from contributors.models import GPU, EnrollmentCode, GpuHour, Node
+from contributors.series import RANGES, series
+from portal.demo import DEMO_CONTRIBUTORS
+from portal.figures import embed
+from portal.times import rfc3339, rfc3339_or_none
+from rewards.models import Epoch, HeldOut, Job, RewardEntry
 
 
 @require_GET
@@ -16,9 +31,6 @@ def signin_page(request):
         next_url = ""
     if request.user.is_authenticated and not request.GET.get("switch"):
         return redirect(next_url or "dashboard")
-    from django.conf import settings
-
-    from portal.demo import DEMO_CONTRIBUTORS
 
     demo = DEMO_CONTRIBUTORS if settings.DEBUG and settings.DEMO_FLEET else ()
     return render(
@@ -45,10 +57,6 @@ SHOW_ONCE = "nodes:show-once"
 @require_GET
 @login_required
 def nodes_page(request):
-    from django.db.models import Prefetch
-    from django.utils import timezone
-
-    from contributors.models import GPU, Node
 
     now = timezone.now()
     nodes = (
@@ -79,7 +87,6 @@ def nodes_page(request):
 @require_POST
 @login_required
 def create_enrollment_code(request):
-    from contributors.models import EnrollmentCode
 
     row, code = EnrollmentCode.issue(request.user)
     request.session[SHOW_ONCE] = {
@@ -91,9 +98,6 @@ def create_enrollment_code(request):
 
 
 def _own_node(request, node_id: int):
-    from django.shortcuts import get_object_or_404
-
-    from contributors.models import Node
 
     return get_object_or_404(Node, pk=node_id, owner=request.user)
 
@@ -110,7 +114,6 @@ def revoke_node(request, node_id: int):
 @require_POST
 @login_required
 def rotate_node_token(request, node_id: int):
-    from contributors.models import Node
 
     node = _own_node(request, node_id)
     if node.is_revoked:
@@ -127,9 +130,6 @@ def rotate_node_token(request, node_id: int):
 @require_POST
 @login_required
 def gpu_settings(request, uuid: str):
-    from django.shortcuts import get_object_or_404
-
-    from contributors.models import GPU
 
     gpu = get_object_or_404(GPU, uuid=uuid, node__owner=request.user)
     raw = request.POST.get("committed_memory_mib", "").strip()
@@ -159,20 +159,6 @@ def gpu_settings(request, uuid: str):
 @login_required
 def gpu_page(request, uuid: str):
     """One GPU: its history over a chosen range, what earned rewards, uptime, its ledger."""
-    from collections import defaultdict
-    from datetime import timedelta
-
-    from django.conf import settings
-    from django.db.models import Q
-    from django.http import Http404
-    from django.utils import timezone
-
-    from contributors import charts
-    from contributors.models import GPU, GpuHour
-    from contributors.series import RANGES, series
-    from portal.figures import embed
-    from rewards.models import Epoch, HeldOut, Job, RewardEntry
-
     gpu = GPU.objects.select_related("node").filter(uuid=uuid, node__owner=request.user).first()
     if gpu is None:
         raise Http404("You have no GPU with this uuid.")
@@ -182,9 +168,6 @@ def gpu_page(request, uuid: str):
     now = timezone.now()
     since = now - RANGES[range_name].span
     data = series(gpu, range_name, now)
-
-    def iso(moment):
-        return moment.isoformat().replace("+00:00", "Z")
 
     jobs = list(
         Job.objects.filter(Q(gpu=gpu) | Q(gpu__mig_parent=gpu))
@@ -203,15 +186,20 @@ def gpu_page(request, uuid: str):
         .order_by("epoch__start")
     )
     periods = [
-        (iso(max(job.started_at, since)), iso(job.ended_at or now), "compute") for job in jobs
-    ] + [(iso(e.epoch.start), iso(e.epoch.end), "idle") for e in paid_idle if e.amount_wei > 0]
+        (rfc3339(max(job.started_at, since)), rfc3339(job.ended_at or now), "compute")
+        for job in jobs
+    ] + [
+        (rfc3339(e.epoch.start), rfc3339(e.epoch.end), "idle")
+        for e in paid_idle
+        if e.amount_wei > 0
+    ]
     figure = charts.gpu_history(
         data["points"],
         memory_total_mib=gpu.memory_total_mib,
-        x_range=(iso(since), iso(now)),
+        x_range=(rfc3339(since), rfc3339(now)),
         gap_s=max(2.5 * data["resolution_s"], settings.COVERAGE_MAX_GAP_S),
         periods=periods,
-        jobs=[(iso(j.started_at), j.ended_at and iso(j.ended_at), j.job_id) for j in jobs[:12]
+        jobs=[(rfc3339(j.started_at), rfc3339_or_none(j.ended_at), j.job_id) for j in jobs[:12]
               if j.started_at >= since],
     )  # fmt: skip
     days: dict[str, float] = defaultdict(float)

@@ -15,7 +15,7 @@ import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 
 from django.conf import settings
@@ -24,6 +24,7 @@ from eth_utils import keccak
 
 from contributors.models import EnrollmentCode, ServiceToken
 from contributors.signin import contributor_for_sign_in
+from portal.times import rfc3339, rfc3339_or_none
 
 log = logging.getLogger("portal.demo")
 
@@ -125,15 +126,12 @@ class AttestingCollector:
 
     @staticmethod
     def _job(uuid: str, job_id: str, started: datetime, ended_at: datetime | None = None) -> dict:
-        def iso(moment):
-            return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
-
         return {
             "job_id": job_id,
             "gpu_uuid": uuid,
             "kind": "training" if int(job_id[-1], 16) % 3 else "inference",
-            "started_at": iso(started),
-            "ended_at": iso(ended_at) if ended_at else None,
+            "started_at": rfc3339(started),
+            "ended_at": rfc3339_or_none(ended_at),
         }
 
     def close(self) -> None:

@@ -14,6 +14,8 @@ from pathlib import Path
 from django.core.cache import cache, caches
 from django.core.cache.backends.filebased import FileBasedCache
 
+from portal.api_errors import ApiError
+
 
 @dataclass(frozen=True)
 class Verdict:
@@ -53,3 +55,12 @@ def hit(scope: str, key: str, limit: int, window_s: int = 60) -> Verdict:
                 count = 1
     retry_after = max(1, int((window + 1) * window_s - now) + 1)
     return Verdict(allowed=count <= limit, retry_after_s=retry_after)
+
+
+def enforce(scope: str, key: str, limit: int, detail: str) -> None:
+    """Count one attempt; past the limit, a 429 `throttled` with Retry-After."""
+    verdict = hit(scope, key, limit)
+    if not verdict.allowed:
+        raise ApiError(
+            429, "throttled", detail, headers={"Retry-After": str(verdict.retry_after_s)}
+        )

@@ -1,13 +1,22 @@
 """The site shell's pages and the health endpoint."""
 
+from datetime import timedelta
+
 from django.conf import settings
+from django.contrib.auth.views import redirect_to_login
 from django.http import JsonResponse
 from django.shortcuts import render
+from django.utils import timezone
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
 
+from contributors import charts
+from contributors.models import GPU, Sample
 from portal import health
 from portal.figures import embed
+from portal.times import rfc3339
+from rewards.models import RewardEntry
+from rewards.wei import sum_wei
 
 
 @require_GET
@@ -41,15 +50,6 @@ def healthz(request):
 @require_GET
 def dashboard(request):
     """The contributor's day-to-day page: cards, a live utilization chart, the GPU table."""
-    from datetime import timedelta
-
-    from django.contrib.auth.views import redirect_to_login
-    from django.utils import timezone
-
-    from contributors import charts
-    from contributors.models import GPU, Sample
-    from rewards.models import RewardEntry
-    from rewards.wei import sum_wei
 
     if not request.user.is_authenticated:
         return redirect_to_login(request.get_full_path())
@@ -67,7 +67,7 @@ def dashboard(request):
         .order_by("ts")
         .values_list("gpu_id", "ts", "utilization_gpu_pct")
     ):
-        recent[gpu_id].append((ts.isoformat().replace("+00:00", "Z"), util))
+        recent[gpu_id].append((rfc3339(ts), util))
     figure = charts.live_utilization(
         # Eight identical H100s on one machine are told apart by the end of their uuid.
         [

@@ -14,6 +14,7 @@ from django.views.decorators.http import require_GET
 
 from contributors.models import GPU
 from portal.figures import embed
+from portal.times import rfc3339
 from rewards import charts
 from rewards.display import omnit
 from rewards.models import Epoch, GpuModel, HeldOut, RewardEntry
@@ -156,8 +157,8 @@ def rewards_csv(request):
             i = e.inputs
             yield writer.writerow(
                 [
-                    e.epoch.start.astimezone(UTC).isoformat().replace("+00:00", "Z"),
-                    e.epoch.end.astimezone(UTC).isoformat().replace("+00:00", "Z"),
+                    rfc3339(e.epoch.start),
+                    rfc3339(e.epoch.end),
                     _cell(e.gpu.uuid), _cell(e.gpu.name), _cell(e.gpu.node.name), e.kind, e.units,
                     str(e.amount_wei),
                     omnit(e.amount_wei, 18).replace(",", ""), i.get("seconds"),

@@ -92,14 +92,12 @@ class EnrollView(AgentView):
 class TelemetryView(AgentView):
     def post(self, request):
         node = authenticated_node(request)
-        verdict = ratelimit.hit("telemetry", str(node.pk), settings.TELEMETRY_RATE_PER_MIN)
-        if not verdict.allowed:
-            raise ApiError(
-                429,
-                "throttled",
-                f"At most {settings.TELEMETRY_RATE_PER_MIN} telemetry requests a minute per node.",
-                headers={"Retry-After": str(verdict.retry_after_s)},
-            )
+        ratelimit.enforce(
+            "telemetry",
+            str(node.pk),
+            settings.TELEMETRY_RATE_PER_MIN,
+            f"At most {settings.TELEMETRY_RATE_PER_MIN} telemetry requests a minute per node.",
+        )
         body = read_json_object(request, settings.TELEMETRY_MAX_BODY_BYTES, "batch_too_large")
         outcome = telemetry.accept(node, body)
         if outcome.enqueue:

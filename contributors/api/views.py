@@ -18,6 +18,7 @@ from portal.authentication import JsonSessionAuthentication as SessionAuthentica
 from portal.authentication import unreadable_body_is_a_400
 from portal.client_ip import client_ip
 from portal.jsonbody import read_json_object, require_strings
+from portal.times import rfc3339, rfc3339_or_none
 
 MAX_SIGNIN_BODY = 16 * 1024
 
@@ -35,33 +36,24 @@ def enforce_csrf(request) -> None:
         raise ApiError(403, "csrf_failed", f"CSRF check failed: {reason}")
 
 
-def throttle_signature_attempts(request) -> None:
-    verdict = ratelimit.hit("siwe", client_ip(request), settings.SIWE_VERIFY_RATE_PER_MIN)
-    if not verdict.allowed:
-        raise ApiError(
-            429,
-            "throttled",
-            "Too many sign-in attempts from this address; try again shortly.",
-            headers={"Retry-After": str(verdict.retry_after_s)},
-        )
-
-
 def signed_message(request) -> "signin.SiweMessage":
     """The verified message of a {"message", "signature"} body, its nonce spent."""
-    throttle_signature_attempts(request)
+    ratelimit.enforce(
+        "siwe",
+        client_ip(request),
+        settings.SIWE_VERIFY_RATE_PER_MIN,
+        "Too many sign-in attempts from this address; try again shortly.",
+    )
     body = read_json_object(request, MAX_SIGNIN_BODY)
     message, signature = require_strings(body, "message", "signature")
-    try:
-        return signin.check(message, signature, signin.Expected.for_request(request))
-    except signin.SignInError as exc:
-        raise ApiError(exc.status, exc.code, exc.detail) from None
+    return signin.check(message, signature, signin.Expected.for_request(request))
 
 
 def wallet_json(wallet: Wallet) -> dict:
     return {
         "address": wallet.address,
         "is_payout": wallet.is_payout,
-        "linked_at": wallet.linked_at.isoformat().replace("+00:00", "Z"),
+        "linked_at": rfc3339(wallet.linked_at),
     }
 
 
@@ -153,10 +145,7 @@ class WalletsView(APIView):
 
     def post(self, request):
         message = signed_message(request)
-        try:
-            wallet, created = signin.link_wallet(request.user, message.address)
-        except signin.SignInError as exc:
-            raise ApiError(exc.status, exc.code, exc.detail) from None
+        wallet, created = signin.link_wallet(request.user, message.address)
         return Response(wallet_json(wallet), status=201 if created else 200)
 
 
@@ -177,15 +166,8 @@ class WalletView(APIView):
 
     def delete(self, request, address: str):
         wallet = _own_wallet(request, address)
-        try:
-            signin.unlink_wallet(request.user, wallet.address)
-        except signin.SignInError as exc:
-            raise ApiError(exc.status, exc.code, exc.detail) from None
+        signin.unlink_wallet(request.user, wallet.address)
         return Response(status=204)
-
-
-def _iso(moment) -> str | None:
-    return None if moment is None else moment.isoformat().replace("+00:00", "Z")
 
 
 class MyGpusView(APIView):
@@ -208,8 +190,8 @@ class MyGpusView(APIView):
                     "name": gpu.name,
                     "node": {"id": gpu.node_id, "name": gpu.node.name},
                     "status": gpu.status(now),
-                    "last_seen": _iso(gpu.last_seen_at),
-                    "last_sample_at": _iso(gpu.last_sample_at),
+                    "last_seen": rfc3339_or_none(gpu.last_seen_at),
+                    "last_sample_at": rfc3339_or_none(gpu.last_sample_at),
                     "utilization_gpu_pct": gpu.last_utilization_gpu_pct,
                     "memory_used_mib": gpu.last_memory_used_mib,
                     "memory_total_mib": gpu.memory_total_mib,

@@ -9,14 +9,11 @@ from rest_framework.views import APIView
 from portal.api_errors import ApiError
 from portal.authentication import JsonSessionAuthentication as SessionAuthentication
 from portal.jsonbody import read_json_object, require_strings
+from portal.times import rfc3339_or_none
 from rewards import chain, claims
 from rewards.models import Claim
 
 TX_HASH = re.compile(r"^0x[0-9a-fA-F]{64}$")
-
-
-def _iso(moment) -> str | None:
-    return None if moment is None else moment.isoformat().replace("+00:00", "Z")
 
 
 def claim_json(claim: Claim) -> dict:
@@ -29,10 +26,10 @@ def claim_json(claim: Claim) -> dict:
         "status": claim.status,
         "tx_hash": claim.tx_hash or None,
         "tx_url": chain.tx_url(claim.tx_hash),
-        "created_at": _iso(claim.created_at),
-        "submitted_at": _iso(claim.submitted_at),
-        "confirmed_at": _iso(claim.confirmed_at),
-        "expired_at": _iso(claim.expired_at),
+        "created_at": rfc3339_or_none(claim.created_at),
+        "submitted_at": rfc3339_or_none(claim.submitted_at),
+        "confirmed_at": rfc3339_or_none(claim.confirmed_at),
+        "expired_at": rfc3339_or_none(claim.expired_at),
     }
 
 

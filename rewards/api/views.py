@@ -11,13 +11,10 @@ from contributors.telemetry import parse_time
 from portal.api_errors import ApiError
 from portal.authentication import JsonSessionAuthentication as SessionAuthentication
 from portal.jsonbody import read_json_object
+from portal.times import rfc3339_or_none
 from rewards.jobs import attest
 from rewards.models import HeldOut, RewardEntry
 from rewards.wei import sum_wei
-
-
-def _iso(moment) -> str | None:
-    return None if moment is None else moment.isoformat().replace("+00:00", "Z")
 
 
 class SchedulerJobsView(APIView):
@@ -46,8 +43,8 @@ class SchedulerJobsView(APIView):
                 "job_id": job.job_id,
                 "gpu_uuid": job.gpu.uuid,
                 "kind": job.kind,
-                "started_at": _iso(job.started_at),
-                "ended_at": _iso(job.ended_at),
+                "started_at": rfc3339_or_none(job.started_at),
+                "ended_at": rfc3339_or_none(job.ended_at),
             },
             status=201 if attested.created else 200,
         )
@@ -82,8 +79,8 @@ def _in_range(queryset, start, end):
 
 def entry_json(entry: RewardEntry) -> dict:
     return {
-        "epoch_start": _iso(entry.epoch.start),
-        "epoch_end": _iso(entry.epoch.end),
+        "epoch_start": rfc3339_or_none(entry.epoch.start),
+        "epoch_end": rfc3339_or_none(entry.epoch.end),
         "gpu_uuid": entry.gpu.uuid,
         "kind": entry.kind,
         "units": entry.units,
@@ -94,8 +91,8 @@ def entry_json(entry: RewardEntry) -> dict:
 
 def held_out_json(row: HeldOut) -> dict:
     return {
-        "epoch_start": _iso(row.epoch.start),
-        "epoch_end": _iso(row.epoch.end),
+        "epoch_start": rfc3339_or_none(row.epoch.start),
+        "epoch_end": rfc3339_or_none(row.epoch.end),
         "gpu_uuid": row.gpu.uuid,
         "kind": "held_out",
         "reason": row.reason,
