@@ -1,130 +1,300 @@
-"""The worker side of telemetry: turn a stored batch into samples and live GPU state.
+"""The worker side of telemetry: turn stored batches into samples and live GPU state.
 
-`ingest(batch_pk)` is safe to run any number of times, concurrently too: it locks the batch row,
-does nothing unless the batch is still pending, inserts samples ignoring (GPU, ts) duplicates,
-and marks the batch processed in the same transaction. A worker killed half-way commits nothing,
-and the next run (a redelivery or the sweeper) does the whole batch once.
+A worker claims pending batches (`drain`: as many as are waiting, up to INGEST_DRAIN_BATCHES;
+`ingest`: one named batch) with `SELECT … FOR UPDATE SKIP LOCKED`, stores all their samples in
+one statement ignoring (GPU, ts) duplicates, updates live state, notes which rollups are due,
+and marks the batches processed, all in one transaction. So:
+
+- a worker killed half-way commits nothing; the batches stay pending and the next drain (or
+  the sweeper) stores them whole;
+- two workers never hold the same batch, and a batch stored twice (after a lost commit
+  acknowledgement, say) adds nothing: the unique (GPU, ts) constraint ignores the copies.
+
+Rollups are not done here: `contributors.rollups.run` redoes them periodically for all the
+GPU time ranges noted as due, many batches at once (see that module).
 """
 
 import logging
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from django.conf import settings
-from django.db import connection, transaction
-from django.db.models import Q
+from django.db import DataError, IntegrityError, connection, transaction
+from django.db.models import F
 from django.utils import timezone
 
-from contributors import rollups
-from contributors.models import GPU, Node, Sample, TelemetryBatch
+from contributors.models import GPU, Node, RollupDue, Sample, TelemetryBatch
 
 log = logging.getLogger(__name__)
 
+_SAMPLE_COLUMNS = (
+    ("gpu_id", "gpu", "int8"),
+    ("ts", "ts", "timestamptz"),
+    ("utilization_gpu_pct", "util", "float8"),
+    ("memory_used_mib", "used", "int4"),
+    ("memory_total_mib", "total", "int4"),
+    ("temperature_c", "temp", "float8"),
+    ("power_w", "power", "float8"),
+    ("job_id", "job", "text"),
+)
 
-def _sample_row(item: dict) -> Sample:
-    return Sample(
-        gpu_id=item["gpu"],
-        ts=datetime.fromisoformat(item["ts"]),
-        utilization_gpu_pct=item["util"],
-        memory_used_mib=item["used"],
-        memory_total_mib=item["total"],
-        temperature_c=item["temp"],
-        power_w=item["power"],
-        job_id=item["job"],
-    )
+
+@dataclass
+class _Claimed:
+    pk: int
+    node_id: int
+    received_at: datetime
+    clock_skew_s: float | None
+    samples: list[dict]
+    attempts: int
+
+
+def drain(limit: int | None = None) -> tuple[int, int]:
+    """Store up to `limit` pending batches (oldest first) that no other worker holds.
+
+    Returns (batches, samples) taken; (0, 0) when nothing was waiting. If the database refuses
+    the set (a GPU deleted since its batch was accepted, say), each batch is stored on its own
+    so that one bad batch is counted as failed and the rest go through.
+    """
+    limit = limit or settings.INGEST_DRAIN_BATCHES
+    with transaction.atomic():
+        batches = _claim(TelemetryBatch.objects.all(), limit)
+        try:
+            with transaction.atomic():
+                return len(batches), _store(batches)
+        except (IntegrityError, DataError):
+            log.warning("a set of %s batches was refused; storing them one by one", len(batches))
+        stored = 0
+        for batch in batches:
+            try:
+                with transaction.atomic():
+                    stored += _store([batch])
+            except (IntegrityError, DataError) as exc:
+                _count_failure(batch, f"{type(exc).__name__}: {exc}")
+        return len(batches), stored
 
 
 def ingest(batch_pk: int) -> int:
-    """Store the samples of a pending batch; returns how many samples it held (0 if done)."""
+    """Store the samples of one pending batch; returns how many it held (0 if done or held)."""
     with transaction.atomic():
-        batch = (
-            TelemetryBatch.objects.select_for_update()
-            .filter(pk=batch_pk, status=TelemetryBatch.Status.PENDING)
-            .values("node_id", "received_at", "clock_skew_s", "samples", "attempts")
-            .first()
+        return _store(_claim(TelemetryBatch.objects.filter(pk=batch_pk), 1))
+
+
+def _claim(queryset, limit: int) -> list[_Claimed]:
+    rows = (
+        queryset.select_for_update(skip_locked=True)
+        .filter(status=TelemetryBatch.Status.PENDING)
+        .order_by("pk")
+        .values_list("pk", "node_id", "received_at", "clock_skew_s", "samples", "attempts")[:limit]
+    )
+    return [_Claimed(*row) for row in rows]
+
+
+def _store(batches: list[_Claimed]) -> int:
+    """Everything a claimed set of batches changes, in the caller's transaction."""
+    if not batches:
+        return 0
+    items = [
+        {**item, "ts": datetime.fromisoformat(item["ts"])}
+        for batch in batches
+        for item in batch.samples
+    ]
+    newest = _newest_per_gpu(items)
+    if newest:
+        _update_live_state(newest, max(b.received_at for b in batches))
+        _insert(
+            Sample._meta.db_table,
+            _SAMPLE_COLUMNS,
+            [[item[key] for _, key, _ in _SAMPLE_COLUMNS] for item in items],
+            conflict="(gpu_id, ts) DO NOTHING",
         )
-        if batch is None:
-            return 0
-        rows = [_sample_row(item) for item in batch["samples"]]
-        # Updating the GPUs' live state first also locks their rows, so two batches of the
-        # same GPU (a swept one and the next, say) update its rollups one after the other.
-        _update_live_state(rows, batch["received_at"])
-        Sample.objects.bulk_create(rows, ignore_conflicts=True, batch_size=500)
-        rollups.refresh(rows)
-        Node.objects.filter(pk=batch["node_id"]).filter(
-            Q(last_seen_at__isnull=True) | Q(last_seen_at__lt=batch["received_at"])
-        ).update(last_seen_at=batch["received_at"], clock_skew_s=batch["clock_skew_s"])
+        _note_rollups_due(items)
+    _update_nodes(batches)
+    TelemetryBatch.objects.filter(pk__in=[b.pk for b in batches]).update(
+        status=TelemetryBatch.Status.PROCESSED,
+        processed_at=timezone.now(),
+        attempts=F("attempts") + 1,
         # The samples now live in their own table; the batch keeps its answer and counts.
-        TelemetryBatch.objects.filter(pk=batch_pk).update(
-            status=TelemetryBatch.Status.PROCESSED,
-            processed_at=timezone.now(),
-            attempts=batch["attempts"] + 1,
-            samples=[],
-        )
-    return len(rows)
+        samples=[],
+    )
+    return len(items)
+
+
+def _newest_per_gpu(items: list[dict]) -> dict[int, dict]:
+    newest: dict[int, dict] = {}
+    for item in items:
+        current = newest.get(item["gpu"])
+        if current is None or item["ts"] > current["ts"]:
+            newest[item["gpu"]] = item
+    return newest
+
+
+def _adapt(value, kind: str):
+    if kind == "timestamptz" and value is not None:
+        return connection.ops.adapt_datetimefield_value(value)
+    return value
+
+
+def _array(values, kind: str) -> list:
+    """A column for `unnest`: psycopg wants one Python type per list (JSON gives 87 and 87.5)."""
+    if kind == "float8":
+        return [None if v is None else float(v) for v in values]
+    return list(values)
+
+
+def _insert(table: str, columns, rows: list[list], conflict: str = "") -> None:
+    """INSERT many rows in one statement: `unnest` of one array per column on PostgreSQL
+    (a fixed statement whatever the row count, binary parameters), executemany elsewhere."""
+    if not rows:
+        return
+    q = connection.ops.quote_name
+    names = ", ".join(q(name) for name, _, _ in columns)
+    tail = f" ON CONFLICT {conflict}" if conflict else ""
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            arrays = ", ".join(f"%s::{kind}[]" for _, _, kind in columns)
+            cursor.execute(
+                f"INSERT INTO {q(table)} ({names}) SELECT * FROM unnest({arrays}){tail}",  # noqa: S608
+                [
+                    _array(column, kind)
+                    for column, (_, _, kind) in zip(zip(*rows, strict=True), columns, strict=True)
+                ],
+            )
+        else:
+            kinds = [kind for _, _, kind in columns]
+            placeholders = ", ".join(["%s"] * len(columns))
+            cursor.executemany(
+                f"INSERT INTO {q(table)} ({names}) VALUES ({placeholders}){tail}",  # noqa: S608
+                [[_adapt(v, k) for v, k in zip(row, kinds, strict=True)] for row in rows],
+            )
+
+
+def _note_rollups_due(items: list[dict]) -> None:
+    """One RollupDue row per GPU: the time range its new samples span."""
+    spans: dict[int, list[datetime]] = {}
+    for item in items:
+        span = spans.get(item["gpu"])
+        if span is None:
+            spans[item["gpu"]] = [item["ts"], item["ts"]]
+        else:
+            span[0] = min(span[0], item["ts"])
+            span[1] = max(span[1], item["ts"])
+    _insert(
+        RollupDue._meta.db_table,
+        (("gpu_id", None, "int8"), ("first_ts", None, "timestamptz"),
+         ("last_ts", None, "timestamptz")),
+        [[gpu, lo, hi] for gpu, (lo, hi) in sorted(spans.items())],
+    )  # fmt: skip
 
 
 _LIVE = (
     ("last_sample_at", "ts", "timestamptz"),
-    ("last_utilization_gpu_pct", "utilization_gpu_pct", "float8"),
-    ("last_memory_used_mib", "memory_used_mib", "int8"),
-    ("last_memory_total_mib", "memory_total_mib", "int8"),
-    ("last_temperature_c", "temperature_c", "float8"),
-    ("last_power_w", "power_w", "float8"),
-    ("last_job_id", "job_id", "text"),
+    ("last_utilization_gpu_pct", "util", "float8"),
+    ("last_memory_used_mib", "used", "int8"),
+    ("last_memory_total_mib", "total", "int8"),
+    ("last_temperature_c", "temp", "float8"),
+    ("last_power_w", "power", "float8"),
+    ("last_job_id", "job", "text"),
 )
 
 
-def _update_live_state(rows: list[Sample], received_at: datetime) -> None:
-    """One UPDATE for all the batch's GPUs: newest sample values and when they were seen.
+def _update_live_state(newest: dict[int, dict], received_at: datetime) -> None:
+    """One UPDATE for all the GPUs: newest sample values and when they were seen.
 
     Batches may be processed out of order, so a GPU's values change only if this batch's
     newest sample is newer than the one shown; every SET reads the row as it was before.
-    (Raw SQL because the ORM spends more time building a CASE per GPU than the database
-    spends running it.)
+    On PostgreSQL the rows are locked first in id order, so two workers updating overlapping
+    GPUs wait for each other instead of deadlocking.
     """
-    newest: dict[int, Sample] = {}
-    for row in rows:
-        if row.gpu_id not in newest or row.ts > newest[row.gpu_id].ts:
-            newest[row.gpu_id] = row
-    if not newest:
-        return
     ops = connection.ops
     q = ops.quote_name
-    postgres = connection.vendor == "postgresql"
-    columns = ["id", *(attr for _, attr, _ in _LIVE)]
-    params: list = []
-    selects = []
-    for index, gpu_id in enumerate(sorted(newest)):
-        row = newest[gpu_id]
-        values = [gpu_id, *(getattr(row, attr) for _, attr, _ in _LIVE)]
-        values[1] = ops.adapt_datetimefield_value(values[1])
-        params.extend(values)
-        if index == 0 and postgres:
-            types = ["int8", *(kind for _, _, kind in _LIVE)]
-            casts = (f"CAST(%s AS {t}) AS {c}" for t, c in zip(types, columns, strict=True))
-            selects.append("SELECT " + ", ".join(casts))
-        elif index == 0:
-            selects.append("SELECT " + ", ".join(f"%s AS {c}" for c in columns))
-        else:
-            selects.append("SELECT " + ", ".join(["%s"] * len(columns)))
     table = q(GPU._meta.db_table)
+    ids = sorted(newest)
+    postgres = connection.vendor == "postgresql"
     newer = f"({table}.last_sample_at IS NULL OR {table}.last_sample_at < v.ts)"
     sets = [
-        f"{q(field)} = CASE WHEN {newer} THEN v.{attr} ELSE {table}.{q(field)} END"
-        for field, attr, _ in _LIVE
+        f"{q(field)} = CASE WHEN {newer} THEN v.{key} ELSE {table}.{q(field)} END"
+        for field, key, _ in _LIVE
     ]
-    seen = ops.adapt_datetimefield_value(received_at)
     sets.append(
         f"last_seen_at = CASE WHEN {table}.last_seen_at IS NULL OR {table}.last_seen_at < %s "
         f"THEN %s ELSE {table}.last_seen_at END"
     )
-    sql = (
-        f"UPDATE {table} SET {', '.join(sets)} "  # noqa: S608 - only our own names
-        f"FROM ({' UNION ALL '.join(selects)}) AS v WHERE {table}.id = v.id"
-    )
-    # The SET clause's two placeholders come before the FROM clause's.
+    seen = ops.adapt_datetimefield_value(received_at)
+    columns = [("id", "int8"), *((key, kind) for _, key, kind in _LIVE)]
+    rows = [[gpu_id, *(newest[gpu_id][key] for _, key, _ in _LIVE)] for gpu_id in ids]
     with connection.cursor() as cursor:
-        cursor.execute(sql, [seen, seen, *params])
+        if postgres:
+            cursor.execute(
+                f"SELECT id FROM {table} WHERE id = ANY(%s) ORDER BY id FOR UPDATE",  # noqa: S608
+                [ids],
+            )
+            arrays = ", ".join(f"%s::{kind}[]" for _, kind in columns)
+            names = ", ".join(name for name, _ in columns)
+            source = f"unnest({arrays}) AS v({names})"
+            params = [
+                _array(column, kind)
+                for column, (_, kind) in zip(zip(*rows, strict=True), columns, strict=True)
+            ]
+        else:
+            first = "SELECT " + ", ".join(f"%s AS {name}" for name, _ in columns)
+            rest = "SELECT " + ", ".join(["%s"] * len(columns))
+            source = "(" + " UNION ALL ".join([first] + [rest] * (len(rows) - 1)) + ") AS v"
+            kinds = [kind for _, kind in columns]
+            params = [
+                _adapt(value, kind) for row in rows for value, kind in zip(row, kinds, strict=True)
+            ]
+        # The SET clause's two placeholders come before the FROM clause's.
+        cursor.execute(
+            f"UPDATE {table} SET {', '.join(sets)} FROM {source} WHERE {table}.id = v.id",  # noqa: S608
+            [seen, seen, *params],
+        )
+
+
+def _update_nodes(batches: list[_Claimed]) -> None:
+    """Each node's last_seen_at and clock skew from its newest batch, never moving back."""
+    latest: dict[int, _Claimed] = {}
+    for batch in batches:
+        current = latest.get(batch.node_id)
+        if current is None or batch.received_at > current.received_at:
+            latest[batch.node_id] = batch
+    ops = connection.ops
+    table = ops.quote_name(Node._meta.db_table)
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            ids = sorted(latest)
+            cursor.execute(
+                f"UPDATE {table} SET last_seen_at = v.seen, clock_skew_s = v.skew "  # noqa: S608
+                "FROM unnest(%s::int8[], %s::timestamptz[], %s::float8[]) AS v(id, seen, skew) "
+                f"WHERE {table}.id = v.id "
+                f"AND ({table}.last_seen_at IS NULL OR {table}.last_seen_at < v.seen)",
+                [
+                    ids,
+                    [latest[i].received_at for i in ids],
+                    [latest[i].clock_skew_s for i in ids],
+                ],
+            )
+            return
+        for node_id, batch in sorted(latest.items()):
+            seen = ops.adapt_datetimefield_value(batch.received_at)
+            cursor.execute(
+                f"UPDATE {table} SET last_seen_at = %s, clock_skew_s = %s "  # noqa: S608
+                "WHERE id = %s AND (last_seen_at IS NULL OR last_seen_at < %s)",
+                [seen, batch.clock_skew_s, node_id, seen],
+            )
+
+
+def _count_failure(batch: _Claimed, error: str) -> None:
+    """Within a drain: one more failed attempt for a batch it holds (see `record_failure`)."""
+    attempts = batch.attempts + 1
+    failed = attempts >= settings.INGEST_MAX_ATTEMPTS
+    TelemetryBatch.objects.filter(pk=batch.pk).update(
+        attempts=attempts,
+        error=error[:2000],
+        status=TelemetryBatch.Status.FAILED if failed else TelemetryBatch.Status.PENDING,
+    )
+    if failed:
+        log.error("batch %s failed %s times, left for an admin: %s", batch.pk, attempts, error)
 
 
 def record_failure(batch_pk: int, error: str) -> None:

@@ -504,3 +504,19 @@ class GpuHour(_Rollup):
         constraints = [
             models.UniqueConstraint(fields=["gpu", "start"], name="gpuhour_unique_gpu_start")
         ]
+
+
+class RollupDue(models.Model):
+    """Samples of a GPU between two times were stored; its rollups there are not yet redone.
+
+    Written in the transaction that stores the samples, consumed by the periodic rollup task
+    in the transaction that rewrites the rollups: a crash of either leaves the row, so no
+    stored sample is ever missing from the rollups for longer than a few runs.
+    """
+
+    gpu = models.ForeignKey(GPU, on_delete=models.CASCADE, related_name="+")
+    first_ts = models.DateTimeField()
+    last_ts = models.DateTimeField()
+
+    def __str__(self) -> str:
+        return f"{self.gpu_id}: {self.first_ts.isoformat()} .. {self.last_ts.isoformat()}"

@@ -1,28 +1,31 @@
-"""Per-minute and per-hour rollups of GPU telemetry, maintained as samples arrive.
+"""Per-minute and per-hour rollups of GPU telemetry, redone periodically where samples arrived.
 
 Charts of a day read minutes and charts of a month read hours, so no request ever scans raw
-samples beyond the last hour. The ingestion worker calls `refresh` in the same transaction that
-stores a batch:
+samples beyond the last hour. The ingestion worker notes, in the transaction that stores
+samples, the time span each GPU's new samples cover (`RollupDue`); `run` (a beat task every
+ROLLUP_EVERY_S) takes those notes and, in one transaction:
 
-- every minute the new samples can change is recomputed from the raw samples around it (a new
+- recomputes every minute the new samples can change from the raw samples around it (a new
   sample changes its own minute, the coverage of the sample before it, and at most `max_gap`
   into the next minute), so a minute row is always exactly what its samples say;
-- each hour row moves by the difference between a minute's new and old values. Sums, counts and
-  covered seconds only grow as samples are added (coverage of a gap split by a new sample never
-  shrinks: min(a, g) + min(b, g) >= min(a + b, g)), and maxima only rise, so the hour stays exact.
+- recomputes every hour holding such a minute from its minute rows.
 
-Running `refresh` twice for the same samples changes nothing: the minutes come out the same and
-their difference to the stored rows is zero.
+Doing this for thousands of batches at once instead of per batch is what lets ingestion keep
+up (README "Benchmarks"). On PostgreSQL both steps are one SQL statement each over all the
+spans; elsewhere (the embedded SQLite default) the same arithmetic runs in Python. Running it
+twice changes nothing: the rows come out the same. Only one run works at a time (an advisory
+lock on PostgreSQL, the single writer on SQLite): two runs reading the raw samples at different
+moments could otherwise write an older minute over a newer one.
 """
 
 from collections import defaultdict
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from datetime import UTC, datetime, timedelta
 
 from django.conf import settings
-from django.db import connection
+from django.db import connection, transaction
 
-from contributors.models import GpuHour, GpuMinute, Sample
+from contributors.models import GpuHour, GpuMinute, RollupDue, Sample
 
 MINUTE = timedelta(minutes=1)
 HOUR = timedelta(hours=1)
@@ -78,13 +81,6 @@ class Agg:
         return {f.name: getattr(self, f.name) for f in fields(self)}
 
 
-@dataclass
-class _Window:
-    lo: datetime
-    hi: datetime
-    minutes: set = field(default_factory=set)
-
-
 def minutes_from_samples(rows, minutes: set[datetime], max_gap: timedelta) -> dict:
     """Exact minute aggregates for `minutes`, from one GPU's samples (ts ascending) around them."""
     out = {minute: Agg() for minute in minutes}
@@ -106,103 +102,183 @@ def minutes_from_samples(rows, minutes: set[datetime], max_gap: timedelta) -> di
     return out
 
 
-def refresh(new_samples: list[Sample]) -> None:
-    """Bring the minute and hour rollups up to date with `new_samples` (already stored)."""
-    if not new_samples:
-        return
+def run(max_spans: int | None = None) -> int:
+    """Redo the rollups of every noted span; returns how many spans were taken."""
+    max_spans = max_spans or settings.ROLLUP_MAX_SPANS
+    taken = 0
+    while True:
+        with transaction.atomic():
+            if not _only_run():
+                return taken
+            due = list(
+                RollupDue.objects.order_by("pk").values_list("pk", "gpu_id", "first_ts", "last_ts")[
+                    :max_spans
+                ]
+            )
+            if not due:
+                return taken
+            RollupDue.objects.filter(pk__in=[row[0] for row in due]).delete()
+            ranges = minute_ranges((gpu, first, last) for _, gpu, first, last in due)
+            if connection.vendor == "postgresql":
+                _redo_in_sql(ranges)
+            else:
+                _redo_in_python(ranges)
+        taken += len(due)
+        if len(due) < max_spans:
+            return taken
+
+
+_LOCK_KEY = 0x0F1A_0001  # pg_advisory_xact_lock key of the rollup run
+
+
+def _only_run() -> bool:
+    if connection.vendor != "postgresql":
+        return True  # SQLite: this transaction is the only writer (IMMEDIATE)
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_try_advisory_xact_lock(%s)", [_LOCK_KEY])
+        return cursor.fetchone()[0]
+
+
+def minute_ranges(spans) -> list[tuple[int, datetime, datetime]]:
+    """(gpu, first minute, last minute) to redo for sample spans, merged per GPU."""
     max_gap = timedelta(seconds=settings.COVERAGE_MAX_GAP_S)
-    windows: dict[int, _Window] = {}
-    for sample in new_samples:
-        first = floor_to(sample.ts - max_gap, MINUTE)
-        last = floor_to(sample.ts + max_gap, MINUTE)
-        window = windows.get(sample.gpu_id)
-        if window is None:
-            window = windows[sample.gpu_id] = _Window(lo=first, hi=last)
-        window.lo, window.hi = min(window.lo, first), max(window.hi, last)
-        minute = first
-        while minute <= last:
-            window.minutes.add(minute)
-            minute += MINUTE
+    per_gpu: dict[int, list[list[datetime]]] = defaultdict(list)
+    for gpu, first, last in spans:
+        per_gpu[gpu].append([floor_to(first - max_gap, MINUTE), floor_to(last + max_gap, MINUTE)])
+    merged = []
+    for gpu, ranges in sorted(per_gpu.items()):
+        ranges.sort()
+        current = ranges[0]
+        for lo, hi in ranges[1:]:
+            if lo <= current[1] + MINUTE:
+                current[1] = max(current[1], hi)
+            else:
+                merged.append((gpu, current[0], current[1]))
+                current = [lo, hi]
+        merged.append((gpu, current[0], current[1]))
+    return merged
 
-    lo = min(w.lo for w in windows.values()) - max_gap
-    hi = max(w.hi for w in windows.values()) + MINUTE + max_gap
-    raw = defaultdict(list)
-    for gpu_id, *row in (
-        Sample.objects.filter(gpu_id__in=windows, ts__gte=lo, ts__lt=hi)
-        .order_by("gpu_id", "ts")
-        .values_list(
-            "gpu_id", "ts", "utilization_gpu_pct", "memory_used_mib", "temperature_c", "power_w"
+
+def _hours_of(ranges) -> list[tuple[int, datetime]]:
+    hours = set()
+    for gpu, lo, hi in ranges:
+        hour = floor_to(lo, HOUR)
+        while hour <= hi:
+            hours.add((gpu, hour))
+            hour += HOUR
+    return sorted(hours)
+
+
+_COLUMNS = ("samples", "online_s", "n_util", "sum_util", "max_util", "sum_mem", "max_mem",
+            "n_temp", "sum_temp", "max_temp", "n_power", "sum_power", "max_power")  # fmt: skip
+
+
+def _redo_in_sql(ranges) -> None:
+    q = connection.ops.quote_name
+    minute_table, hour_table = q(GpuMinute._meta.db_table), q(GpuHour._meta.db_table)
+    gap = f"interval '{int(settings.COVERAGE_MAX_GAP_S)} seconds'"
+    names = ", ".join(q(c) for c in ("gpu_id", "start", *_COLUMNS))
+    excluded = ", ".join(f"{q(c)} = EXCLUDED.{q(c)}" for c in _COLUMNS)
+    gpus, los, his = (list(column) for column in zip(*ranges, strict=True))
+    # Each sample covers [ts, e): up to the next sample, at most `gap`; the covered time is
+    # spread over the minutes it touches, and the sample's values count in its own minute.
+    minutes_sql = f"""
+        WITH d(gpu_id, lo, hi) AS (
+            SELECT * FROM unnest(%s::int8[], %s::timestamptz[], %s::timestamptz[])
+        ), s AS (
+            SELECT d.gpu_id, d.lo, d.hi, x.ts, x.utilization_gpu_pct AS u,
+                   x.memory_used_mib AS m, x.temperature_c AS t, x.power_w AS p,
+                   LEAST(x.ts + {gap}, COALESCE(
+                       LEAD(x.ts) OVER (PARTITION BY d.gpu_id, d.lo ORDER BY x.ts), x.ts + {gap}
+                   )) AS e
+            FROM d JOIN {q(Sample._meta.db_table)} x ON x.gpu_id = d.gpu_id
+             AND x.ts >= d.lo - {gap} AND x.ts < d.hi + interval '1 minute' + {gap}
+        ), b AS (
+            SELECT s.gpu_id, g.start, s.u, s.m, s.t, s.p,
+                   g.start = date_trunc('minute', s.ts) AS own,
+                   EXTRACT(EPOCH FROM LEAST(s.e, g.start + interval '1 minute')
+                                      - GREATEST(s.ts, g.start))::float8 AS covered
+            FROM s CROSS JOIN LATERAL generate_series(
+                date_trunc('minute', s.ts), s.e - interval '1 microsecond', interval '1 minute'
+            ) AS g(start)
+            WHERE g.start >= s.lo AND g.start <= s.hi
         )
-    ):
-        raw[gpu_id].append(tuple(row))
+        INSERT INTO {minute_table} ({names})
+        SELECT gpu_id, start,
+               count(*) FILTER (WHERE own), sum(covered),
+               count(u) FILTER (WHERE own), COALESCE(sum(u) FILTER (WHERE own), 0),
+               max(u) FILTER (WHERE own),
+               COALESCE(sum(m) FILTER (WHERE own), 0), max(m) FILTER (WHERE own),
+               count(t) FILTER (WHERE own), COALESCE(sum(t) FILTER (WHERE own), 0),
+               max(t) FILTER (WHERE own),
+               count(p) FILTER (WHERE own), COALESCE(sum(p) FILTER (WHERE own), 0),
+               max(p) FILTER (WHERE own)
+        FROM b GROUP BY gpu_id, start
+        ON CONFLICT (gpu_id, start) DO UPDATE SET {excluded}
+    """  # noqa: S608 - only our own names and an integer
+    sums = ("samples", "online_s", "n_util", "sum_util", "sum_mem", "n_temp", "sum_temp",
+            "n_power", "sum_power")  # fmt: skip
+    aggregates = ", ".join(f"sum(m.{q(c)})" if c in sums else f"max(m.{q(c)})" for c in _COLUMNS)
+    hours_sql = f"""
+        WITH h(gpu_id, start) AS (SELECT * FROM unnest(%s::int8[], %s::timestamptz[]))
+        INSERT INTO {hour_table} ({names})
+        SELECT h.gpu_id, h.start, {aggregates}
+        FROM h JOIN {minute_table} m ON m.gpu_id = h.gpu_id
+         AND m.start >= h.start AND m.start < h.start + interval '1 hour'
+        GROUP BY h.gpu_id, h.start
+        ON CONFLICT (gpu_id, start) DO UPDATE SET {excluded}
+    """  # noqa: S608 - only our own names
+    hours = _hours_of(ranges)
+    with connection.cursor() as cursor:
+        cursor.execute(minutes_sql, [gpus, los, his])
+        cursor.execute(hours_sql, [[g for g, _ in hours], [h for _, h in hours]])
 
-    new_minutes = {}
-    for gpu_id, window in windows.items():
-        for minute, agg in minutes_from_samples(raw[gpu_id], window.minutes, max_gap).items():
+
+def _redo_in_python(ranges) -> None:
+    max_gap = timedelta(seconds=settings.COVERAGE_MAX_GAP_S)
+    rows = []
+    for gpu, lo, hi in ranges:
+        raw = list(
+            Sample.objects.filter(gpu_id=gpu, ts__gte=lo - max_gap, ts__lt=hi + MINUTE + max_gap)
+            .order_by("ts")
+            .values_list("ts", "utilization_gpu_pct", "memory_used_mib", "temperature_c", "power_w")
+        )
+        wanted = set()
+        minute = lo
+        while minute <= hi:
+            wanted.add(minute)
+            minute += MINUTE
+        for minute, agg in minutes_from_samples(raw, wanted, max_gap).items():
             if agg.samples or agg.online_s:
-                new_minutes[(gpu_id, minute)] = agg
-    if not new_minutes:
-        return
+                rows.append(GpuMinute(gpu_id=gpu, start=minute, **agg.values()))
+    _upsert(GpuMinute, rows)
 
-    keys_gpus = {gpu for gpu, _ in new_minutes}
-    old = {
-        (values[0], values[1]): dict(zip(_ADDITIVE, values[2:], strict=True))
+    hours = []
+    for gpu, hour in _hours_of(ranges):
+        total = Agg()
         for values in GpuMinute.objects.filter(
-            gpu_id__in=keys_gpus,
-            start__gte=min(m for _, m in new_minutes),
-            start__lte=max(m for _, m in new_minutes),
-        ).values_list("gpu_id", "start", *_ADDITIVE)
-    }
-    deltas: dict[tuple[int, datetime], Agg] = {}
-    for (gpu_id, minute), agg in new_minutes.items():
-        before = old.get((gpu_id, minute))
-        hour_key = (gpu_id, floor_to(minute, HOUR))
-        delta = deltas.setdefault(hour_key, Agg())
-        for name in _ADDITIVE:
-            change = getattr(agg, name) - (before[name] if before else 0)
-            setattr(delta, name, getattr(delta, name) + change)
-        for name in _MAXIMA:
-            value = getattr(agg, name)
-            if value is not None:
-                current = getattr(delta, name)
-                setattr(delta, name, value if current is None else max(current, value))
+            gpu_id=gpu, start__gte=hour, start__lt=hour + HOUR
+        ).values(*_COLUMNS):
+            for name in _ADDITIVE:
+                setattr(total, name, getattr(total, name) + values[name])
+            for name in _MAXIMA:
+                if values[name] is not None:
+                    current = getattr(total, name)
+                    setattr(
+                        total,
+                        name,
+                        values[name] if current is None else max(current, values[name]),
+                    )
+        if total.samples or total.online_s:
+            hours.append(GpuHour(gpu_id=gpu, start=hour, **total.values()))
+    _upsert(GpuHour, hours)
 
-    GpuMinute.objects.bulk_create(
-        [GpuMinute(gpu_id=g, start=m, **agg.values()) for (g, m), agg in new_minutes.items()],
+
+def _upsert(model, rows) -> None:
+    model.objects.bulk_create(
+        rows,
+        batch_size=500,
         update_conflicts=True,
         unique_fields=["gpu", "start"],
         update_fields=[*_ADDITIVE, *_MAXIMA],
     )
-    _add_to_hours(deltas)
-
-
-def _add_to_hours(deltas: dict[tuple[int, datetime], Agg]) -> None:
-    """Upsert hour rows, adding each delta (one statement for the whole batch)."""
-    q = connection.ops.quote_name
-    table = q(GpuHour._meta.db_table)
-    greatest = "GREATEST" if connection.vendor == "postgresql" else "MAX"
-    columns = [q(c) for c in ("gpu_id", "start", *_ADDITIVE, *_MAXIMA)]
-    placeholders = "(" + ", ".join(["%s"] * len(columns)) + ")"
-    updates = [f"{q(c)} = {table}.{q(c)} + EXCLUDED.{q(c)}" for c in _ADDITIVE] + [
-        f"{q(c)} = {greatest}(COALESCE({table}.{q(c)}, EXCLUDED.{q(c)}), "
-        f"COALESCE(EXCLUDED.{q(c)}, {table}.{q(c)}))"
-        for c in _MAXIMA
-    ]
-    params = []
-    for (gpu_id, hour), agg in sorted(deltas.items()):
-        values = agg.values()
-        params.extend(
-            [
-                gpu_id,
-                connection.ops.adapt_datetimefield_value(hour),
-                *(values[c] for c in _ADDITIVE),
-                *(values[c] for c in _MAXIMA),
-            ]
-        )
-    sql = (
-        f"INSERT INTO {table} ({', '.join(columns)}) VALUES "  # noqa: S608 - names are ours
-        + ", ".join([placeholders] * len(deltas))
-        + f" ON CONFLICT ({q('gpu_id')}, {q('start')}) DO UPDATE SET {', '.join(updates)}"
-    )
-    with connection.cursor() as cursor:
-        cursor.execute(sql, params)

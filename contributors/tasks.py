@@ -9,6 +9,7 @@ from datetime import timedelta
 
 from celery import shared_task
 from django.conf import settings
+from django.core.cache import cache
 from django.db import DatabaseError, OperationalError
 from django.utils import timezone
 
@@ -16,6 +17,62 @@ from contributors import ingest
 from contributors.models import SignInNonce
 
 log = logging.getLogger(__name__)
+
+
+# After a failed publish this process stops trying for a while: during a broker outage each
+# telemetry request would otherwise spend the connect timeout, holding a web worker, for a
+# batch that is already durable and that the sweeper enqueues once the broker is back.
+BROKER_BACKOFF_S = 10.0
+_broker_down_until = 0.0
+
+# "A drain of this slot is queued or running, and will look for new batches before it ends."
+# The time to live only matters if that drain was lost (a killed worker on a broker that does
+# not redeliver): the next request after it publishes a new one.
+DRAIN_FLAG = "ingest:drain:{slot}"
+DRAIN_FLAG_TTL_S = 10
+
+
+def _publish(task, args: list, what: str, force: bool) -> bool:
+    global _broker_down_until
+    if not force and time.monotonic() < _broker_down_until:
+        return False
+    try:
+        task.apply_async(args=args, retry=False)
+    except Exception:  # any broker failure; the batch is safe in the database
+        _broker_down_until = time.monotonic() + BROKER_BACKOFF_S
+        log.warning(
+            "could not enqueue %s; not trying again for %.0f s, the sweeper will",
+            what,
+            BROKER_BACKOFF_S,
+            exc_info=True,
+        )
+        return False
+    return True
+
+
+def enqueue_ingest(batch_pk: int, *, force: bool = False) -> bool:
+    """Send one batch to a worker; False (and logged) if the broker is down: the sweeper retries.
+
+    `force` ignores the backoff (the sweeper and admins use it: they are not in a hurry).
+    """
+    return _publish(ingest_batch, [batch_pk], f"batch {batch_pk}", force)
+
+
+def request_drain(node_pk: int) -> bool:
+    """After a batch of `node_pk` committed: make sure a drain will look for it.
+
+    One message per drain slot at a time instead of one per batch: if the slot's flag is set,
+    its drain has not yet made its final check (`drain_batches` clears the flag before it), so
+    that check comes after this batch's commit and claims it. True if a drain will run.
+    """
+    slot = node_pk % settings.INGEST_DRAINS
+    flag = DRAIN_FLAG.format(slot=slot)
+    if not cache.add(flag, 1, timeout=DRAIN_FLAG_TTL_S):
+        return True
+    if _publish(drain_batches, [slot], f"a drain of slot {slot}", force=False):
+        return True
+    cache.delete(flag)
+    return False
 
 
 @shared_task(
@@ -26,6 +83,7 @@ log = logging.getLogger(__name__)
     max_retries=5,
 )
 def ingest_batch(self, batch_pk: int) -> int:
+    """Store one named batch (the sweeper and the admin action send these)."""
     try:
         return ingest.ingest(batch_pk)
     except OperationalError as exc:  # a locked or restarting database: try again soon
@@ -35,33 +93,49 @@ def ingest_batch(self, batch_pk: int) -> int:
         raise
 
 
-# After a failed publish this process stops trying for a while: during a broker outage each
-# telemetry request would otherwise spend the connect timeout, holding a web worker, for a
-# batch that is already durable and that the sweeper enqueues once the broker is back.
-BROKER_BACKOFF_S = 10.0
-_broker_down_until = 0.0
+@shared_task(
+    name="contributors.drain_batches",
+    bind=True,
+    ignore_result=True,
+    acks_late=True,
+    max_retries=5,
+)
+def drain_batches(self, slot: int) -> int:
+    """Store pending batches, many per transaction, until none is left; returns the samples.
 
-
-def enqueue_ingest(batch_pk: int, *, force: bool = False) -> bool:
-    """Send the batch to a worker; False (and logged) if the broker is down: the sweeper retries.
-
-    `force` ignores the backoff (the sweeper and admins use it: they are not in a hurry).
+    Runs at most INGEST_DRAIN_MAX_S, then hands over to a fresh message so that one busy drain
+    never outlives the task time limit. Before it ends it clears its slot's flag and looks once
+    more: a batch committed after that look finds the flag clear and publishes a new drain.
     """
-    global _broker_down_until
-    if not force and time.monotonic() < _broker_down_until:
-        return False
+    flag = DRAIN_FLAG.format(slot=slot)
+    deadline = time.monotonic() + settings.INGEST_DRAIN_MAX_S
+    stored = 0
     try:
-        ingest_batch.apply_async(args=[batch_pk], retry=False)
-    except Exception:  # any broker failure; the batch is safe in the database
-        _broker_down_until = time.monotonic() + BROKER_BACKOFF_S
-        log.warning(
-            "could not enqueue batch %s; not trying again for %.0f s, the sweeper will",
-            batch_pk,
-            BROKER_BACKOFF_S,
-            exc_info=True,
-        )
-        return False
-    return True
+        while True:
+            taken, samples = ingest.drain()
+            stored += samples
+            if taken:
+                if time.monotonic() > deadline:
+                    if not _publish(drain_batches, [slot], f"a drain of slot {slot}", True):
+                        cache.delete(flag)
+                    return stored
+                continue
+            cache.delete(flag)
+            taken, samples = ingest.drain()
+            stored += samples
+            if not taken or not cache.add(flag, 1, timeout=DRAIN_FLAG_TTL_S):
+                return stored  # nothing new, or a newer drain of this slot takes over
+    except OperationalError as exc:  # a locked or restarting database: try again soon
+        cache.add(flag, 1, timeout=DRAIN_FLAG_TTL_S)
+        raise self.retry(exc=exc, countdown=min(2**self.request.retries, 30)) from None
+
+
+@shared_task(name="contributors.refresh_rollups", ignore_result=True, acks_late=True)
+def refresh_rollups() -> int:
+    """Redo the minute and hour rollups where samples arrived since the last run."""
+    from contributors import rollups
+
+    return rollups.run()
 
 
 @shared_task(name="contributors.sweep_pending_batches", ignore_result=True)

@@ -15,6 +15,7 @@ from django.conf import settings
 from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
+from contributors import tokens
 from contributors.models import GPU, GpuFlag, Node, TelemetryBatch
 from portal.api_errors import Refused
 
@@ -41,6 +42,62 @@ class Outcome:
 class _Inventory:
     own: dict[str, GPU] = field(default_factory=dict)
     foreign: set[str] = field(default_factory=set)
+
+
+@dataclass
+class AgentNode:
+    """A node as the telemetry path needs it, read with its GPUs in one query."""
+
+    node: Node
+    revoked: bool
+    gpus: list[GPU]
+
+
+def _in_model_order(model, names: set[str]) -> tuple[str, ...]:
+    # Model.from_db takes values in the order of the model's fields.
+    return tuple(f.attname for f in model._meta.concrete_fields if f.attname in names)
+
+
+_NODE_COLUMNS = _in_model_order(Node, {"id", "name", "token_hash"})
+_GPU_COLUMNS = _in_model_order(
+    GPU,
+    {"id", "node_id", "uuid", "name", "memory_total_mib", "driver_version", "pci_bus_id",
+     "mig_parent_id", "committed_memory_mib"},
+)  # fmt: skip
+
+
+def authenticate(token: str) -> AgentNode | None:
+    """The node holding `token` and its GPUs (one LEFT JOIN), or None for any other token.
+
+    Only plain columns are read (no dates), so the rows need no database converters and the
+    same code serves SQLite and PostgreSQL; `revoked` is computed by the database.
+    """
+    prefix = tokens.split_prefix(token)
+    if prefix is None:
+        return None
+    q = connection.ops.quote_name
+    columns = [f"n.{q(c)}" for c in _NODE_COLUMNS] + ["n.revoked_at IS NOT NULL"]
+    columns += [f"g.{q(c)}" for c in _GPU_COLUMNS]
+    sql = (
+        f"SELECT {', '.join(columns)} FROM {q(Node._meta.db_table)} n "  # noqa: S608 - our names
+        f"LEFT JOIN {q(GPU._meta.db_table)} g ON g.node_id = n.id "
+        "WHERE n.token_prefix = %s ORDER BY g.id"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [prefix])
+        rows = cursor.fetchall()
+    if not rows:
+        return None
+    split = len(_NODE_COLUMNS)
+    node = Node.from_db(connection.alias, _NODE_COLUMNS, rows[0][:split])
+    if not tokens.matches(token, node.token_hash):
+        return None
+    gpus = [
+        GPU.from_db(connection.alias, _GPU_COLUMNS, row[split + 1 :])
+        for row in rows
+        if row[split + 1] is not None
+    ]
+    return AgentNode(node=node, revoked=bool(rows[0][split]), gpus=gpus)
 
 
 def parse_time(value) -> datetime | None:
@@ -107,12 +164,18 @@ def validate_gpu(item) -> tuple[dict | None, list[dict]]:
     }, []
 
 
-def register_gpus(node: Node, gpus: list[dict], now: datetime) -> tuple[list[dict], _Inventory]:
+def register_gpus(
+    node: Node, gpus: list[dict], now: datetime, known: list[GPU] | None = None
+) -> tuple[list[dict], _Inventory]:
     """Create or update this node's GPUs from an inventory; flag uuids another node owns.
 
-    Returns the per-GPU rejections and the node's inventory as it now stands.
+    `known` is the node's GPUs if the caller already read them. Returns the per-GPU rejections
+    and the node's inventory as it now stands. An inventory that changed nothing (the usual
+    case: agents send it with every report round) writes nothing and reads nothing more.
     """
-    inventory = _Inventory(own={g.uuid: g for g in node.gpus.all()})
+    if known is None:
+        known = list(node.gpus.all())
+    inventory = _Inventory(own={g.uuid: g for g in known})
     rejected = []
     wanted = {}
     for index, item in enumerate(gpus):
@@ -122,7 +185,11 @@ def register_gpus(node: Node, gpus: list[dict], now: datetime) -> tuple[list[dic
         else:
             wanted[gpu["uuid"]] = (index, gpu)
     new_uuids = [u for u in wanted if u not in inventory.own]
-    owners = dict(GPU.objects.filter(uuid__in=new_uuids).values_list("uuid", "node_id"))
+    owners = (
+        dict(GPU.objects.filter(uuid__in=new_uuids).values_list("uuid", "node_id"))
+        if new_uuids
+        else {}
+    )
     for uuid_, (index, gpu) in wanted.items():
         if uuid_ in owners:
             inventory.foreign.add(uuid_)
@@ -277,8 +344,13 @@ def validate_sample(
     }, ""
 
 
-def accept(node: Node, body: dict, now: datetime | None = None) -> Outcome:
-    """Validate and store one telemetry request of `node`; the caller enqueues on commit."""
+def accept(
+    node: Node, body: dict, now: datetime | None = None, known_gpus: list[GPU] | None = None
+) -> Outcome:
+    """Validate and store one telemetry request of `node`; the caller enqueues on commit.
+
+    `known_gpus`: the node's GPUs if already read (see `authenticate`).
+    """
     now = now or timezone.now()
     try:
         batch_id = uuid.UUID(str(body.get("batch_id")))
@@ -312,7 +384,7 @@ def accept(node: Node, body: dict, now: datetime | None = None) -> Outcome:
             f"and {MAX_INVENTORY} GPUs.",
         )
 
-    gpu_rejections, inventory = register_gpus(node, gpus, now)
+    gpu_rejections, inventory = register_gpus(node, gpus, now, known_gpus)
     named = {
         s["gpu_uuid"] for s in samples if isinstance(s, dict) and isinstance(s.get("gpu_uuid"), str)
     }

@@ -15,6 +15,11 @@ def beat_schedule() -> dict:
             "schedule": float(settings.INGEST_SWEEP_EVERY_S),
             "options": {"expires": float(settings.INGEST_SWEEP_EVERY_S)},
         },
+        "refresh-rollups": {
+            "task": "contributors.refresh_rollups",
+            "schedule": float(settings.ROLLUP_EVERY_S),
+            "options": {"expires": float(settings.ROLLUP_EVERY_S)},
+        },
         "prune-telemetry": {
             "task": "contributors.prune_telemetry",
             "schedule": 3600.0,

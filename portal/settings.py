@@ -346,6 +346,14 @@ TELEMETRY_MAX_AHEAD_S = env_int("TELEMETRY_MAX_AHEAD_S", 300)
 # A batch still pending this long after it was accepted is enqueued again by the sweeper.
 INGEST_SWEEP_AFTER_S = env_int("INGEST_SWEEP_AFTER_S", 60, minimum=1)
 INGEST_SWEEP_EVERY_S = env_int("INGEST_SWEEP_EVERY_S", 30, minimum=1)
+# Batches one worker transaction stores together, and how many drains may be queued at once
+# (about the number of worker processes in the deployment; more only costs idle messages).
+INGEST_DRAIN_BATCHES = env_int("INGEST_DRAIN_BATCHES", 200, minimum=1)
+INGEST_DRAINS = env_int("INGEST_DRAINS", 4, minimum=1)
+INGEST_DRAIN_MAX_S = env_int("INGEST_DRAIN_MAX_S", 10, minimum=1)
+# Minute and hour rollups are redone this often for the GPUs that reported since.
+ROLLUP_EVERY_S = env_int("ROLLUP_EVERY_S", 10, minimum=1)
+ROLLUP_MAX_SPANS = env_int("ROLLUP_MAX_SPANS", 20000, minimum=1)
 # A sample covers at most this long (DESIGN.md "Coverage"); rollups count online time with it.
 COVERAGE_MAX_GAP_S = env_int("COVERAGE_MAX_GAP_S", 30, minimum=1)
 # Retention: raw samples, minute rollups and processed batches; hourly rollups are kept.

@@ -11,7 +11,7 @@ from rest_framework.views import APIView
 
 from contributors import enrollment, telemetry
 from contributors.models import Node
-from contributors.tasks import enqueue_ingest
+from contributors.tasks import request_drain
 from portal import ratelimit
 from portal.api_errors import ApiError
 from portal.jsonbody import read_json_object
@@ -35,17 +35,21 @@ def bearer_token(request, realm: str = AGENT_REALM) -> str:
     return token.strip()
 
 
-def authenticated_node(request) -> Node:
-    node = Node.authenticate(bearer_token(request))
-    if node is None:
+def _refuse_token(found: bool, revoked: bool) -> None:
+    if not found:
         raise ApiError(
             401,
             "invalid_token",
             "This token is not valid (a rotated token stops working at once).",
             headers={"WWW-Authenticate": AGENT_REALM},
         )
-    if node.is_revoked:
+    if revoked:
         raise ApiError(403, "token_revoked", "This node was revoked by its owner or an admin.")
+
+
+def authenticated_node(request) -> Node:
+    node = Node.authenticate(bearer_token(request))
+    _refuse_token(node is not None, node is not None and node.is_revoked)
     return node
 
 
@@ -90,8 +94,13 @@ class EnrollView(AgentView):
 
 
 class TelemetryView(AgentView):
+    """The hottest path of the portal: one query finds the node and its GPUs, one Redis round
+    trip counts the rate limit, one INSERT stores the batch; a worker does the rest."""
+
     def post(self, request):
-        node = authenticated_node(request)
+        agent_node = telemetry.authenticate(bearer_token(request))
+        _refuse_token(agent_node is not None, agent_node is not None and agent_node.revoked)
+        node = agent_node.node
         ratelimit.enforce(
             "telemetry",
             str(node.pk),
@@ -99,10 +108,10 @@ class TelemetryView(AgentView):
             f"At most {settings.TELEMETRY_RATE_PER_MIN} telemetry requests a minute per node.",
         )
         body = read_json_object(request, settings.TELEMETRY_MAX_BODY_BYTES, "batch_too_large")
-        outcome = telemetry.accept(node, body)
+        outcome = telemetry.accept(node, body, known_gpus=agent_node.gpus)
         if outcome.enqueue:
-            batch_pk = outcome.batch.pk
-            transaction.on_commit(lambda: enqueue_ingest(batch_pk))
+            node_pk = node.pk
+            transaction.on_commit(lambda: request_drain(node_pk))
         return Response(outcome.body, status=outcome.status)
 
 
