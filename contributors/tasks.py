@@ -15,6 +15,7 @@ from django.utils import timezone
 
 from contributors import ingest
 from contributors.models import SignInNonce
+from portal import hotcache
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +68,7 @@ def request_drain(node_pk: int) -> bool:
     """
     slot = node_pk % settings.INGEST_DRAINS
     flag = DRAIN_FLAG.format(slot=slot)
-    if not cache.add(flag, 1, timeout=DRAIN_FLAG_TTL_S):
+    if not hotcache.add_flag(flag, DRAIN_FLAG_TTL_S):
         return True
     if _publish(drain_batches, [slot], f"a drain of slot {slot}", force=False):
         return True
@@ -103,9 +104,13 @@ def ingest_batch(self, batch_pk: int) -> int:
 def drain_batches(self, slot: int) -> int:
     """Store pending batches, many per transaction, until none is left; returns the samples.
 
-    Runs at most INGEST_DRAIN_MAX_S, then hands over to a fresh message so that one busy drain
-    never outlives the task time limit. Before it ends it clears its slot's flag and looks once
-    more: a batch committed after that look finds the flag clear and publishes a new drain.
+    When a pass took fewer batches than it could, the drain waits INGEST_DRAIN_PAUSE_S before
+    the next, so that under load each transaction stores dozens of batches instead of one or
+    two (the cost of a transaction is mostly per statement, not per row). It runs at most
+    INGEST_DRAIN_MAX_S, then hands over to a fresh message, so that other tasks get their turn
+    and no drain outlives the task time limit. Before it ends it clears its slot's flag and
+    looks once more: a batch committed after that look finds the flag clear and publishes a
+    new drain.
     """
     flag = DRAIN_FLAG.format(slot=slot)
     deadline = time.monotonic() + settings.INGEST_DRAIN_MAX_S
@@ -119,14 +124,16 @@ def drain_batches(self, slot: int) -> int:
                     if not _publish(drain_batches, [slot], f"a drain of slot {slot}", True):
                         cache.delete(flag)
                     return stored
+                if taken < settings.INGEST_DRAIN_BATCHES:
+                    time.sleep(settings.INGEST_DRAIN_PAUSE_S)
                 continue
             cache.delete(flag)
             taken, samples = ingest.drain()
             stored += samples
-            if not taken or not cache.add(flag, 1, timeout=DRAIN_FLAG_TTL_S):
+            if not taken or not hotcache.add_flag(flag, DRAIN_FLAG_TTL_S):
                 return stored  # nothing new, or a newer drain of this slot takes over
     except OperationalError as exc:  # a locked or restarting database: try again soon
-        cache.add(flag, 1, timeout=DRAIN_FLAG_TTL_S)
+        hotcache.add_flag(flag, DRAIN_FLAG_TTL_S)
         raise self.retry(exc=exc, countdown=min(2**self.request.retries, 30)) from None
 
 

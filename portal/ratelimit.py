@@ -1,9 +1,10 @@
 """Fixed-window rate limits kept in the shared cache, so every web process counts together.
 
-On Redis a hit is one round trip: INCR and EXPIRE NX in a pipeline (atomic each, and the
-counter is created by the INCR). Other caches go through Django's `add`/`incr`; Django's file
-cache implements both as read-then-write, so with it the count is kept under an exclusive file
-lock: the embedded default stays exact across gunicorn workers, at the cost of a lock per hit.
+On Redis a hit is one round trip: INCR and EXPIRE NX in a pipeline (`portal.hotcache`; atomic
+each, and the counter is created by the INCR). Other caches go through Django's `add`/`incr`.
+Django's file cache implements both as read-then-write, so with it the count is kept under an
+exclusive file lock: the embedded default stays exact across gunicorn workers, at the cost of
+a lock per hit.
 """
 
 import fcntl
@@ -14,8 +15,8 @@ from pathlib import Path
 
 from django.core.cache import cache, caches
 from django.core.cache.backends.filebased import FileBasedCache
-from django.core.cache.backends.redis import RedisCache
 
+from portal import hotcache
 from portal.api_errors import ApiError
 
 
@@ -46,10 +47,8 @@ def hit(scope: str, key: str, limit: int, window_s: int = 60) -> Verdict:
     now = time.time()
     window = int(now // window_s)
     cache_key = f"ratelimit:{scope}:{key}:{window}"
-    backend = caches["default"]
-    if isinstance(backend, RedisCache):
-        count = _redis_hit(backend, cache_key, window_s + 5)
-    else:
+    count = hotcache.count_hit(cache_key, window_s + 5)
+    if count is None:
         with _serialised():
             if cache.add(cache_key, 1, timeout=window_s + 5):
                 count = 1
@@ -61,17 +60,6 @@ def hit(scope: str, key: str, limit: int, window_s: int = 60) -> Verdict:
                     count = 1
     retry_after = max(1, int((window + 1) * window_s - now) + 1)
     return Verdict(allowed=count <= limit, retry_after_s=retry_after)
-
-
-def _redis_hit(backend: RedisCache, cache_key: str, ttl_s: int) -> int:
-    """INCR + EXPIRE NX in one round trip, on the key Django's cache API would use."""
-    key = backend.make_and_validate_key(cache_key)
-    client = backend._cache.get_client(key, write=True)  # Django's own connection pool
-    pipe = client.pipeline(transaction=False)
-    pipe.incr(key)
-    pipe.expire(key, ttl_s, nx=True)
-    count, _ = pipe.execute()
-    return count
 
 
 def enforce(scope: str, key: str, limit: int, detail: str) -> None:

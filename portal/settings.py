@@ -133,6 +133,8 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Last, so that it sees a view's exception first.
+    "portal.middleware.DatabaseUnavailableMiddleware",
 ]
 
 ROOT_URLCONF = "portal.urls"
@@ -174,7 +176,8 @@ if _db["ENGINE"] == "django.db.backends.sqlite3":
     _db["TEST"] = {"NAME": str(VAR_DIR / f"test-portal-{os.getpid()}.sqlite3")}
 else:
     _db["CONN_MAX_AGE"] = _conn_max_age
-    _db["CONN_HEALTH_CHECKS"] = True
+    # No ping before each request: see portal.middleware.DatabaseUnavailableMiddleware.
+    _db["CONN_HEALTH_CHECKS"] = env_bool("CONN_HEALTH_CHECKS", False)
     _db["TEST"] = {"NAME": f"test_{_db['NAME']}_{os.getpid()}"}
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
@@ -349,8 +352,10 @@ INGEST_SWEEP_EVERY_S = env_int("INGEST_SWEEP_EVERY_S", 30, minimum=1)
 # Batches one worker transaction stores together, and how many drains may be queued at once
 # (about the number of worker processes in the deployment; more only costs idle messages).
 INGEST_DRAIN_BATCHES = env_int("INGEST_DRAIN_BATCHES", 200, minimum=1)
-INGEST_DRAINS = env_int("INGEST_DRAINS", 4, minimum=1)
+INGEST_DRAINS = env_int("INGEST_DRAINS", 2, minimum=1)
 INGEST_DRAIN_MAX_S = env_int("INGEST_DRAIN_MAX_S", 10, minimum=1)
+# A drain that found fewer batches than it could take waits this long (ms) for more.
+INGEST_DRAIN_PAUSE_S = env_int("INGEST_DRAIN_PAUSE_MS", 100, minimum=0) / 1000
 # Minute and hour rollups are redone this often for the GPUs that reported since.
 ROLLUP_EVERY_S = env_int("ROLLUP_EVERY_S", 10, minimum=1)
 ROLLUP_MAX_SPANS = env_int("ROLLUP_MAX_SPANS", 20000, minimum=1)

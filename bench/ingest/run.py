@@ -6,7 +6,9 @@ workers) as fast as the server answers; Celery workers persist them. Printed:
 - samples/s accepted by the API and samples/s persisted (counted in the samples table, from the
   first request to the last batch processed), API latency p50/p99;
 - in the same run, a binary PostgreSQL COPY of the same number of rows into a copy of the
-  samples table: the ceiling, and the ratio of persisted to it.
+  samples table: the ceiling, and the ratio of persisted to it;
+- the CPU time each part used (gunicorn, Celery, PostgreSQL, Redis, the load clients), in all
+  and per request, since they all share this machine's cores.
 
 Usage (PostgreSQL at 127.0.0.1:5432 and Redis at 127.0.0.1:6379, as .ci/run expects):
 
@@ -162,7 +164,65 @@ def client(port: int, nodes: list[dict], seconds: float, start_at: float, out) -
             accepted += json.loads(payload)["accepted"]
         else:
             errors += 1
-    out.put({"latencies": latencies, "accepted": accepted, "errors": errors})
+    times = os.times()
+    out.put(
+        {
+            "latencies": latencies,
+            "accepted": accepted,
+            "errors": errors,
+            "cpu_s": times.user + times.system,
+        }
+    )
+
+
+def _proc_table() -> dict[int, tuple[str, int, float]]:
+    """pid -> (command name, parent pid, CPU seconds of it and its reaped children)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    table = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            raw = (entry / "stat").read_text()
+        except OSError:
+            continue
+        name = raw[raw.index("(") + 1 : raw.rindex(")")]
+        fields = raw[raw.rindex(")") + 2 :].split()
+        # fields[1] is the parent pid; utime, stime, cutime, cstime are fields 14-17 of stat.
+        cpu = sum(int(x) for x in fields[11:15]) / tick
+        table[int(entry.name)] = (name, int(fields[1]), cpu)
+    return table
+
+
+def cpu_by_component(roots: dict[str, list[int]]) -> dict[str, float]:
+    """CPU seconds used so far by each named process tree (children reaped or alive)."""
+    table = _proc_table()
+    children: dict[int, list[int]] = {}
+    for pid, (_, parent, _) in table.items():
+        children.setdefault(parent, []).append(pid)
+    totals = {}
+    for label, pids in roots.items():
+        seen, stack, total = set(), list(pids), 0.0
+        while stack:
+            pid = stack.pop()
+            if pid in seen or pid not in table:
+                continue
+            seen.add(pid)
+            total += table[pid][2]
+            stack.extend(children.get(pid, []))
+        totals[label] = total
+    return totals
+
+
+def service_roots() -> dict[str, list[int]]:
+    """The PostgreSQL postmaster and the Redis server (the oldest process of each name)."""
+    table = _proc_table()
+    roots = {}
+    for label, name in (("PostgreSQL", "postgres"), ("Redis", "redis-server")):
+        pids = [pid for pid, (n, parent, _) in table.items() if n == name]
+        tops = [pid for pid in pids if table[pid][1] not in pids]
+        roots[label] = tops
+    return roots
 
 
 def wait_ready(port: int, timeout: float = 60) -> None:
@@ -246,6 +306,8 @@ def main() -> None:
     try:
         wait_ready(port)
         time.sleep(3)  # let the worker connect
+        roots = {"gunicorn": [procs[0].pid], "Celery": [procs[1].pid], **service_roots()}
+        cpu_before = cpu_by_component(roots)
         out = mp.Queue()
         start_at = time.time() + 1
         shares = [fleet[i :: args.clients] for i in range(args.clients)]
@@ -269,6 +331,7 @@ def main() -> None:
                 raise SystemExit("batches still pending after 10 minutes")
             time.sleep(0.2)
         persisted_end = time.time()
+        cpu_after = cpu_by_component(roots)
         persisted = count("SELECT count(*) FROM contributors_sample")
     finally:
         for proc in procs:
@@ -293,6 +356,18 @@ def main() -> None:
         print(f"latency:   p50 {p50:.1f} ms, p99 {p99:.1f} ms")
     print(f"COPY:      {ceiling:10.0f} rows/s (binary COPY of the same rows, the ceiling)")
     print(f"ratio:     {persisted_rate / ceiling:.1%} of the COPY ceiling")
+    cpu = {label: cpu_after[label] - cpu_before[label] for label in roots}
+    cpu["load clients"] = sum(r["cpu_s"] for r in results)
+    requests = max(1, len(latencies))
+    print(
+        "CPU:       "
+        + ", ".join(f"{label} {seconds:.1f} s" for label, seconds in cpu.items())
+        + f" (of {2 * persist_duration:.0f} s on 2 cores)"
+    )
+    print(
+        "per request: "
+        + ", ".join(f"{label} {seconds / requests * 1000:.2f} ms" for label, seconds in cpu.items())
+    )
     if accepted != persisted:
         print(f"MISMATCH: accepted {accepted} samples but {persisted} rows were stored")
         raise SystemExit(1)
