@@ -24,6 +24,7 @@ from django.db.models import F
 from django.utils import timezone
 
 from contributors.models import GPU, Node, RollupDue, Sample, TelemetryBatch
+from portal import db
 
 log = logging.getLogger(__name__)
 
@@ -94,21 +95,45 @@ def _store(batches: list[_Claimed]) -> int:
     """Everything a claimed set of batches changes, in the caller's transaction."""
     if not batches:
         return 0
-    items = [
-        {**item, "ts": datetime.fromisoformat(item["ts"])}
-        for batch in batches
-        for item in batch.samples
-    ]
-    newest = _newest_per_gpu(items)
-    if newest:
-        _update_live_state(newest, max(b.received_at for b in batches))
+    # Column-wise, as `unnest` takes them: no per-sample objects on the way.
+    columns: dict[str, list] = {key: [] for _, key, _ in _SAMPLE_COLUMNS}
+    for batch in batches:
+        for item in batch.samples:
+            for key, values in columns.items():
+                values.append(item[key])
+    columns["ts"] = [datetime.fromisoformat(ts) for ts in columns["ts"]]
+    if columns["gpu"]:
+        gpus, times = columns["gpu"], columns["ts"]
+        newest: dict[int, int] = {}  # GPU -> index of its newest sample
+        spans: dict[int, list[datetime]] = {}  # GPU -> [first, last] sample time
+        for index, (gpu, ts) in enumerate(zip(gpus, times, strict=True)):
+            current = newest.get(gpu)
+            if current is None:
+                newest[gpu] = index
+                spans[gpu] = [ts, ts]
+                continue
+            if ts > times[current]:
+                newest[gpu] = index
+            span = spans[gpu]
+            span[0], span[1] = min(span[0], ts), max(span[1], ts)
+        _update_live_state(
+            {gpu: {key: columns[key][i] for key in columns} for gpu, i in newest.items()},
+            max(b.received_at for b in batches),
+        )
         _insert(
             Sample._meta.db_table,
             _SAMPLE_COLUMNS,
-            [[item[key] for _, key, _ in _SAMPLE_COLUMNS] for item in items],
+            [columns[key] for _, key, _ in _SAMPLE_COLUMNS],
             conflict="(gpu_id, ts) DO NOTHING",
         )
-        _note_rollups_due(items)
+        # Which rollups the periodic task must redo: one row per GPU, the span it received.
+        ordered = sorted(spans)
+        _insert(
+            RollupDue._meta.db_table,
+            (("gpu_id", None, "int8"), ("first_ts", None, "timestamptz"),
+             ("last_ts", None, "timestamptz")),
+            [ordered, [spans[g][0] for g in ordered], [spans[g][1] for g in ordered]],
+        )  # fmt: skip
     _update_nodes(batches)
     TelemetryBatch.objects.filter(pk__in=[b.pk for b in batches]).update(
         status=TelemetryBatch.Status.PROCESSED,
@@ -117,16 +142,7 @@ def _store(batches: list[_Claimed]) -> int:
         # The samples now live in their own table; the batch keeps its answer and counts.
         samples=[],
     )
-    return len(items)
-
-
-def _newest_per_gpu(items: list[dict]) -> dict[int, dict]:
-    newest: dict[int, dict] = {}
-    for item in items:
-        current = newest.get(item["gpu"])
-        if current is None or item["ts"] > current["ts"]:
-            newest[item["gpu"]] = item
-    return newest
+    return len(columns["gpu"])
 
 
 def _adapt(value, kind: str):
@@ -142,49 +158,32 @@ def _array(values, kind: str) -> list:
     return list(values)
 
 
-def _insert(table: str, columns, rows: list[list], conflict: str = "") -> None:
-    """INSERT many rows in one statement: `unnest` of one array per column on PostgreSQL
-    (a fixed statement whatever the row count, binary parameters), executemany elsewhere."""
-    if not rows:
+def _insert(table: str, columns, values: list[list], conflict: str = "") -> None:
+    """INSERT many rows, given column by column, in one statement: `unnest` of one array per
+    column on PostgreSQL (a fixed statement whatever the row count, so it is prepared once),
+    executemany elsewhere."""
+    if not values or not values[0]:
         return
     q = connection.ops.quote_name
     names = ", ".join(q(name) for name, _, _ in columns)
     tail = f" ON CONFLICT {conflict}" if conflict else ""
+    kinds = [kind for _, _, kind in columns]
+    if connection.vendor == "postgresql":
+        arrays = ", ".join(f"%s::{kind}[]" for kind in kinds)
+        db.fetch(
+            f"INSERT INTO {q(table)} ({names}) SELECT * FROM unnest({arrays}){tail}",  # noqa: S608
+            [_array(column, kind) for column, kind in zip(values, kinds, strict=True)],
+        )
+        return
+    placeholders = ", ".join(["%s"] * len(columns))
     with connection.cursor() as cursor:
-        if connection.vendor == "postgresql":
-            arrays = ", ".join(f"%s::{kind}[]" for _, _, kind in columns)
-            cursor.execute(
-                f"INSERT INTO {q(table)} ({names}) SELECT * FROM unnest({arrays}){tail}",  # noqa: S608
-                [
-                    _array(column, kind)
-                    for column, (_, _, kind) in zip(zip(*rows, strict=True), columns, strict=True)
-                ],
-            )
-        else:
-            kinds = [kind for _, _, kind in columns]
-            placeholders = ", ".join(["%s"] * len(columns))
-            cursor.executemany(
-                f"INSERT INTO {q(table)} ({names}) VALUES ({placeholders}){tail}",  # noqa: S608
-                [[_adapt(v, k) for v, k in zip(row, kinds, strict=True)] for row in rows],
-            )
-
-
-def _note_rollups_due(items: list[dict]) -> None:
-    """One RollupDue row per GPU: the time range its new samples span."""
-    spans: dict[int, list[datetime]] = {}
-    for item in items:
-        span = spans.get(item["gpu"])
-        if span is None:
-            spans[item["gpu"]] = [item["ts"], item["ts"]]
-        else:
-            span[0] = min(span[0], item["ts"])
-            span[1] = max(span[1], item["ts"])
-    _insert(
-        RollupDue._meta.db_table,
-        (("gpu_id", None, "int8"), ("first_ts", None, "timestamptz"),
-         ("last_ts", None, "timestamptz")),
-        [[gpu, lo, hi] for gpu, (lo, hi) in sorted(spans.items())],
-    )  # fmt: skip
+        cursor.executemany(
+            f"INSERT INTO {q(table)} ({names}) VALUES ({placeholders}){tail}",  # noqa: S608
+            [
+                [_adapt(v, k) for v, k in zip(row, kinds, strict=True)]
+                for row in zip(*values, strict=True)
+            ],
+        )
 
 
 _LIVE = (
@@ -223,32 +222,39 @@ def _update_live_state(newest: dict[int, dict], received_at: datetime) -> None:
     seen = ops.adapt_datetimefield_value(received_at)
     columns = [("id", "int8"), *((key, kind) for _, key, kind in _LIVE)]
     rows = [[gpu_id, *(newest[gpu_id][key] for _, key, _ in _LIVE)] for gpu_id in ids]
-    with connection.cursor() as cursor:
-        if postgres:
-            cursor.execute(
-                f"SELECT id FROM {table} WHERE id = ANY(%s) ORDER BY id FOR UPDATE",  # noqa: S608
-                [ids],
-            )
-            arrays = ", ".join(f"%s::{kind}[]" for _, kind in columns)
-            names = ", ".join(name for name, _ in columns)
-            source = f"unnest({arrays}) AS v({names})"
-            params = [
-                _array(column, kind)
-                for column, (_, kind) in zip(zip(*rows, strict=True), columns, strict=True)
-            ]
-        else:
-            first = "SELECT " + ", ".join(f"%s AS {name}" for name, _ in columns)
-            rest = "SELECT " + ", ".join(["%s"] * len(columns))
-            source = "(" + " UNION ALL ".join([first] + [rest] * (len(rows) - 1)) + ") AS v"
-            kinds = [kind for _, kind in columns]
-            params = [
-                _adapt(value, kind) for row in rows for value, kind in zip(row, kinds, strict=True)
-            ]
-        # The SET clause's two placeholders come before the FROM clause's.
-        cursor.execute(
-            f"UPDATE {table} SET {', '.join(sets)} FROM {source} WHERE {table}.id = v.id",  # noqa: S608
-            [seen, seen, *params],
+    if postgres:
+        found = db.fetch(
+            f"SELECT id FROM {table} WHERE id = ANY(%s) ORDER BY id FOR UPDATE",  # noqa: S608
+            [ids],
         )
+    else:
+        found = list(GPU.objects.filter(pk__in=ids).values_list("pk"))
+    if len(found) != len(ids):
+        # Foreign keys are checked at commit (Django makes them deferrable), too late to tell
+        # which batch named a GPU deleted since it was accepted: say it here, per drain.
+        missing = sorted(set(ids) - {row[0] for row in found})
+        raise IntegrityError(f"GPUs {missing} no longer exist")
+    if postgres:
+        arrays = ", ".join(f"%s::{kind}[]" for _, kind in columns)
+        names = ", ".join(name for name, _ in columns)
+        source = f"unnest({arrays}) AS v({names})"
+        params = [
+            _array(column, kind)
+            for column, (_, kind) in zip(zip(*rows, strict=True), columns, strict=True)
+        ]
+    else:
+        first = "SELECT " + ", ".join(f"%s AS {name}" for name, _ in columns)
+        rest = "SELECT " + ", ".join(["%s"] * len(columns))
+        source = "(" + " UNION ALL ".join([first] + [rest] * (len(rows) - 1)) + ") AS v"
+        kinds = [kind for _, kind in columns]
+        params = [
+            _adapt(value, kind) for row in rows for value, kind in zip(row, kinds, strict=True)
+        ]
+    # The SET clause's two placeholders come before the FROM clause's.
+    db.fetch(
+        f"UPDATE {table} SET {', '.join(sets)} FROM {source} WHERE {table}.id = v.id",  # noqa: S608
+        [seen, seen, *params],
+    )
 
 
 def _update_nodes(batches: list[_Claimed]) -> None:
@@ -260,21 +266,21 @@ def _update_nodes(batches: list[_Claimed]) -> None:
             latest[batch.node_id] = batch
     ops = connection.ops
     table = ops.quote_name(Node._meta.db_table)
+    if connection.vendor == "postgresql":
+        ids = sorted(latest)
+        db.fetch(
+            f"UPDATE {table} SET last_seen_at = v.seen, clock_skew_s = v.skew "  # noqa: S608
+            "FROM unnest(%s::int8[], %s::timestamptz[], %s::float8[]) AS v(id, seen, skew) "
+            f"WHERE {table}.id = v.id "
+            f"AND ({table}.last_seen_at IS NULL OR {table}.last_seen_at < v.seen)",
+            [
+                ids,
+                [latest[i].received_at for i in ids],
+                [latest[i].clock_skew_s for i in ids],
+            ],
+        )
+        return
     with connection.cursor() as cursor:
-        if connection.vendor == "postgresql":
-            ids = sorted(latest)
-            cursor.execute(
-                f"UPDATE {table} SET last_seen_at = v.seen, clock_skew_s = v.skew "  # noqa: S608
-                "FROM unnest(%s::int8[], %s::timestamptz[], %s::float8[]) AS v(id, seen, skew) "
-                f"WHERE {table}.id = v.id "
-                f"AND ({table}.last_seen_at IS NULL OR {table}.last_seen_at < v.seen)",
-                [
-                    ids,
-                    [latest[i].received_at for i in ids],
-                    [latest[i].clock_skew_s for i in ids],
-                ],
-            )
-            return
         for node_id, batch in sorted(latest.items()):
             seen = ops.adapt_datetimefield_value(batch.received_at)
             cursor.execute(

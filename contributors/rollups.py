@@ -8,7 +8,9 @@ ROLLUP_EVERY_S) takes those notes and, in one transaction:
 - recomputes every minute the new samples can change from the raw samples around it (a new
   sample changes its own minute, the coverage of the sample before it, and at most `max_gap`
   into the next minute), so a minute row is always exactly what its samples say;
-- recomputes every hour holding such a minute from its minute rows.
+- brings every hour holding such a minute up to date: on PostgreSQL by adding how much each of
+  its minutes changed (sums, counts and covered seconds only grow as samples are added, maxima
+  only rise), elsewhere by summing its minutes again.
 
 Doing this for thousands of batches at once instead of per batch is what lets ingestion keep
 up (README "Benchmarks"). On PostgreSQL both steps are one SQL statement each over all the
@@ -26,6 +28,7 @@ from django.conf import settings
 from django.db import connection, transaction
 
 from contributors.models import GpuHour, GpuMinute, RollupDue, Sample
+from portal import db
 
 MINUTE = timedelta(minutes=1)
 HOUR = timedelta(hours=1)
@@ -110,15 +113,10 @@ def run(max_spans: int | None = None) -> int:
         with transaction.atomic():
             if not _only_run():
                 return taken
-            due = list(
-                RollupDue.objects.order_by("pk").values_list("pk", "gpu_id", "first_ts", "last_ts")[
-                    :max_spans
-                ]
-            )
+            due = _take_due(max_spans)
             if not due:
                 return taken
-            RollupDue.objects.filter(pk__in=[row[0] for row in due]).delete()
-            ranges = minute_ranges((gpu, first, last) for _, gpu, first, last in due)
+            ranges = minute_ranges(due)
             if connection.vendor == "postgresql":
                 _redo_in_sql(ranges)
             else:
@@ -126,6 +124,23 @@ def run(max_spans: int | None = None) -> int:
         taken += len(due)
         if len(due) < max_spans:
             return taken
+
+
+def _take_due(limit: int) -> list[tuple[int, datetime, datetime]]:
+    """Delete and return the oldest noted spans (gpu, first, last); the caller's transaction
+    rolls the delete back if the rollups fail."""
+    if connection.vendor == "postgresql":
+        table = connection.ops.quote_name(RollupDue._meta.db_table)
+        return db.fetch(
+            f"DELETE FROM {table} WHERE id IN (SELECT id FROM {table} ORDER BY id LIMIT %s) "  # noqa: S608
+            "RETURNING gpu_id, first_ts, last_ts",
+            [limit],
+        )
+    rows = list(
+        RollupDue.objects.order_by("pk").values_list("pk", "gpu_id", "first_ts", "last_ts")[:limit]
+    )
+    RollupDue.objects.filter(pk__in=[row[0] for row in rows]).delete()
+    return [row[1:] for row in rows]
 
 
 _LOCK_KEY = 0x0F1A_0001  # pg_advisory_xact_lock key of the rollup run
@@ -174,15 +189,28 @@ _COLUMNS = ("samples", "online_s", "n_util", "sum_util", "max_util", "sum_mem", 
 
 
 def _redo_in_sql(ranges) -> None:
+    """One statement: recompute the minutes from raw samples and move each hour by how much
+    its minutes changed (an hour is not read back from its sixty minutes on every run)."""
     q = connection.ops.quote_name
     minute_table, hour_table = q(GpuMinute._meta.db_table), q(GpuHour._meta.db_table)
     gap = f"interval '{int(settings.COVERAGE_MAX_GAP_S)} seconds'"
     names = ", ".join(q(c) for c in ("gpu_id", "start", *_COLUMNS))
-    excluded = ", ".join(f"{q(c)} = EXCLUDED.{q(c)}" for c in _COLUMNS)
     gpus, los, his = (list(column) for column in zip(*ranges, strict=True))
+    replace = ", ".join(f"{q(c)} = EXCLUDED.{q(c)}" for c in _COLUMNS)
+    add = ", ".join(
+        f"{q(c)} = {hour_table}.{q(c)} + EXCLUDED.{q(c)}" if c in _ADDITIVE
+        else f"{q(c)} = GREATEST({hour_table}.{q(c)}, EXCLUDED.{q(c)})"
+        for c in _COLUMNS
+    )  # fmt: skip
+    deltas = ", ".join(
+        f"sum(f.{q(c)} - coalesce(o.{q(c)}, 0))" if c in _ADDITIVE else f"max(f.{q(c)})"
+        for c in _COLUMNS
+    )
     # Each sample covers [ts, e): up to the next sample, at most `gap`; the covered time is
     # spread over the minutes it touches, and the sample's values count in its own minute.
-    minutes_sql = f"""
+    # Every sub-statement sees the tables as they were before it, so `old` holds the minutes
+    # as the previous run left them.
+    sql = f"""
         WITH d(gpu_id, lo, hi) AS (
             SELECT * FROM unnest(%s::int8[], %s::timestamptz[], %s::timestamptz[])
         ), s AS (
@@ -202,36 +230,36 @@ def _redo_in_sql(ranges) -> None:
                 date_trunc('minute', s.ts), s.e - interval '1 microsecond', interval '1 minute'
             ) AS g(start)
             WHERE g.start >= s.lo AND g.start <= s.hi
+        ), f AS (
+            SELECT gpu_id, start,
+                   count(*) FILTER (WHERE own) AS samples, sum(covered) AS online_s,
+                   count(u) FILTER (WHERE own) AS n_util,
+                   COALESCE(sum(u) FILTER (WHERE own), 0) AS sum_util,
+                   max(u) FILTER (WHERE own) AS max_util,
+                   COALESCE(sum(m) FILTER (WHERE own), 0) AS sum_mem,
+                   max(m) FILTER (WHERE own) AS max_mem,
+                   count(t) FILTER (WHERE own) AS n_temp,
+                   COALESCE(sum(t) FILTER (WHERE own), 0) AS sum_temp,
+                   max(t) FILTER (WHERE own) AS max_temp,
+                   count(p) FILTER (WHERE own) AS n_power,
+                   COALESCE(sum(p) FILTER (WHERE own), 0) AS sum_power,
+                   max(p) FILTER (WHERE own) AS max_power
+            FROM b GROUP BY gpu_id, start
+        ), o AS (
+            SELECT m.* FROM {minute_table} m JOIN f ON m.gpu_id = f.gpu_id AND m.start = f.start
+        ), minutes AS (
+            INSERT INTO {minute_table} ({names})
+            SELECT gpu_id, start, {", ".join(_COLUMNS)} FROM f
+            ON CONFLICT (gpu_id, start) DO UPDATE SET {replace}
         )
-        INSERT INTO {minute_table} ({names})
-        SELECT gpu_id, start,
-               count(*) FILTER (WHERE own), sum(covered),
-               count(u) FILTER (WHERE own), COALESCE(sum(u) FILTER (WHERE own), 0),
-               max(u) FILTER (WHERE own),
-               COALESCE(sum(m) FILTER (WHERE own), 0), max(m) FILTER (WHERE own),
-               count(t) FILTER (WHERE own), COALESCE(sum(t) FILTER (WHERE own), 0),
-               max(t) FILTER (WHERE own),
-               count(p) FILTER (WHERE own), COALESCE(sum(p) FILTER (WHERE own), 0),
-               max(p) FILTER (WHERE own)
-        FROM b GROUP BY gpu_id, start
-        ON CONFLICT (gpu_id, start) DO UPDATE SET {excluded}
-    """  # noqa: S608 - only our own names and an integer
-    sums = ("samples", "online_s", "n_util", "sum_util", "sum_mem", "n_temp", "sum_temp",
-            "n_power", "sum_power")  # fmt: skip
-    aggregates = ", ".join(f"sum(m.{q(c)})" if c in sums else f"max(m.{q(c)})" for c in _COLUMNS)
-    hours_sql = f"""
-        WITH h(gpu_id, start) AS (SELECT * FROM unnest(%s::int8[], %s::timestamptz[]))
         INSERT INTO {hour_table} ({names})
-        SELECT h.gpu_id, h.start, {aggregates}
-        FROM h JOIN {minute_table} m ON m.gpu_id = h.gpu_id
-         AND m.start >= h.start AND m.start < h.start + interval '1 hour'
-        GROUP BY h.gpu_id, h.start
-        ON CONFLICT (gpu_id, start) DO UPDATE SET {excluded}
-    """  # noqa: S608 - only our own names
-    hours = _hours_of(ranges)
+        SELECT f.gpu_id, date_trunc('hour', f.start), {deltas}
+        FROM f LEFT JOIN o ON o.gpu_id = f.gpu_id AND o.start = f.start
+        GROUP BY f.gpu_id, date_trunc('hour', f.start)
+        ON CONFLICT (gpu_id, start) DO UPDATE SET {add}
+    """  # noqa: S608 - only our own names and an integer
     with connection.cursor() as cursor:
-        cursor.execute(minutes_sql, [gpus, los, his])
-        cursor.execute(hours_sql, [[g for g, _ in hours], [h for _, h in hours]])
+        cursor.execute(sql, [gpus, los, his])
 
 
 def _redo_in_python(ranges) -> None:

@@ -5,6 +5,7 @@ serializer framework costs several times more per sample than these checks (FIEL
 The worker side, turning stored batches into samples, is `contributors.ingest`.
 """
 
+import json
 import logging
 import math
 import uuid
@@ -17,6 +18,7 @@ from django.utils import timezone
 
 from contributors import tokens
 from contributors.models import GPU, GpuFlag, Node, TelemetryBatch
+from portal import db
 from portal.api_errors import Refused
 
 log = logging.getLogger(__name__)
@@ -40,17 +42,25 @@ class Outcome:
 
 @dataclass
 class _Inventory:
+    """The node's GPUs by uuid (`ids` always; `own`, the model rows, once registering needs
+    them) and uuids found to belong to other nodes."""
+
+    ids: dict[str, int] = field(default_factory=dict)
     own: dict[str, GPU] = field(default_factory=dict)
     foreign: set[str] = field(default_factory=set)
 
 
 @dataclass
 class AgentNode:
-    """A node as the telemetry path needs it, read with its GPUs in one query."""
+    """A node as the telemetry path needs it, read with its GPUs in one query.
+
+    `gpu_rows` are plain tuples in `GPU_COLUMNS` order: most reports only need uuid -> id,
+    and building model instances for every GPU of every report is a measurable cost.
+    """
 
     node: Node
     revoked: bool
-    gpus: list[GPU]
+    gpu_rows: list[tuple]
 
 
 def _in_model_order(model, names: set[str]) -> tuple[str, ...]:
@@ -59,7 +69,7 @@ def _in_model_order(model, names: set[str]) -> tuple[str, ...]:
 
 
 _NODE_COLUMNS = _in_model_order(Node, {"id", "name", "token_hash"})
-_GPU_COLUMNS = _in_model_order(
+GPU_COLUMNS = _in_model_order(
     GPU,
     {"id", "node_id", "uuid", "name", "memory_total_mib", "driver_version", "pci_bus_id",
      "mig_parent_id", "committed_memory_mib"},
@@ -77,27 +87,21 @@ def authenticate(token: str) -> AgentNode | None:
         return None
     q = connection.ops.quote_name
     columns = [f"n.{q(c)}" for c in _NODE_COLUMNS] + ["n.revoked_at IS NOT NULL"]
-    columns += [f"g.{q(c)}" for c in _GPU_COLUMNS]
+    columns += [f"g.{q(c)}" for c in GPU_COLUMNS]
     sql = (
         f"SELECT {', '.join(columns)} FROM {q(Node._meta.db_table)} n "  # noqa: S608 - our names
         f"LEFT JOIN {q(GPU._meta.db_table)} g ON g.node_id = n.id "
         "WHERE n.token_prefix = %s ORDER BY g.id"
     )
-    with connection.cursor() as cursor:
-        cursor.execute(sql, [prefix])
-        rows = cursor.fetchall()
+    rows = db.fetch(sql, [prefix])
     if not rows:
         return None
     split = len(_NODE_COLUMNS)
     node = Node.from_db(connection.alias, _NODE_COLUMNS, rows[0][:split])
     if not tokens.matches(token, node.token_hash):
         return None
-    gpus = [
-        GPU.from_db(connection.alias, _GPU_COLUMNS, row[split + 1 :])
-        for row in rows
-        if row[split + 1] is not None
-    ]
-    return AgentNode(node=node, revoked=bool(rows[0][split]), gpus=gpus)
+    gpu_rows = [row[split + 1 :] for row in rows if row[split + 1] is not None]
+    return AgentNode(node=node, revoked=bool(rows[0][split]), gpu_rows=gpu_rows)
 
 
 def parse_time(value) -> datetime | None:
@@ -230,6 +234,7 @@ def register_gpus(
     _link_mig_parents(inventory, wanted)
     if inventory.foreign:
         flag_foreign_gpus(node, inventory.foreign, now)
+    inventory.ids = {uuid_: gpu.pk for uuid_, gpu in inventory.own.items()}
     return rejected, inventory
 
 
@@ -304,8 +309,8 @@ def validate_sample(
     total = item.get("memory_total_mib")
     if not isinstance(uuid_, str) or ts is None or not _is_int(used) or not _is_int(total):
         return None, "validation_failed"
-    gpu = inventory.own.get(uuid_)
-    if gpu is None:
+    gpu_id = inventory.ids.get(uuid_)
+    if gpu_id is None:
         if uuid_ in inventory.foreign:
             return None, "gpu_owned_by_other_node"
         return None, "unknown_gpu"
@@ -333,7 +338,7 @@ def validate_sample(
     if job_id is not None and (not isinstance(job_id, str) or len(job_id) > MAX_JOB_ID_LEN):
         return None, "validation_failed"
     return {
-        "gpu": gpu.pk,
+        "gpu": gpu_id,
         "ts": ts.isoformat(),
         "util": util,
         "used": used,
@@ -344,14 +349,8 @@ def validate_sample(
     }, ""
 
 
-def accept(
-    node: Node, body: dict, now: datetime | None = None, known_gpus: list[GPU] | None = None
-) -> Outcome:
-    """Validate and store one telemetry request of `node`; the caller enqueues on commit.
-
-    `known_gpus`: the node's GPUs if already read (see `authenticate`).
-    """
-    now = now or timezone.now()
+def _fields(body: dict) -> tuple[uuid.UUID, datetime, list, list]:
+    """batch_id, sent_at, samples and gpus of a report, or the 400/413 that refuses it."""
     try:
         batch_id = uuid.UUID(str(body.get("batch_id")))
     except ValueError:
@@ -383,20 +382,25 @@ def accept(
             f"A batch holds at most {settings.TELEMETRY_MAX_SAMPLES} samples "
             f"and {MAX_INVENTORY} GPUs.",
         )
+    return batch_id, sent_at, samples, gpus
 
-    gpu_rejections, inventory = register_gpus(node, gpus, now, known_gpus)
-    named = {
+
+def _named_gpus(samples: list) -> set[str]:
+    return {
         s["gpu_uuid"] for s in samples if isinstance(s, dict) and isinstance(s.get("gpu_uuid"), str)
     }
-    unknown = {u for u in named if isinstance(u, str) and u not in inventory.own}
-    if unknown:
-        foreign = set(
-            GPU.objects.filter(uuid__in=unknown).exclude(node=node).values_list("uuid", flat=True)
-        )
-        if foreign - inventory.foreign:
-            flag_foreign_gpus(node, foreign - inventory.foreign, now)
-        inventory.foreign |= foreign
 
+
+def _batch(
+    node_id: int,
+    batch_id: uuid.UUID,
+    sent_at: datetime,
+    now: datetime,
+    samples: list,
+    inventory: _Inventory,
+    gpu_rejections: list,
+) -> TelemetryBatch:
+    """The batch row for a report: its accepted samples and the answer the agent gets."""
     accepted, rejected, seen = [], [], set()
     window = accepted_window(now)
     for index, item in enumerate(samples):
@@ -412,31 +416,123 @@ def accept(
     response = {"batch_id": str(batch_id), "accepted": len(accepted), "rejected": rejected}
     if gpu_rejections:
         response["rejected_gpus"] = gpu_rejections
-    batch = TelemetryBatch(
-        node=node,
+    return TelemetryBatch(
+        node_id=node_id,
         batch_id=batch_id,
         received_at=now,
         sent_at=sent_at,
-        clock_skew_s=(sent_at - now).total_seconds() if sent_at else None,
+        clock_skew_s=(sent_at - now).total_seconds(),
         samples=accepted,
         sample_count=len(accepted),
         response=response,
         status=TelemetryBatch.Status.PENDING if accepted else TelemetryBatch.Status.PROCESSED,
         processed_at=None if accepted else now,
     )
+
+
+def accept(
+    node: Node, body: dict, now: datetime | None = None, gpu_rows: list[tuple] | None = None
+) -> Outcome:
+    """Validate and store one telemetry request of `node`; the caller enqueues on commit.
+
+    `gpu_rows`: the node's GPUs if already read (see `authenticate`).
+    """
+    now = now or timezone.now()
+    batch_id, sent_at, samples, gpus = _fields(body)
+    if gpus:
+        known = None
+        if gpu_rows is not None:
+            known = [GPU.from_db(connection.alias, GPU_COLUMNS, row) for row in gpu_rows]
+        gpu_rejections, inventory = register_gpus(node, gpus, now, known)
+    else:
+        gpu_rejections = []
+        if gpu_rows is None:
+            inventory = _Inventory(ids=dict(node.gpus.values_list("uuid", "pk")))
+        else:
+            uuid_at, id_at = GPU_COLUMNS.index("uuid"), GPU_COLUMNS.index("id")
+            inventory = _Inventory(ids={row[uuid_at]: row[id_at] for row in gpu_rows})
+    unknown = {u for u in _named_gpus(samples) if u not in inventory.ids}
+    if unknown:
+        foreign = set(
+            GPU.objects.filter(uuid__in=unknown).exclude(node=node).values_list("uuid", flat=True)
+        )
+        if foreign - inventory.foreign:
+            flag_foreign_gpus(node, foreign - inventory.foreign, now)
+        inventory.foreign |= foreign
+
+    batch = _batch(node.pk, batch_id, sent_at, now, samples, inventory, gpu_rejections)
     batch.pk = insert_once(batch)
     if batch.pk is None:
         # A replay (or the same batch racing in on another connection): the first answer.
         first = TelemetryBatch.objects.values("response").get(node=node, batch_id=batch_id)
         return Outcome(200, first["response"])
-    return Outcome(202, response, batch=batch, enqueue=bool(accepted))
+    return Outcome(202, batch.response, batch=batch, enqueue=bool(batch.sample_count))
 
 
-def insert_once(batch: TelemetryBatch) -> int | None:
+@dataclass(frozen=True)
+class KnownAgent:
+    """What the shared cache remembers of a token that authenticated: its node and GPUs.
+
+    Enough to take the usual report (samples of known GPUs, no inventory) without reading the
+    node: the INSERT itself checks, in the same statement, that the token is still the node's,
+    the node is not revoked and every GPU is still the node's. So a cached entry can be stale
+    without harm: the report then takes the full path, which reads the database.
+    """
+
+    node_id: int
+    gpu_ids: dict[str, int]
+
+    CACHE_KEY = "agent:{digest}"
+    TTL_S = 600
+
+    def dumps(self) -> str:
+        return json.dumps({"node": self.node_id, "gpus": self.gpu_ids})
+
+    @classmethod
+    def loads(cls, text: str | None) -> "KnownAgent | None":
+        if not text:
+            return None
+        try:
+            value = json.loads(text)
+            return cls(node_id=int(value["node"]), gpu_ids=dict(value["gpus"]))
+        except (ValueError, TypeError, KeyError):
+            return None
+
+    @classmethod
+    def of(cls, agent: AgentNode) -> "KnownAgent":
+        uuid_at, id_at = GPU_COLUMNS.index("uuid"), GPU_COLUMNS.index("id")
+        return cls(agent.node.pk, {row[uuid_at]: row[id_at] for row in agent.gpu_rows})
+
+
+def accept_known(
+    known: KnownAgent, token_digest: str, body: dict, now: datetime | None = None
+) -> Outcome | None:
+    """The usual report of a remembered agent, with one statement; None if it needs the full
+    path (`accept` after `authenticate`): an inventory, a GPU the entry does not know, a body
+    to refuse, a replay, or a token, node or GPU that is no longer what the entry says."""
+    now = now or timezone.now()
+    try:
+        batch_id, sent_at, samples, gpus = _fields(body)
+    except Refused:
+        return None  # answered by the full path, which first says whether the token is valid
+    if gpus or not _named_gpus(samples) <= known.gpu_ids.keys():
+        return None
+    inventory = _Inventory(ids=known.gpu_ids)
+    batch = _batch(known.node_id, batch_id, sent_at, now, samples, inventory, [])
+    gpu_ids = sorted({sample["gpu"] for sample in batch.samples})
+    batch.pk = insert_once(batch, guard=(token_digest, gpu_ids))
+    if batch.pk is None:
+        return None
+    return Outcome(202, batch.response, batch=batch, enqueue=bool(batch.sample_count))
+
+
+def insert_once(batch: TelemetryBatch, guard: tuple[str, list[int]] | None = None) -> int | None:
     """INSERT the batch unless (node, batch_id) exists; its id, or None for a replay.
 
     One statement in autocommit (no savepoint, no separate existence check): the unique
-    constraint decides, which also settles two copies racing in at once.
+    constraint decides, which also settles two copies racing in at once. With `guard`
+    (token digest, GPU ids) it also inserts nothing unless the node still holds that token, is
+    not revoked, and owns those GPUs.
     """
     q = connection.ops.quote_name
     names = [
@@ -445,12 +541,22 @@ def insert_once(batch: TelemetryBatch) -> int | None:
     ]  # fmt: skip
     fields = {f.attname: f for f in TelemetryBatch._meta.concrete_fields}
     values = [fields[name].get_db_prep_save(getattr(batch, name), connection) for name in names]
+    source = f"VALUES ({', '.join(['%s'] * len(names))})"
+    if guard is not None:
+        digest, gpu_ids = guard
+        node_table, gpu_table = q(Node._meta.db_table), q(GPU._meta.db_table)
+        owned = ", ".join(["%s"] * len(gpu_ids)) or "NULL"
+        source = (
+            f"SELECT {', '.join(['%s'] * len(names))} WHERE EXISTS ("  # noqa: S608
+            f"SELECT 1 FROM {node_table} WHERE id = %s AND token_hash = %s "
+            "AND revoked_at IS NULL) "
+            f"AND (SELECT count(*) FROM {gpu_table} WHERE node_id = %s AND id IN ({owned})) = %s"
+        )
+        values += [batch.node_id, digest, batch.node_id, *gpu_ids, len(gpu_ids)]
     sql = (
-        f"INSERT INTO {q(TelemetryBatch._meta.db_table)} ({', '.join(q(n) for n in names)}) "  # noqa: S608
-        f"VALUES ({', '.join(['%s'] * len(names))}) "
+        f"INSERT INTO {q(TelemetryBatch._meta.db_table)} ({', '.join(q(n) for n in names)}) "
+        f"{source} "
         f"ON CONFLICT ({q('node_id')}, {q('batch_id')}) DO NOTHING RETURNING {q('id')}"
     )
-    with connection.cursor() as cursor:
-        cursor.execute(sql, values)
-        row = cursor.fetchone()
-    return None if row is None else row[0]
+    rows = db.fetch(sql, values)
+    return rows[0][0] if rows else None

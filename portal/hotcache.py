@@ -26,18 +26,47 @@ def redis_client(backend) -> Redis | None:
     return client
 
 
-def count_hit(cache_key: str, ttl_s: int) -> int | None:
-    """INCR + EXPIRE NX in one pipeline: the new count, or None if the cache is not Redis."""
+def count_hit(cache_key: str, ttl_s: int, fetch: str = "") -> tuple[int | None, str | None]:
+    """INCR + EXPIRE NX (+ GET of the text entry `fetch`) in one pipeline: the new count and the
+    entry, or (None, None) if the cache is not Redis."""
     backend = caches["default"]
     client = redis_client(backend)
     if client is None:
-        return None
+        return None, None
     key = backend.make_and_validate_key(cache_key)
     pipe = client.pipeline(transaction=False)
     pipe.incr(key)
     pipe.expire(key, ttl_s, nx=True)
-    count, _ = pipe.execute()
-    return count
+    if fetch:
+        pipe.get(backend.make_and_validate_key(fetch))
+    count, _, *fetched = pipe.execute()
+    text = fetched[0] if fetched else None
+    return count, text.decode() if isinstance(text, bytes) else text
+
+
+def get_text(cache_key: str) -> str | None:
+    """A text entry written by `set_text`."""
+    backend = caches["default"]
+    client = redis_client(backend)
+    if client is None:
+        value = backend.get(cache_key)
+        return value if isinstance(value, str) else None
+    value = client.get(backend.make_and_validate_key(cache_key))
+    return value.decode() if value is not None else None
+
+
+def set_text(cache_key: str, value: str, ttl_s: int) -> None:
+    """Store text as is (raw on Redis, so that a pipeline can read it without unpickling)."""
+    backend = caches["default"]
+    client = redis_client(backend)
+    if client is None:
+        backend.set(cache_key, value, timeout=ttl_s)
+    else:
+        client.set(backend.make_and_validate_key(cache_key), value, ex=ttl_s)
+
+
+def delete(cache_key: str) -> None:
+    caches["default"].delete(cache_key)
 
 
 def add_flag(cache_key: str, ttl_s: int) -> bool:

@@ -24,6 +24,7 @@ from portal.api_errors import ApiError
 class Verdict:
     allowed: bool
     retry_after_s: int
+    fetched: str | None = None  # the cache entry `hit(..., fetch=…)` read on the way
 
 
 @contextmanager
@@ -42,13 +43,17 @@ def _serialised():
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def hit(scope: str, key: str, limit: int, window_s: int = 60) -> Verdict:
-    """Count one attempt of `key` in `scope`; refuse past `limit` per window."""
+def hit(scope: str, key: str, limit: int, window_s: int = 60, fetch: str = "") -> Verdict:
+    """Count one attempt of `key` in `scope`; refuse past `limit` per window.
+
+    `fetch` names a text entry of the cache to read in the same round trip (`Verdict.fetched`).
+    """
     now = time.time()
     window = int(now // window_s)
     cache_key = f"ratelimit:{scope}:{key}:{window}"
-    count = hotcache.count_hit(cache_key, window_s + 5)
+    count, fetched = hotcache.count_hit(cache_key, window_s + 5, fetch)
     if count is None:
+        fetched = hotcache.get_text(fetch) if fetch else None
         with _serialised():
             if cache.add(cache_key, 1, timeout=window_s + 5):
                 count = 1
@@ -59,13 +64,16 @@ def hit(scope: str, key: str, limit: int, window_s: int = 60) -> Verdict:
                     cache.add(cache_key, 1, timeout=window_s + 5)
                     count = 1
     retry_after = max(1, int((window + 1) * window_s - now) + 1)
-    return Verdict(allowed=count <= limit, retry_after_s=retry_after)
+    return Verdict(allowed=count <= limit, retry_after_s=retry_after, fetched=fetched)
 
 
-def enforce(scope: str, key: str, limit: int, detail: str) -> None:
-    """Count one attempt; past the limit, a 429 `throttled` with Retry-After."""
-    verdict = hit(scope, key, limit)
+def enforce(scope: str, key: str, limit: int, detail: str, fetch: str = "") -> str | None:
+    """Count one attempt; past the limit, a 429 `throttled` with Retry-After.
+
+    Returns the `fetch` entry (see `hit`)."""
+    verdict = hit(scope, key, limit, fetch=fetch)
     if not verdict.allowed:
         raise ApiError(
             429, "throttled", detail, headers={"Retry-After": str(verdict.retry_after_s)}
         )
+    return verdict.fetched

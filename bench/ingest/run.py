@@ -12,7 +12,7 @@ workers) as fast as the server answers; Celery workers persist them. Printed:
 
 Usage (PostgreSQL at 127.0.0.1:5432 and Redis at 127.0.0.1:6379, as .ci/run expects):
 
-    .venv/bin/python bench/ingest/run.py [--seconds 30] [--nodes 200] [--clients 4]
+    .venv/bin/python bench/ingest/run.py [--seconds 30] [--nodes 12500] [--clients 4]
         [--web-workers 3] [--worker-concurrency 2]
 
 It creates (and drops first) the database `bench_ingest` and uses Redis databases 14 and 15.
@@ -22,13 +22,17 @@ import argparse
 import json
 import multiprocessing as mp
 import os
+import resource
+import shutil
 import signal
 import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -41,8 +45,14 @@ GPUS_PER_NODE = 8
 SAMPLES_PER_GPU = 3
 
 
-def env() -> dict:
+def env(nodes: int = 12500) -> dict:
+    overrides = {}
+    if nodes < 5000:
+        # A small fleet must post far more often than real nodes (every 10-30 s) to load the
+        # portal, past the per-node rate limit; a fleet of realistic size stays within it.
+        overrides["TELEMETRY_RATE_PER_MIN"] = "1000000"
     return {
+        **overrides,
         **os.environ,
         "DEBUG": "false",
         "SECRET_KEY": "bench-" + "x" * 60,
@@ -51,8 +61,6 @@ def env() -> dict:
         "DATABASE_URL": f"{PG}/{DB}",
         "CELERY_BROKER_URL": BROKER,
         "CACHE_URL": CACHE,
-        # The bench's few nodes post far more often than real ones (every 10-30 s).
-        "TELEMETRY_RATE_PER_MIN": "1000000",
         "LOG_LEVEL": "WARNING",
         "DEMO_FLEET": "false",
         "PYTHONUNBUFFERED": "1",
@@ -74,7 +82,7 @@ def setup_database(nodes: int) -> list[dict]:
     subprocess.run(
         [sys.executable, "manage.py", "migrate", "--noinput", "-v0"],
         cwd=ROOT,
-        env=env(),
+        env=env(nodes),
         check=True,
     )
     import redis
@@ -82,7 +90,7 @@ def setup_database(nodes: int) -> list[dict]:
     for url in (BROKER, CACHE):
         redis.Redis.from_url(url).flushdb()
 
-    os.environ.update(env())
+    os.environ.update(env(nodes))
     sys.path.insert(0, str(ROOT))
     import django
 
@@ -91,30 +99,59 @@ def setup_database(nodes: int) -> list[dict]:
     from contributors.models import GPU, Contributor, Node
 
     owner = Contributor.objects.create(username="bench")
-    fleet = []
-    for index in range(nodes):
-        node = Node(owner=owner, name=f"bench-{index}")
-        token = node.set_new_token()
-        node.save()
-        uuids = [f"GPU-{uuid.uuid4()}" for _ in range(GPUS_PER_NODE)]
-        GPU.objects.bulk_create(
+    rows = [Node(owner=owner, name=f"bench-{index}") for index in range(nodes)]
+    tokens = [node.set_new_token() for node in rows]
+    Node.objects.bulk_create(rows, batch_size=2000)
+    fleet = [
+        {"token": token, "uuids": [f"GPU-{uuid.uuid4()}" for _ in range(GPUS_PER_NODE)]}
+        for token in tokens
+    ]
+    GPU.objects.bulk_create(
+        (
             GPU(node=node, uuid=u, name="NVIDIA H100 80GB HBM3", memory_total_mib=81559)
-            for u in uuids
-        )
-        fleet.append({"token": token, "uuids": uuids})
+            for node, member in zip(rows, fleet, strict=True)
+            for u in member["uuids"]
+        ),
+        batch_size=5000,
+    )
     from django.db import connections
 
     connections.close_all()
     return fleet
 
 
-def client(port: int, nodes: list[dict], seconds: float, start_at: float, out) -> None:
+def client(
+    port: int, nodes: list[dict], seconds: float, start_at: float, first_sample: float, out
+) -> None:
     """Post batches round-robin over `nodes` until the time is up; report latencies."""
     import http.client
 
-    base = datetime.now(UTC) - timedelta(hours=23)
+    # Each node's samples are 10 s apart; with the default fleet a node posts about every 30 s,
+    # so sample times move about as fast as the clock, as with real agents.
+    base = datetime.fromtimestamp(first_sample, UTC)
     step = [0] * len(nodes)
     latencies, accepted, errors = [], 0, 0
+    # One JSON template per node, filled in per request with str.replace: the load generator
+    # shares the machine's cores with the portal, so it spends as little of them as it can.
+    templates = []
+    for node in nodes:
+        samples = [
+            {
+                "gpu_uuid": gpu,
+                "ts": f"@TS{k}@",
+                "utilization_gpu_pct": 87.0,
+                "memory_used_mib": 40000,
+                "memory_total_mib": 81559,
+                "temperature_c": 61.0,
+                "power_w": 512.5,
+                "job_id": "bench-job",
+            }
+            for k in range(SAMPLES_PER_GPU)
+            for gpu in node["uuids"]
+        ]
+        templates.append(
+            json.dumps({"batch_id": "@BATCH@", "sent_at": "@SENT@", "samples": samples})
+        )
     while time.time() < start_at:
         time.sleep(0.005)
     deadline = start_at + seconds
@@ -123,27 +160,12 @@ def client(port: int, nodes: list[dict], seconds: float, start_at: float, out) -
         node = nodes[index % len(nodes)]
         position = index % len(nodes)
         index += 1
-        samples = []
+        body = templates[position].replace("@BATCH@", str(uuid.uuid4()))
+        body = body.replace("@SENT@", datetime.now(UTC).isoformat())
         for k in range(SAMPLES_PER_GPU):
             ts = (base + timedelta(seconds=10 * (step[position] + k))).isoformat()
-            for gpu in node["uuids"]:
-                samples.append(
-                    {
-                        "gpu_uuid": gpu,
-                        "ts": ts,
-                        "utilization_gpu_pct": 87.0,
-                        "memory_used_mib": 40000,
-                        "memory_total_mib": 81559,
-                        "temperature_c": 61.0,
-                        "power_w": 512.5,
-                        "job_id": "bench-job",
-                    }
-                )
+            body = body.replace(f"@TS{k}@", ts)
         step[position] += SAMPLES_PER_GPU
-        body = json.dumps(
-            {"batch_id": str(uuid.uuid4()), "sent_at": datetime.now(UTC).isoformat(),
-             "samples": samples}
-        )  # fmt: skip
         began = time.perf_counter()
         try:
             conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
@@ -170,13 +192,14 @@ def client(port: int, nodes: list[dict], seconds: float, start_at: float, out) -
             "latencies": latencies,
             "accepted": accepted,
             "errors": errors,
-            "cpu_s": times.user + times.system,
+            "cpu_s": (times.user + times.system, times.system),
         }
     )
 
 
-def _proc_table() -> dict[int, tuple[str, int, float]]:
-    """pid -> (command name, parent pid, CPU seconds of it and its reaped children)."""
+def _proc_table() -> dict[int, tuple[str, int, float, float]]:
+    """pid -> (command name, parent pid, CPU seconds of it and its reaped children, of which
+    in the kernel)."""
     tick = os.sysconf("SC_CLK_TCK")
     table = {}
     for entry in Path("/proc").iterdir():
@@ -189,28 +212,31 @@ def _proc_table() -> dict[int, tuple[str, int, float]]:
         name = raw[raw.index("(") + 1 : raw.rindex(")")]
         fields = raw[raw.rindex(")") + 2 :].split()
         # fields[1] is the parent pid; utime, stime, cutime, cstime are fields 14-17 of stat.
-        cpu = sum(int(x) for x in fields[11:15]) / tick
-        table[int(entry.name)] = (name, int(fields[1]), cpu)
+        utime, stime, cutime, cstime = (int(x) for x in fields[11:15])
+        cpu = (utime + stime + cutime + cstime) / tick
+        table[int(entry.name)] = (name, int(fields[1]), cpu, (stime + cstime) / tick)
     return table
 
 
-def cpu_by_component(roots: dict[str, list[int]]) -> dict[str, float]:
-    """CPU seconds used so far by each named process tree (children reaped or alive)."""
+def cpu_by_component(roots: dict[str, list[int]]) -> dict[str, tuple[float, float]]:
+    """(CPU seconds, of which in the kernel) used so far by each named process tree (children
+    reaped or alive)."""
     table = _proc_table()
     children: dict[int, list[int]] = {}
-    for pid, (_, parent, _) in table.items():
+    for pid, (_, parent, _, _) in table.items():
         children.setdefault(parent, []).append(pid)
     totals = {}
     for label, pids in roots.items():
-        seen, stack, total = set(), list(pids), 0.0
+        seen, stack, total, kernel = set(), list(pids), 0.0, 0.0
         while stack:
             pid = stack.pop()
             if pid in seen or pid not in table:
                 continue
             seen.add(pid)
             total += table[pid][2]
+            kernel += table[pid][3]
             stack.extend(children.get(pid, []))
-        totals[label] = total
+        totals[label] = (total, kernel)
     return totals
 
 
@@ -219,7 +245,7 @@ def service_roots() -> dict[str, list[int]]:
     table = _proc_table()
     roots = {}
     for label, name in (("PostgreSQL", "postgres"), ("Redis", "redis-server")):
-        pids = [pid for pid, (n, parent, _) in table.items() if n == name]
+        pids = [pid for pid, (n, _, _, _) in table.items() if n == name]
         tops = [pid for pid in pids if table[pid][1] not in pids]
         roots[label] = tops
     return roots
@@ -271,102 +297,223 @@ def copy_ceiling(rows: int) -> float:
         return rows / (time.perf_counter() - began)
 
 
-def count(sql: str) -> int:
+def count(sql: str, params: list | None = None) -> int:
     import psycopg
 
     with psycopg.connect(f"{PG}/{DB}") as conn:
-        return conn.execute(sql).fetchone()[0]
+        return conn.execute(sql, params).fetchone()[0]
+
+
+def wait_until_stored(timeout: float = 600) -> None:
+    """Until every accepted batch is stored, requests still in flight at the end included."""
+    deadline = time.time() + timeout
+    last_total = -1
+    while True:
+        total = count("SELECT count(*) FROM contributors_telemetrybatch")
+        pending = count("SELECT count(*) FROM contributors_telemetrybatch WHERE status = 'pending'")
+        if pending == 0 and total == last_total:
+            return
+        if time.time() > deadline:
+            raise SystemExit(f"{pending} batches still pending after {timeout:.0f} s")
+        last_total = total
+        time.sleep(0.2)
+
+
+@dataclass
+class Load:
+    """What the load generator saw."""
+
+    requests: int
+    accepted: int
+    errors: int
+    p50_ms: float
+    p99_ms: float
+    cpu: tuple[float, float]  # CPU seconds of the generator, of which in the kernel
+    started: float
+    ended: float
+
+
+def python_load(port: int, fleet: list[dict], args, seconds: float, first_sample: int) -> Load:
+    """Client processes posting with http.client (when wrk is not installed)."""
+    out = mp.Queue()
+    start_at = time.time() + 1
+    shares = [fleet[i :: args.clients] for i in range(args.clients)]
+    clients = [
+        mp.Process(target=client, args=(port, share, seconds, start_at, first_sample, out))
+        for share in shares
+    ]
+    for proc in clients:
+        proc.start()
+    results = [out.get() for _ in clients]
+    for proc in clients:
+        proc.join()
+    latencies = sorted(x for r in results for x in r["latencies"]) or [0.0]
+    return Load(
+        requests=len(latencies),
+        accepted=sum(r["accepted"] for r in results),
+        errors=sum(r["errors"] for r in results),
+        p50_ms=statistics.median(latencies) * 1000,
+        p99_ms=latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))] * 1000,
+        cpu=tuple(sum(r["cpu_s"][i] for r in results) for i in (0, 1)),
+        started=start_at,
+        ended=time.time(),
+    )
+
+
+def wrk_load(port: int, fleet: list[dict], args, seconds: float, first_sample: int) -> Load:
+    """wrk with bench/ingest/fleet.lua: the same requests for a fraction of the client CPU."""
+    with tempfile.NamedTemporaryFile("w", suffix=".fleet", delete=False) as handle:
+        for node in fleet:
+            handle.write(" ".join([node["token"], *node["uuids"]]) + "\n")
+    threads = min(2, args.clients)
+    started = time.time()
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    proc = subprocess.Popen(
+        ["wrk", "-t", str(threads), "-c", str(args.clients), "-d", f"{seconds:.0f}s",
+         "--timeout", "30s", "-s", str(Path(__file__).with_name("fleet.lua")),
+         f"http://127.0.0.1:{port}", "--", str(threads), str(first_sample)],
+        env={**os.environ, "BENCH_FLEET": handle.name}, stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    output, _ = proc.communicate()
+    ended = time.time()
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    os.unlink(handle.name)
+    line = next((x for x in output.splitlines() if x.startswith("WRK ")), None)
+    if line is None:
+        raise SystemExit(f"wrk printed no summary:\n{output}")
+    figures = dict(item.split("=") for item in line.split()[1:])
+    return Load(
+        requests=int(figures["requests"]),
+        accepted=int(figures["accepted"]),
+        errors=int(figures["refused"]) + int(figures["socket_errors"]),
+        p50_ms=int(figures["p50_us"]) / 1000,
+        p99_ms=int(figures["p99_us"]) / 1000,
+        cpu=(
+            after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime,
+            after.ru_stime - before.ru_stime,
+        ),
+        started=started,
+        ended=ended,
+    )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--seconds", type=float, default=30)
-    parser.add_argument("--nodes", type=int, default=200)
-    parser.add_argument("--clients", type=int, default=4)
-    parser.add_argument("--web-workers", type=int, default=3)
+    parser.add_argument("--seconds", type=float, default=60, help="measured load")
+    parser.add_argument("--warmup", type=float, default=40, help="load before measuring (0: none)")
+    parser.add_argument(
+        "--nodes", type=int, default=12500, help="default: 100,000 GPUs, as in the target"
+    )
+    parser.add_argument("--clients", type=int, default=4, help="concurrent connections")
+    parser.add_argument("--web-workers", type=int, default=2)
     parser.add_argument("--worker-concurrency", type=int, default=2)
+    parser.add_argument(
+        "--python-clients", action="store_true", help="post from Python processes, not wrk"
+    )
     args = parser.parse_args()
+    use_wrk = not args.python_clients and shutil.which("wrk") is not None
 
     print(f"setting up {DB}: {args.nodes} nodes x {GPUS_PER_NODE} GPUs ...", flush=True)
     fleet = setup_database(args.nodes)
     port = free_port()
+    beat_dir = tempfile.mkdtemp(prefix="bench-beat-")
     procs = [
         subprocess.Popen(
             [sys.executable, "-m", "gunicorn", "portal.wsgi", "--bind", f"127.0.0.1:{port}",
              "--workers", str(args.web_workers), "--log-level", "warning"],
-            cwd=ROOT, env=env(), start_new_session=True,
+            cwd=ROOT, env=env(args.nodes), start_new_session=True,
         ),
         subprocess.Popen(
             [sys.executable, "-m", "celery", "-A", "portal", "worker", "--loglevel", "WARNING",
              "--concurrency", str(args.worker_concurrency), "--without-gossip",
-             "--without-mingle", "--prefetch-multiplier", "16"],
-            cwd=ROOT, env=env(), start_new_session=True,
+             "--without-mingle"],
+            cwd=ROOT, env=env(args.nodes), start_new_session=True,
+        ),
+        # Beat as in production: the rollups and the sweeper run during the load.
+        subprocess.Popen(
+            [sys.executable, "-m", "celery", "-A", "portal", "beat", "--loglevel", "WARNING",
+             "-s", f"{beat_dir}/schedule"],
+            cwd=ROOT, env=env(args.nodes), start_new_session=True,
         ),
     ]  # fmt: skip
     try:
         wait_ready(port)
         time.sleep(3)  # let the worker connect
-        roots = {"gunicorn": [procs[0].pid], "Celery": [procs[1].pid], **service_roots()}
+        roots = {
+            "gunicorn": [procs[0].pid],
+            "Celery": [procs[1].pid, procs[2].pid],
+            **service_roots(),
+        }
+        generate = wrk_load if use_wrk else python_load
+        if args.warmup:
+            # Every node reports once or twice first, as a portal that has been running has
+            # seen them (the agents it remembers, warm caches); sample times of this phase
+            # end long before the measured phase's.
+            print(f"warm-up: {args.warmup:.0f} s ...", flush=True)
+            generate(port, fleet, args, args.warmup, int(time.time()) - 7200)
+            wait_until_stored()
         cpu_before = cpu_by_component(roots)
-        out = mp.Queue()
-        start_at = time.time() + 1
-        shares = [fleet[i :: args.clients] for i in range(args.clients)]
-        clients = [
-            mp.Process(target=client, args=(port, share, args.seconds, start_at, out))
-            for share in shares
-        ]
-        for proc in clients:
-            proc.start()
-        results = [out.get() for _ in clients]
-        for proc in clients:
-            proc.join()
-        load_end = time.time()
-        accepted = sum(r["accepted"] for r in results)
-        errors = sum(r["errors"] for r in results)
-        latencies = sorted(x for r in results for x in r["latencies"])
-
-        deadline = time.time() + 600
-        while count("SELECT count(*) FROM contributors_telemetrybatch WHERE status = 'pending'"):
-            if time.time() > deadline:
-                raise SystemExit("batches still pending after 10 minutes")
-            time.sleep(0.2)
+        measured_from = int(time.time()) - 3600
+        received_from = datetime.now(UTC)
+        load = generate(port, fleet, args, args.seconds, measured_from)
+        wait_until_stored()
         persisted_end = time.time()
         cpu_after = cpu_by_component(roots)
-        persisted = count("SELECT count(*) FROM contributors_sample")
+        persisted = count(
+            "SELECT count(*) FROM contributors_sample WHERE ts >= to_timestamp(%s)",
+            [measured_from],
+        )
+        # What the API accepted, by its own account: the generator misses the answers to the
+        # requests still in flight when it stops.
+        accepted = count(
+            "SELECT coalesce(sum(sample_count), 0) FROM contributors_telemetrybatch "
+            "WHERE received_at >= %s",
+            [received_from],
+        )
+        due = count("SELECT count(*) FROM contributors_rollupdue")
+        minutes = count("SELECT count(*) FROM contributors_gpuminute")
     finally:
         for proc in procs:
             os.killpg(proc.pid, signal.SIGTERM)
         for proc in procs:
             proc.wait(timeout=30)
+        shutil.rmtree(beat_dir, ignore_errors=True)
 
-    duration = load_end - start_at
-    persist_duration = persisted_end - start_at
+    duration = load.ended - load.started
+    persist_duration = persisted_end - load.started
     ceiling = copy_ceiling(persisted)
     persisted_rate = persisted / persist_duration
+    generator = "wrk" if use_wrk else "Python client processes"
     print(f"load: {args.seconds:.0f} s, {args.nodes} nodes x {GPUS_PER_NODE} GPUs, "
-          f"{args.clients} clients, {args.web_workers} gunicorn sync workers, "
-          f"{args.worker_concurrency} Celery worker processes")  # fmt: skip
-    print(f"requests: {len(latencies)} answered, {errors} errors")
-    print(f"accepted:  {accepted / duration:10.0f} samples/s ({accepted} samples)")
+          f"{args.clients} connections from {generator}, {args.web_workers} gunicorn sync "
+          f"workers, {args.worker_concurrency} Celery worker processes and beat")  # fmt: skip
+    print(f"requests: {load.requests} answered, {load.errors} errors")
+    print(f"accepted:  {accepted / duration:10.0f} samples/s ({accepted} samples; the "
+          f"generator saw {load.accepted} answered)")  # fmt: skip
     print(f"persisted: {persisted_rate:10.0f} samples/s ({persisted} rows, all done "
-          f"{persisted_end - load_end:.1f} s after the load stopped)")  # fmt: skip
-    if latencies:
-        p50 = statistics.median(latencies) * 1000
-        p99 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))] * 1000
-        print(f"latency:   p50 {p50:.1f} ms, p99 {p99:.1f} ms")
+          f"{persisted_end - load.ended:.1f} s after the load stopped)")  # fmt: skip
+    print(f"latency:   p50 {load.p50_ms:.1f} ms, p99 {load.p99_ms:.1f} ms")
+    print(f"rollups:   {minutes} minute rows; {due} GPU spans still waiting for the next run")
     print(f"COPY:      {ceiling:10.0f} rows/s (binary COPY of the same rows, the ceiling)")
     print(f"ratio:     {persisted_rate / ceiling:.1%} of the COPY ceiling")
-    cpu = {label: cpu_after[label] - cpu_before[label] for label in roots}
-    cpu["load clients"] = sum(r["cpu_s"] for r in results)
-    requests = max(1, len(latencies))
+    cpu = {
+        label: tuple(a - b for a, b in zip(cpu_after[label], cpu_before[label], strict=True))
+        for label in roots
+    }
+    cpu["load generator"] = load.cpu
+    requests = max(1, load.requests)
+    cores = os.cpu_count() or 1
     print(
         "CPU:       "
-        + ", ".join(f"{label} {seconds:.1f} s" for label, seconds in cpu.items())
-        + f" (of {2 * persist_duration:.0f} s on 2 cores)"
+        + ", ".join(f"{label} {total:.1f} s" for label, (total, _) in cpu.items())
+        + f" (of {cores * persist_duration:.0f} s on {cores} cores)"
     )
     print(
         "per request: "
-        + ", ".join(f"{label} {seconds / requests * 1000:.2f} ms" for label, seconds in cpu.items())
+        + ", ".join(
+            f"{label} {total / requests * 1000:.2f} ms ({kernel / requests * 1000:.2f} kernel)"
+            for label, (total, kernel) in cpu.items()
+        )
     )
     if accepted != persisted:
         print(f"MISMATCH: accepted {accepted} samples but {persisted} rows were stored")

@@ -9,10 +9,10 @@ from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from contributors import enrollment, telemetry
+from contributors import enrollment, telemetry, tokens
 from contributors.models import Node
 from contributors.tasks import request_drain
-from portal import ratelimit
+from portal import hotcache, ratelimit
 from portal.api_errors import ApiError
 from portal.jsonbody import read_json_object
 
@@ -94,23 +94,41 @@ class EnrollView(AgentView):
 
 
 class TelemetryView(AgentView):
-    """The hottest path of the portal: one query finds the node and its GPUs, one Redis round
-    trip counts the rate limit, one INSERT stores the batch; a worker does the rest."""
+    """The hottest path of the portal. The usual report of a known agent costs one Redis round
+    trip (rate limit, and the agent as remembered: `telemetry.KnownAgent`) and one INSERT that
+    also checks the token; anything else takes the full path, which reads the node and its
+    GPUs in one query. A worker stores the samples later (`contributors.ingest`)."""
 
     def post(self, request):
-        agent_node = telemetry.authenticate(bearer_token(request))
-        _refuse_token(agent_node is not None, agent_node is not None and agent_node.revoked)
-        node = agent_node.node
-        ratelimit.enforce(
+        token = bearer_token(request)
+        digest = tokens.digest(token)
+        remembered_key = telemetry.KnownAgent.CACHE_KEY.format(digest=digest)
+        remembered = ratelimit.enforce(
             "telemetry",
-            str(node.pk),
+            digest,
             settings.TELEMETRY_RATE_PER_MIN,
             f"At most {settings.TELEMETRY_RATE_PER_MIN} telemetry requests a minute per node.",
+            fetch=remembered_key,
         )
         body = read_json_object(request, settings.TELEMETRY_MAX_BODY_BYTES, "batch_too_large")
-        outcome = telemetry.accept(node, body, known_gpus=agent_node.gpus)
+        known = telemetry.KnownAgent.loads(remembered)
+        outcome = None if known is None else telemetry.accept_known(known, digest, body)
+        if outcome is None:
+            agent_node = telemetry.authenticate(token)
+            if agent_node is None or agent_node.revoked:
+                hotcache.delete(remembered_key)
+            _refuse_token(agent_node is not None, agent_node is not None and agent_node.revoked)
+            outcome = telemetry.accept(agent_node.node, body, gpu_rows=agent_node.gpu_rows)
+            if outcome.status == 202 and "rejected_gpus" not in outcome.body:
+                # Remember the node as it now stands (its inventory may just have changed).
+                fresh = telemetry.authenticate(token) if body.get("gpus") else agent_node
+                hotcache.set_text(
+                    remembered_key,
+                    telemetry.KnownAgent.of(fresh).dumps(),
+                    telemetry.KnownAgent.TTL_S,
+                )
         if outcome.enqueue:
-            node_pk = node.pk
+            node_pk = outcome.batch.node_id
             transaction.on_commit(lambda: request_drain(node_pk))
         return Response(outcome.body, status=outcome.status)
 

@@ -1,0 +1,88 @@
+-- The simulated fleet for wrk (bench/ingest/run.py starts it): each wrk thread posts batches
+-- round-robin over its share of the nodes in the fleet file (a line per node: token, then the
+-- uuids of its GPUs), 3 samples per GPU 10 s apart, each batch with a fresh batch_id.
+-- Arguments after `--`: the number of wrk threads, the unix time of each node's first sample.
+
+local fleet_path = os.getenv("BENCH_FLEET")
+local threads = {}
+
+function setup(thread)
+  thread:set("id", #threads)
+  table.insert(threads, thread)
+end
+
+function init(args)
+  local count = tonumber(args[1])
+  base = tonumber(args[2])
+  nodes, cursor, accepted, refused = {}, 0, 0, 0
+  local line_no = 0
+  for line in io.lines(fleet_path) do
+    if line_no % count == id then
+      local fields = {}
+      for field in line:gmatch("%S+") do
+        fields[#fields + 1] = field
+      end
+      local token = table.remove(fields, 1)
+      nodes[#nodes + 1] = { token = token, uuids = fields, step = 0 }
+    end
+    line_no = line_no + 1
+  end
+  math.randomseed(os.time() * 1000 + id)
+end
+
+local function hex(digits)
+  local out = {}
+  for i = 1, digits do
+    out[i] = string.format("%x", math.random(0, 15))
+  end
+  return table.concat(out)
+end
+
+local function uuid4()
+  return hex(8) .. "-" .. hex(4) .. "-4" .. hex(3) .. "-"
+    .. string.format("%x", math.random(8, 11)) .. hex(3) .. "-" .. hex(12)
+end
+
+local SAMPLE = '{"gpu_uuid":"%s","ts":"%s","utilization_gpu_pct":87.0,"memory_used_mib":40000,'
+  .. '"memory_total_mib":81559,"temperature_c":61.0,"power_w":512.5,"job_id":"bench-job"}'
+
+function request()
+  cursor = cursor % #nodes + 1
+  local node = nodes[cursor]
+  local parts = {}
+  for k = 0, 2 do
+    local ts = os.date("!%Y-%m-%dT%H:%M:%SZ", base + 10 * (node.step + k))
+    for _, gpu in ipairs(node.uuids) do
+      parts[#parts + 1] = string.format(SAMPLE, gpu, ts)
+    end
+  end
+  node.step = node.step + 3
+  local body = string.format('{"batch_id":"%s","sent_at":"%s","samples":[%s]}',
+    uuid4(), os.date("!%Y-%m-%dT%H:%M:%SZ"), table.concat(parts, ","))
+  return wrk.format("POST", "/api/v1/agent/telemetry", {
+    ["Content-Type"] = "application/json",
+    ["Authorization"] = "Bearer " .. node.token,
+  }, body)
+end
+
+function response(status, headers, body)
+  if status == 202 then
+    accepted = accepted + tonumber(body:match('"accepted":%s*(%d+)'))
+  else
+    refused = refused + 1
+  end
+end
+
+function done(summary, latency, requests)
+  local total_accepted, total_refused = 0, 0
+  for _, thread in ipairs(threads) do
+    total_accepted = total_accepted + thread:get("accepted")
+    total_refused = total_refused + thread:get("refused")
+  end
+  local e = summary.errors
+  io.write(string.format(
+    "WRK requests=%d accepted=%d refused=%d socket_errors=%d duration_us=%d p50_us=%d p99_us=%d\n",
+    summary.requests, total_accepted, total_refused,
+    e.connect + e.read + e.write + e.timeout, summary.duration,
+    latency:percentile(50), latency:percentile(99)))
+end
