@@ -62,6 +62,10 @@ def env(nodes: int = 12500) -> dict:
         "CELERY_BROKER_URL": BROKER,
         "CACHE_URL": CACHE,
         "LOG_LEVEL": "WARNING",
+        # Beat runs the ingestion side's periodic tasks (rollups, sweeper); settlement has a
+        # bench of its own (bench/settle) and would here settle the warm-up's hours at once.
+        "REWARD_SETTLE_EVERY_S": str(10**9),
+        "CLAIM_WATCH_EVERY_S": str(10**9),
         "DEMO_FLEET": "false",
         "PYTHONUNBUFFERED": "1",
     }

@@ -1,0 +1,245 @@
+"""Telemetry at scale: drains storing many batches at once, one drain message per slot at a
+time, the remembered-agent path of the telemetry API, rollups redone by their periodic task, and
+a database connection dropped under a request.
+
+Batches go in through the HTTP API; drains and rollups run through their public functions and
+Celery tasks, in this process.
+"""
+
+from datetime import timedelta
+
+import psycopg
+import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
+
+from contributors import ingest, rollups, tasks
+from contributors.models import GPU, GpuHour, GpuMinute, Node, RollupDue, Sample, TelemetryBatch
+from portal.schedule import beat_schedule
+from tests.test_ingest import GPU_UUID, Agent, accepted, batch, iso, parking_queue  # noqa: F401
+
+pytestmark = pytest.mark.django_db
+
+SECOND_GPU = "GPU-0c0ffee0-0000-4000-8000-000000000002"
+
+
+def minutes_ago(minutes: float):
+    return timezone.now() - timedelta(minutes=minutes)
+
+
+def add_second_gpu(agent: Agent) -> None:
+    """Report an inventory with a second GPU, as an agent does after a GPU was installed."""
+    body = batch(0)
+    body["gpus"] = [
+        {"uuid": GPU_UUID, "name": "NVIDIA A100-SXM4-40GB", "memory_total_mib": 40960},
+        {"uuid": SECOND_GPU, "name": "NVIDIA A100-SXM4-40GB", "memory_total_mib": 40960},
+    ]
+    assert agent.send(body).status_code == 202
+    assert GPU.objects.filter(node_id=agent.node_id).count() == 2
+
+
+def on_gpu(body: dict, gpu_uuid: str) -> dict:
+    for sample in body["samples"]:
+        sample["gpu_uuid"] = gpu_uuid
+    return body
+
+
+# --- drains -----------------------------------------------------------------------------------
+
+
+def test_a_drain_stores_every_waiting_batch_in_one_go(django_capture_on_commit_callbacks):
+    agent = Agent()
+    rows = [
+        accepted(agent, batch(5, minutes_ago(30 - 2 * i)), django_capture_on_commit_callbacks)
+        for i in range(3)
+    ]
+
+    assert ingest.drain() == (3, 15)
+
+    assert Sample.objects.count() == 15
+    for row in rows:
+        row.refresh_from_db()
+        assert (row.status, row.attempts, row.samples) == (TelemetryBatch.Status.PROCESSED, 1, [])
+    gpu = GPU.objects.get(uuid=GPU_UUID)
+    newest = Sample.objects.order_by("-ts").first()
+    assert (gpu.last_sample_at, gpu.last_memory_used_mib) == (newest.ts, newest.memory_used_mib)
+    # The rollups are due, not done: one note for the GPU, spanning all three batches.
+    due = RollupDue.objects.get()
+    assert (due.gpu_id, due.first_ts, due.last_ts) == (
+        gpu.pk,
+        Sample.objects.order_by("ts").first().ts,
+        newest.ts,
+    )
+    assert not GpuMinute.objects.exists()
+    assert ingest.drain() == (0, 0)
+
+
+def test_a_gpu_deleted_after_its_batch_was_accepted_fails_that_batch_alone(
+    settings, django_capture_on_commit_callbacks
+):
+    settings.INGEST_MAX_ATTEMPTS = 2
+    agent = Agent()
+    add_second_gpu(agent)
+    ingest.drain()
+    good = accepted(agent, batch(4, minutes_ago(20)), django_capture_on_commit_callbacks)
+    doomed = accepted(
+        agent, on_gpu(batch(4, minutes_ago(20)), SECOND_GPU), django_capture_on_commit_callbacks
+    )
+    later = accepted(agent, batch(4, minutes_ago(10)), django_capture_on_commit_callbacks)
+    GPU.objects.filter(uuid=SECOND_GPU).delete()
+
+    assert ingest.drain() == (3, 8)
+
+    for row in (good, later):
+        row.refresh_from_db()
+        assert row.status == TelemetryBatch.Status.PROCESSED
+    doomed.refresh_from_db()
+    assert (doomed.status, doomed.attempts) == (TelemetryBatch.Status.PENDING, 1)
+    assert "no longer exist" in doomed.error
+    assert Sample.objects.count() == 8
+    # Counted again on the next drain, then left to an admin instead of failing every drain.
+    assert ingest.drain() == (1, 0)
+    doomed.refresh_from_db()
+    assert (doomed.status, doomed.attempts) == (TelemetryBatch.Status.FAILED, 2)
+    assert ingest.drain() == (0, 0)
+
+
+def test_one_drain_message_per_slot_until_that_drain_has_looked_again(
+    transactional_db,
+    settings,
+    parking_queue,  # noqa: F811
+):
+    settings.INGEST_DRAINS = 1
+    agent = Agent()
+    for i in range(3):
+        assert agent.send(batch(2, minutes_ago(30 - i))).status_code == 202
+    # Three batches, one message: the slot's drain will find all three.
+    assert parking_queue() == 1
+
+    assert tasks.drain_batches.apply(args=[0]).get() == 6
+    assert not TelemetryBatch.objects.filter(status=TelemetryBatch.Status.PENDING).exists()
+
+    # The drain cleared its flag before its last look, so the next batch asks for a new one.
+    assert agent.send(batch(2, minutes_ago(5))).status_code == 202
+    assert parking_queue() == 1
+
+
+# --- the remembered-agent path ----------------------------------------------------------------
+
+
+def test_a_remembered_agent_reports_with_a_single_statement(django_capture_on_commit_callbacks):
+    agent = Agent()
+    accepted(agent, batch(3, minutes_ago(20)), django_capture_on_commit_callbacks)
+
+    body = batch(3, minutes_ago(10))
+    with django_capture_on_commit_callbacks(), CaptureQueriesContext(connection) as queries:
+        response = agent.send(body)
+
+    assert (response.status_code, response.json()["accepted"]) == (202, 3)
+    assert [q["sql"].split()[0] for q in queries.captured_queries] == ["INSERT"]
+    assert agent.batch_row(body).sample_count == 3
+    assert ingest.drain() == (2, 6)
+    assert Sample.objects.count() == 6
+
+
+def test_a_rotated_or_revoked_token_stops_at_once_though_remembered():
+    agent = Agent()
+    assert agent.send(batch(2, minutes_ago(20))).status_code == 202
+    node = Node.objects.get(pk=agent.node_id)
+    new_token = node.set_new_token()
+    node.save()
+
+    refused = agent.send(batch(2, minutes_ago(15)))  # the old token, as the agent remembers it
+    assert (refused.status_code, refused.json()["error"]) == (401, "invalid_token")
+    agent.token = new_token
+    assert agent.send(batch(2, minutes_ago(14))).status_code == 202
+
+    node.revoke()
+    revoked = agent.send(batch(2, minutes_ago(10)))
+    assert (revoked.status_code, revoked.json()["error"]) == (403, "token_revoked")
+    assert TelemetryBatch.objects.filter(node_id=agent.node_id).count() == 2
+
+
+def test_a_remembered_gpu_that_was_deleted_is_not_accepted():
+    agent = Agent()
+    add_second_gpu(agent)
+    assert agent.send(batch(2, minutes_ago(20))).status_code == 202  # remembered with both GPUs
+    GPU.objects.filter(uuid=SECOND_GPU).delete()
+
+    response = agent.send(on_gpu(batch(2, minutes_ago(10)), SECOND_GPU))
+
+    assert response.status_code == 202
+    assert response.json()["accepted"] == 0
+    assert {r["error"] for r in response.json()["rejected"]} == {"unknown_gpu"}
+
+
+# --- rollups ---------------------------------------------------------------------------------
+
+
+def test_rollups_wait_for_their_periodic_task_and_use_up_their_notes(
+    django_capture_on_commit_callbacks,
+):
+    agent = Agent()
+    start = (timezone.now() - timedelta(hours=2)).replace(minute=0, second=0, microsecond=0)
+    for part in range(2):
+        row = accepted(
+            agent, batch(6, start + timedelta(minutes=part)), django_capture_on_commit_callbacks
+        )
+        ingest.ingest(row.pk)
+    assert RollupDue.objects.count() == 2 and not GpuMinute.objects.exists()
+
+    assert tasks.refresh_rollups.apply().get() == 2
+
+    assert not RollupDue.objects.exists()
+    assert sum(GpuMinute.objects.values_list("samples", flat=True)) == 12
+    hour = GpuHour.objects.get()
+    assert (hour.start, hour.samples) == (start, 12)
+    # Twelve samples 10 s apart: eleven 10 s gaps and the last one's 30 s.
+    assert hour.online_s == pytest.approx(140.0)
+    schedule = beat_schedule()["refresh-rollups"]
+    assert (schedule["task"], schedule["schedule"]) == ("contributors.refresh_rollups", 60.0)
+
+
+def postgres_only():
+    if connection.vendor != "postgresql":
+        pytest.skip("advisory locks and backend termination are PostgreSQL's")
+
+
+def other_connection() -> psycopg.Connection:
+    params = connection.get_connection_params()
+    params.pop("cursor_factory", None)
+    params.pop("context", None)
+    return psycopg.connect(**params, autocommit=True)
+
+
+def test_only_one_rollup_run_works_at_a_time(transactional_db):
+    postgres_only()
+    agent = Agent()
+    assert agent.send(batch(3, minutes_ago(30))).status_code == 202
+    ingest.drain()
+    with other_connection() as other:
+        other.execute("SELECT pg_advisory_lock(%s)", [rollups._LOCK_KEY])
+        assert rollups.run() == 0  # another run holds the lock: this one leaves the notes
+        assert RollupDue.objects.count() == 1
+    assert rollups.run() == 1
+    assert GpuMinute.objects.exists()
+
+
+# --- a database that drops the connection -----------------------------------------------------
+
+
+def test_a_dropped_database_connection_answers_503_not_500(transactional_db):
+    postgres_only()
+    agent = Agent()
+    connection.ensure_connection()
+    with other_connection() as other:
+        other.execute("SELECT pg_terminate_backend(%s)", [connection.connection.info.backend_pid])
+
+    response = agent.send(batch(2, minutes_ago(10)))
+
+    assert response.status_code == 503
+    assert response.json()["error"] == "database_unavailable"
+    assert response["Retry-After"] == "5"
+    connection.close()  # what Django does after such a request (not done by the test client)
+    assert agent.send(batch(2, minutes_ago(5))).status_code == 202
