@@ -23,6 +23,7 @@ from django.db import DataError, IntegrityError, connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
+from contributors import rollups
 from contributors.models import GPU, Node, RollupDue, Sample, TelemetryBatch
 from portal import db
 
@@ -103,20 +104,12 @@ def _store(batches: list[_Claimed]) -> int:
                 values.append(item[key])
     columns["ts"] = [datetime.fromisoformat(ts) for ts in columns["ts"]]
     if columns["gpu"]:
-        gpus, times = columns["gpu"], columns["ts"]
-        newest: dict[int, int] = {}  # GPU -> index of its newest sample
-        spans: dict[int, list[datetime]] = {}  # GPU -> [first, last] sample time
-        for index, (gpu, ts) in enumerate(zip(gpus, times, strict=True)):
-            current = newest.get(gpu)
-            if current is None:
-                newest[gpu] = index
-                spans[gpu] = [ts, ts]
-                continue
-            if ts > times[current]:
-                newest[gpu] = index
-            span = spans[gpu]
-            span[0], span[1] = min(span[0], ts), max(span[1], ts)
-        _update_live_state(
+        per_gpu: dict[int, list[int]] = {}  # GPU -> indexes of its samples
+        for index, gpu in enumerate(columns["gpu"]):
+            per_gpu.setdefault(gpu, []).append(index)
+        times = columns["ts"]
+        newest = {gpu: max(indexes, key=times.__getitem__) for gpu, indexes in per_gpu.items()}
+        previous = _update_live_state(
             {gpu: {key: columns[key][i] for key in columns} for gpu, i in newest.items()},
             max(b.received_at for b in batches),
         )
@@ -126,14 +119,7 @@ def _store(batches: list[_Claimed]) -> int:
             [columns[key] for _, key, _ in _SAMPLE_COLUMNS],
             conflict="(gpu_id, ts) DO NOTHING",
         )
-        # Which rollups the periodic task must redo: one row per GPU, the span it received.
-        ordered = sorted(spans)
-        _insert(
-            RollupDue._meta.db_table,
-            (("gpu_id", None, "int8"), ("first_ts", None, "timestamptz"),
-             ("last_ts", None, "timestamptz")),
-            [ordered, [spans[g][0] for g in ordered], [spans[g][1] for g in ordered]],
-        )  # fmt: skip
+        _roll_up(columns, per_gpu, previous)
     _update_nodes(batches)
     TelemetryBatch.objects.filter(pk__in=[b.pk for b in batches]).update(
         status=TelemetryBatch.Status.PROCESSED,
@@ -143,6 +129,47 @@ def _store(batches: list[_Claimed]) -> int:
         samples=[],
     )
     return len(columns["gpu"])
+
+
+def _roll_up(columns: dict, per_gpu: dict[int, list[int]], previous: dict) -> None:
+    """Minutes and hours for the new samples, while their GPUs' rows are locked.
+
+    Samples newer than everything stored for their GPU (the usual case: agents report in
+    order) are added to the rollups here, as deltas. A GPU that also got an older sample (a
+    spool replayed after an outage, a batch resent) gets a note instead, and the periodic task
+    redoes its minutes from the raw samples (`contributors.rollups.run`).
+    """
+    max_gap = timedelta(seconds=settings.COVERAGE_MAX_GAP_S)
+    deltas: dict[tuple[int, datetime], rollups.Agg] = {}
+    notes = []
+    for gpu, indexes in per_gpu.items():
+        rows = sorted(
+            {
+                columns["ts"][i]: (
+                    columns["ts"][i],
+                    columns["util"][i],
+                    columns["used"][i],
+                    columns["temp"][i],
+                    columns["power"][i],
+                )
+                for i in reversed(indexes)  # the first copy of a reading wins, as in the table
+            }.values()
+        )
+        last = previous.get(gpu)
+        if last is not None and rows[0][0] <= last:
+            notes.append((gpu, rows[0][0], rows[-1][0]))
+            continue
+        for minute, agg in rollups.deltas_in_order(last, rows, max_gap).items():
+            deltas[(gpu, minute)] = agg
+    rollups.add_deltas(deltas)
+    if notes:
+        notes.sort()
+        _insert(
+            RollupDue._meta.db_table,
+            (("gpu_id", None, "int8"), ("first_ts", None, "timestamptz"),
+             ("last_ts", None, "timestamptz")),
+            [list(column) for column in zip(*notes, strict=True)],
+        )  # fmt: skip
 
 
 def _adapt(value, kind: str):
@@ -197,7 +224,7 @@ _LIVE = (
 )
 
 
-def _update_live_state(newest: dict[int, dict], received_at: datetime) -> None:
+def _update_live_state(newest: dict[int, dict], received_at: datetime) -> dict[int, datetime]:
     """One UPDATE for all the GPUs: newest sample values and when they were seen.
 
     Batches may be processed out of order, so a GPU's values change only if this batch's
@@ -224,11 +251,12 @@ def _update_live_state(newest: dict[int, dict], received_at: datetime) -> None:
     rows = [[gpu_id, *(newest[gpu_id][key] for _, key, _ in _LIVE)] for gpu_id in ids]
     if postgres:
         found = db.fetch(
-            f"SELECT id FROM {table} WHERE id = ANY(%s) ORDER BY id FOR UPDATE",  # noqa: S608
+            f"SELECT id, last_sample_at FROM {table} WHERE id = ANY(%s) "  # noqa: S608
+            "ORDER BY id FOR UPDATE",
             [ids],
         )
     else:
-        found = list(GPU.objects.filter(pk__in=ids).values_list("pk"))
+        found = list(GPU.objects.filter(pk__in=ids).values_list("pk", "last_sample_at"))
     if len(found) != len(ids):
         # Foreign keys are checked at commit (Django makes them deferrable), too late to tell
         # which batch named a GPU deleted since it was accepted: say it here, per drain.
@@ -255,6 +283,7 @@ def _update_live_state(newest: dict[int, dict], received_at: datetime) -> None:
         f"UPDATE {table} SET {', '.join(sets)} FROM {source} WHERE {table}.id = v.id",  # noqa: S608
         [seen, seen, *params],
     )
+    return dict(found)
 
 
 def _update_nodes(batches: list[_Claimed]) -> None:

@@ -1,23 +1,24 @@
-"""Per-minute and per-hour rollups of GPU telemetry, redone periodically where samples arrived.
+"""Per-minute and per-hour rollups of GPU telemetry.
 
 Charts of a day read minutes and charts of a month read hours, so no request ever scans raw
-samples beyond the last hour. The ingestion worker notes, in the transaction that stores
-samples, the time span each GPU's new samples cover (`RollupDue`); `run` (a beat task every
-ROLLUP_EVERY_S) takes those notes and, in one transaction:
+samples beyond the last hour. Two writers keep them, both holding the GPUs' rows locked, so
+never at once for the same GPU:
 
-- recomputes every minute the new samples can change from the raw samples around it (a new
-  sample changes its own minute, the coverage of the sample before it, and at most `max_gap`
-  into the next minute), so a minute row is always exactly what its samples say;
-- brings every hour holding such a minute up to date: on PostgreSQL by adding how much each of
-  its minutes changed (sums, counts and covered seconds only grow as samples are added, maxima
-  only rise), elsewhere by summing its minutes again.
+- the ingestion worker, for samples newer than everything stored for their GPU (agents report
+  in order, so nearly all of them): it adds what they change, computed from the samples in
+  hand (`deltas_in_order`, `add_deltas`). A sample covers [ts, min(next, ts + max_gap)); the
+  newest is counted to ts + max_gap, and the next batch takes back what its first sample cuts.
+- `run`, the periodic task (every ROLLUP_EVERY_S), for GPUs that got an older sample (a spool
+  replayed after an outage, a resent batch): the worker notes the span (`RollupDue`) in the
+  transaction that stores the samples, and `run` recomputes every minute the span can change
+  from the raw samples around it (a sample changes its own minute, the coverage of the one
+  before it and at most `max_gap` into the next minute), then moves each hour by how much its
+  minutes changed. On PostgreSQL that is one SQL statement for all the spans; on SQLite the
+  same arithmetic in Python, hours summed from their minutes.
 
-Doing this for thousands of batches at once instead of per batch is what lets ingestion keep
-up (README "Benchmarks"). On PostgreSQL both steps are one SQL statement each over all the
-spans; elsewhere (the embedded SQLite default) the same arithmetic runs in Python. Running it
-twice changes nothing: the rows come out the same. Only one run works at a time (an advisory
-lock on PostgreSQL, the single writer on SQLite): two runs reading the raw samples at different
-moments could otherwise write an older minute over a newer one.
+Either way a minute row ends up exactly what its samples say, and an hour the sum of its
+minutes; hypothesis checks both against a reference in any arrival order (tests/test_series).
+Only one `run` works at a time (an advisory lock on PostgreSQL, the single writer on SQLite).
 """
 
 from collections import defaultdict
@@ -27,7 +28,7 @@ from datetime import UTC, datetime, timedelta
 from django.conf import settings
 from django.db import connection, transaction
 
-from contributors.models import GpuHour, GpuMinute, RollupDue, Sample
+from contributors.models import GPU, GpuHour, GpuMinute, RollupDue, Sample
 from portal import db
 
 MINUTE = timedelta(minutes=1)
@@ -117,6 +118,7 @@ def run(max_spans: int | None = None) -> int:
             if not due:
                 return taken
             ranges = minute_ranges(due)
+            _lock_gpus(sorted({gpu for gpu, _, _ in ranges}))
             if connection.vendor == "postgresql":
                 _redo_in_sql(ranges)
             else:
@@ -124,6 +126,104 @@ def run(max_spans: int | None = None) -> int:
         taken += len(due)
         if len(due) < max_spans:
             return taken
+
+
+def _spread(out: dict, start: datetime, end: datetime, sign: float) -> None:
+    """Add (or with sign -1 take away) the covered interval [start, end) minute by minute."""
+    cursor = start
+    while cursor < end:
+        bucket = floor_to(cursor, MINUTE)
+        stop = min(end, bucket + MINUTE)
+        agg = out.get(bucket)
+        if agg is None:
+            agg = out[bucket] = Agg()
+        agg.online_s += sign * (stop - cursor).total_seconds()
+        cursor = stop
+
+
+def deltas_in_order(previous: datetime | None, rows: list, max_gap: timedelta) -> dict:
+    """What appending `rows` (one GPU's new samples, ts ascending, all after `previous`, its
+    newest stored sample) changes in its minutes: their own values and coverage, and the end
+    of `previous`'s coverage, which was counted to previous + max_gap while it was the last.
+    The newest row is counted the same way, to be corrected when the next one comes."""
+    out: dict[datetime, Agg] = {}
+    if previous is not None and rows[0][0] < previous + max_gap:
+        _spread(out, rows[0][0], previous + max_gap, -1.0)
+    for index, (ts, util, mem, temp, power) in enumerate(rows):
+        minute = floor_to(ts, MINUTE)
+        agg = out.get(minute)
+        if agg is None:
+            agg = out[minute] = Agg()
+        agg.add_sample(util, mem, temp, power)
+        end = ts + max_gap
+        if index + 1 < len(rows):
+            end = min(end, rows[index + 1][0])
+        _spread(out, ts, end, 1.0)
+    return out
+
+
+def add_deltas(deltas: dict[tuple[int, datetime], Agg]) -> None:
+    """Add minute changes to their minutes and their hours (one statement each).
+
+    Called by the ingestion worker with the GPUs' rows locked, so that no other writer of these
+    GPUs' rollups runs in between.
+    """
+    if not deltas:
+        return
+    hours: dict[tuple[int, datetime], Agg] = {}
+    for (gpu, minute), agg in deltas.items():
+        total = hours.get((gpu, floor_to(minute, HOUR)))
+        if total is None:
+            total = hours[(gpu, floor_to(minute, HOUR))] = Agg()
+        for name in _ADDITIVE:
+            setattr(total, name, getattr(total, name) + getattr(agg, name))
+        for name in _MAXIMA:
+            value, current = getattr(agg, name), getattr(total, name)
+            if value is not None and (current is None or value > current):
+                setattr(total, name, value)
+    _upsert_adding(GpuMinute, deltas)
+    _upsert_adding(GpuHour, hours)
+
+
+def _upsert_adding(model, rows: dict[tuple[int, datetime], Agg]) -> None:
+    q = connection.ops.quote_name
+    table = q(model._meta.db_table)
+    postgres = connection.vendor == "postgresql"
+    greatest = "GREATEST" if postgres else "MAX"
+    names = ("gpu_id", "start", *_COLUMNS)
+    updates = ", ".join(
+        f"{q(c)} = {table}.{q(c)} + EXCLUDED.{q(c)}" if c in _ADDITIVE
+        else f"{q(c)} = {greatest}(COALESCE({table}.{q(c)}, EXCLUDED.{q(c)}), "
+        f"COALESCE(EXCLUDED.{q(c)}, {table}.{q(c)}))"
+        for c in _COLUMNS
+    )  # fmt: skip
+    keys = sorted(rows)
+    columns = [
+        [gpu for gpu, _ in keys],
+        [start for _, start in keys],
+        *([getattr(rows[key], c) for key in keys] for c in _COLUMNS),
+    ]
+    tail = f" ON CONFLICT (gpu_id, start) DO UPDATE SET {updates}"
+    if postgres:
+        kinds = ["int8", "timestamptz", *(_KINDS[c] for c in _COLUMNS)]
+        arrays = ", ".join(f"%s::{kind}[]" for kind in kinds)
+        db.fetch(
+            f"INSERT INTO {table} ({', '.join(q(n) for n in names)}) "  # noqa: S608
+            f"SELECT * FROM unnest({arrays}){tail}",
+            [
+                [None if v is None else float(v) for v in column] if kind == "float8" else column
+                for column, kind in zip(columns, kinds, strict=True)
+            ],
+        )
+        return
+    placeholders = ", ".join(["%s"] * len(names))
+    adapt = connection.ops.adapt_datetimefield_value
+    with connection.cursor() as cursor:
+        cursor.executemany(
+            f"INSERT INTO {table} ({', '.join(q(n) for n in names)}) "  # noqa: S608
+            f"VALUES ({placeholders}){tail}",
+            [[row[0], adapt(row[1]), *row[2:]] for row in zip(*columns, strict=True)],
+        )
 
 
 def _take_due(limit: int) -> list[tuple[int, datetime, datetime]]:
@@ -141,6 +241,14 @@ def _take_due(limit: int) -> list[tuple[int, datetime, datetime]]:
     )
     RollupDue.objects.filter(pk__in=[row[0] for row in rows]).delete()
     return [row[1:] for row in rows]
+
+
+def _lock_gpus(ids: list[int]) -> None:
+    """Hold the GPUs' rows, in id order as the ingestion worker takes them: while a run redoes
+    a GPU's minutes from its raw samples, no worker adds to them (see `add_deltas`)."""
+    if connection.vendor == "postgresql" and ids:
+        table = connection.ops.quote_name(GPU._meta.db_table)
+        db.fetch(f"SELECT id FROM {table} WHERE id = ANY(%s) ORDER BY id FOR UPDATE", [ids])  # noqa: S608
 
 
 _LOCK_KEY = 0x0F1A_0001  # pg_advisory_xact_lock key of the rollup run
@@ -186,6 +294,8 @@ def _hours_of(ranges) -> list[tuple[int, datetime]]:
 
 _COLUMNS = ("samples", "online_s", "n_util", "sum_util", "max_util", "sum_mem", "max_mem",
             "n_temp", "sum_temp", "max_temp", "n_power", "sum_power", "max_power")  # fmt: skip
+_KINDS = {c: "int8" if c in ("samples", "n_util", "n_temp", "n_power", "max_mem") else "float8"
+          for c in _COLUMNS}  # fmt: skip
 
 
 def _redo_in_sql(ranges) -> None:

@@ -306,6 +306,13 @@ def test_a_real_worker_ingests_what_the_api_enqueued(transactional_db, own_worke
     wait_for(processed, timeout=90, message=f"never ingested:\n{own_worker.output()}")
     assert Sample.objects.filter(gpu__uuid=GPU_UUID).count() == 12
     assert GPU.objects.get(uuid=GPU_UUID).last_sample_at is not None
+    # The drain ends once it has looked again and found nothing (it would take any batch
+    # accepted meanwhile, the next test's included).
+    wait_for(
+        lambda: re.search(r"drain_batches\[[^]]+\] succeeded", own_worker.output()),
+        timeout=30,
+        message=own_worker.output(),
+    )
     assert own_worker.proc.poll() is None
 
 

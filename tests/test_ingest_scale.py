@@ -64,14 +64,10 @@ def test_a_drain_stores_every_waiting_batch_in_one_go(django_capture_on_commit_c
     gpu = GPU.objects.get(uuid=GPU_UUID)
     newest = Sample.objects.order_by("-ts").first()
     assert (gpu.last_sample_at, gpu.last_memory_used_mib) == (newest.ts, newest.memory_used_mib)
-    # The rollups are due, not done: one note for the GPU, spanning all three batches.
-    due = RollupDue.objects.get()
-    assert (due.gpu_id, due.first_ts, due.last_ts) == (
-        gpu.pk,
-        Sample.objects.order_by("ts").first().ts,
-        newest.ts,
-    )
-    assert not GpuMinute.objects.exists()
+    # Samples newer than any stored are rolled up in the same transaction.
+    assert sum(GpuMinute.objects.values_list("samples", flat=True)) == 15
+    assert sum(GpuHour.objects.values_list("samples", flat=True)) == 15
+    assert not RollupDue.objects.exists()
     assert ingest.drain() == (0, 0)
 
 
@@ -177,19 +173,24 @@ def test_a_remembered_gpu_that_was_deleted_is_not_accepted():
 # --- rollups ---------------------------------------------------------------------------------
 
 
-def test_rollups_wait_for_their_periodic_task_and_use_up_their_notes(
+def test_older_samples_wait_for_the_periodic_task_newer_ones_do_not(
     django_capture_on_commit_callbacks,
 ):
     agent = Agent()
     start = (timezone.now() - timedelta(hours=2)).replace(minute=0, second=0, microsecond=0)
-    for part in range(2):
-        row = accepted(
-            agent, batch(6, start + timedelta(minutes=part)), django_capture_on_commit_callbacks
-        )
-        ingest.ingest(row.pk)
-    assert RollupDue.objects.count() == 2 and not GpuMinute.objects.exists()
+    newer = accepted(
+        agent, batch(6, start + timedelta(minutes=1)), django_capture_on_commit_callbacks
+    )
+    ingest.ingest(newer.pk)
+    assert sum(GpuMinute.objects.values_list("samples", flat=True)) == 6
+    older = accepted(agent, batch(6, start), django_capture_on_commit_callbacks)
+    ingest.ingest(older.pk)
+    # Stored, but its minutes wait: a note spans the older samples.
+    due = RollupDue.objects.get()
+    assert (due.first_ts, due.last_ts) == (start, start + timedelta(seconds=50))
+    assert sum(GpuMinute.objects.values_list("samples", flat=True)) == 6
 
-    assert tasks.refresh_rollups.apply().get() == 2
+    assert tasks.refresh_rollups.apply().get() == 1
 
     assert not RollupDue.objects.exists()
     assert sum(GpuMinute.objects.values_list("samples", flat=True)) == 12
@@ -213,11 +214,14 @@ def other_connection() -> psycopg.Connection:
     return psycopg.connect(**params, autocommit=True)
 
 
-def test_only_one_rollup_run_works_at_a_time(transactional_db):
+def test_only_one_rollup_run_works_at_a_time(transactional_db, parking_queue):  # noqa: F811
     postgres_only()
     agent = Agent()
-    assert agent.send(batch(3, minutes_ago(30))).status_code == 202
+    assert agent.send(batch(3, minutes_ago(20))).status_code == 202
     ingest.drain()
+    assert agent.send(batch(3, minutes_ago(30))).status_code == 202  # older: a note
+    ingest.drain()
+    assert RollupDue.objects.count() == 1
     with other_connection() as other:
         other.execute("SELECT pg_advisory_lock(%s)", [rollups._LOCK_KEY])
         assert rollups.run() == 0  # another run holds the lock: this one leaves the notes
@@ -229,7 +233,10 @@ def test_only_one_rollup_run_works_at_a_time(transactional_db):
 # --- a database that drops the connection -----------------------------------------------------
 
 
-def test_a_dropped_database_connection_answers_503_not_500(transactional_db):
+def test_a_dropped_database_connection_answers_503_not_500(
+    transactional_db,
+    parking_queue,  # noqa: F811
+):
     postgres_only()
     agent = Agent()
     connection.ensure_connection()
