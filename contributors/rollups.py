@@ -128,16 +128,17 @@ def run(max_spans: int | None = None) -> int:
             return taken
 
 
-def _spread(out: dict, start: datetime, end: datetime, sign: float) -> None:
-    """Add (or with sign -1 take away) the covered interval [start, end) minute by minute."""
+def _spread(out: dict[int, Agg], start: float, end: float, sign: float) -> None:
+    """Add (or with sign -1 take away) the covered interval [start, end), in epoch seconds,
+    minute by minute."""
     cursor = start
     while cursor < end:
-        bucket = floor_to(cursor, MINUTE)
-        stop = min(end, bucket + MINUTE)
+        bucket = int(cursor // 60) * 60
+        stop = min(end, bucket + 60)
         agg = out.get(bucket)
         if agg is None:
             agg = out[bucket] = Agg()
-        agg.online_s += sign * (stop - cursor).total_seconds()
+        agg.online_s += sign * (stop - cursor)
         cursor = stop
 
 
@@ -145,21 +146,27 @@ def deltas_in_order(previous: datetime | None, rows: list, max_gap: timedelta) -
     """What appending `rows` (one GPU's new samples, ts ascending, all after `previous`, its
     newest stored sample) changes in its minutes: their own values and coverage, and the end
     of `previous`'s coverage, which was counted to previous + max_gap while it was the last.
-    The newest row is counted the same way, to be corrected when the next one comes."""
-    out: dict[datetime, Agg] = {}
-    if previous is not None and rows[0][0] < previous + max_gap:
-        _spread(out, rows[0][0], previous + max_gap, -1.0)
-    for index, (ts, util, mem, temp, power) in enumerate(rows):
-        minute = floor_to(ts, MINUTE)
+    The newest row is counted the same way, to be corrected when the next one comes.
+
+    Works in epoch seconds (this runs for every sample the portal takes)."""
+    gap = max_gap.total_seconds()
+    out: dict[int, Agg] = {}
+    times = [row[0].timestamp() for row in rows]
+    if previous is not None:
+        before = previous.timestamp()
+        if times[0] < before + gap:
+            _spread(out, times[0], before + gap, -1.0)
+    last = len(rows) - 1
+    for index, (_, util, mem, temp, power) in enumerate(rows):
+        ts = times[index]
+        minute = int(ts // 60) * 60
         agg = out.get(minute)
         if agg is None:
             agg = out[minute] = Agg()
         agg.add_sample(util, mem, temp, power)
-        end = ts + max_gap
-        if index + 1 < len(rows):
-            end = min(end, rows[index + 1][0])
+        end = ts + gap if index == last else min(ts + gap, times[index + 1])
         _spread(out, ts, end, 1.0)
-    return out
+    return {datetime.fromtimestamp(minute, tz=UTC): agg for minute, agg in out.items()}
 
 
 def add_deltas(deltas: dict[tuple[int, datetime], Agg]) -> None:
