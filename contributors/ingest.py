@@ -96,7 +96,7 @@ def _store(batches: list[_Claimed]) -> int:
     """Everything a claimed set of batches changes, in the caller's transaction."""
     if not batches:
         return 0
-    # Column-wise, as `unnest` takes them: no per-sample objects on the way.
+    # Column-wise: the per-GPU work below reads them by index, no per-sample objects.
     columns: dict[str, list] = {key: [] for _, key, _ in _SAMPLE_COLUMNS}
     for batch in batches:
         for item in batch.samples:
@@ -178,17 +178,10 @@ def _adapt(value, kind: str):
     return value
 
 
-def _array(values, kind: str) -> list:
-    """A column for `unnest`: psycopg wants one Python type per list (JSON gives 87 and 87.5)."""
-    if kind == "float8":
-        return [None if v is None else float(v) for v in values]
-    return list(values)
-
-
 def _insert(table: str, columns, values: list[list], conflict: str = "") -> None:
-    """INSERT many rows, given column by column, in one statement: `unnest` of one array per
-    column on PostgreSQL (a fixed statement whatever the row count, so it is prepared once),
-    executemany elsewhere."""
+    """INSERT many rows, given column by column, in one statement: on PostgreSQL from one JSON
+    parameter (`portal.db.json_rows`; a fixed statement whatever the row count, so it is
+    prepared once), executemany elsewhere."""
     if not values or not values[0]:
         return
     q = connection.ops.quote_name
@@ -196,10 +189,10 @@ def _insert(table: str, columns, values: list[list], conflict: str = "") -> None
     tail = f" ON CONFLICT {conflict}" if conflict else ""
     kinds = [kind for _, _, kind in columns]
     if connection.vendor == "postgresql":
-        arrays = ", ".join(f"%s::{kind}[]" for kind in kinds)
+        source = db.json_rows([(q(name), kind) for name, _, kind in columns])
         db.fetch(
-            f"INSERT INTO {q(table)} ({names}) SELECT * FROM unnest({arrays}){tail}",  # noqa: S608
-            [_array(column, kind) for column, kind in zip(values, kinds, strict=True)],
+            f"INSERT INTO {q(table)} ({names}) SELECT * FROM {source}{tail}",  # noqa: S608
+            [db.rows_json(zip(*values, strict=True))],
         )
         return
     placeholders = ", ".join(["%s"] * len(columns))
@@ -263,13 +256,8 @@ def _update_live_state(newest: dict[int, dict], received_at: datetime) -> dict[i
         missing = sorted(set(ids) - {row[0] for row in found})
         raise IntegrityError(f"GPUs {missing} no longer exist")
     if postgres:
-        arrays = ", ".join(f"%s::{kind}[]" for _, kind in columns)
-        names = ", ".join(name for name, _ in columns)
-        source = f"unnest({arrays}) AS v({names})"
-        params = [
-            _array(column, kind)
-            for column, (_, kind) in zip(zip(*rows, strict=True), columns, strict=True)
-        ]
+        source = db.json_rows(columns)
+        params = [db.rows_json(rows)]
     else:
         first = "SELECT " + ", ".join(f"%s AS {name}" for name, _ in columns)
         rest = "SELECT " + ", ".join(["%s"] * len(columns))
@@ -297,16 +285,12 @@ def _update_nodes(batches: list[_Claimed]) -> None:
     table = ops.quote_name(Node._meta.db_table)
     if connection.vendor == "postgresql":
         ids = sorted(latest)
+        source = db.json_rows([("id", "int8"), ("seen", "timestamptz"), ("skew", "float8")])
         db.fetch(
             f"UPDATE {table} SET last_seen_at = v.seen, clock_skew_s = v.skew "  # noqa: S608
-            "FROM unnest(%s::int8[], %s::timestamptz[], %s::float8[]) AS v(id, seen, skew) "
-            f"WHERE {table}.id = v.id "
+            f"FROM {source} WHERE {table}.id = v.id "
             f"AND ({table}.last_seen_at IS NULL OR {table}.last_seen_at < v.seen)",
-            [
-                ids,
-                [latest[i].received_at for i in ids],
-                [latest[i].clock_skew_s for i in ids],
-            ],
+            [db.rows_json((i, latest[i].received_at, latest[i].clock_skew_s) for i in ids)],
         )
         return
     with connection.cursor() as cursor:

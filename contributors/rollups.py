@@ -213,14 +213,11 @@ def _upsert_adding(model, rows: dict[tuple[int, datetime], Agg]) -> None:
     tail = f" ON CONFLICT (gpu_id, start) DO UPDATE SET {updates}"
     if postgres:
         kinds = ["int8", "timestamptz", *(_KINDS[c] for c in _COLUMNS)]
-        arrays = ", ".join(f"%s::{kind}[]" for kind in kinds)
+        source = db.json_rows([(q(n), kind) for n, kind in zip(names, kinds, strict=True)])
         db.fetch(
             f"INSERT INTO {table} ({', '.join(q(n) for n in names)}) "  # noqa: S608
-            f"SELECT * FROM unnest({arrays}){tail}",
-            [
-                [None if v is None else float(v) for v in column] if kind == "float8" else column
-                for column, kind in zip(columns, kinds, strict=True)
-            ],
+            f"SELECT * FROM {source}{tail}",
+            [db.rows_json(zip(*columns, strict=True))],
         )
         return
     placeholders = ", ".join(["%s"] * len(names))
