@@ -31,6 +31,11 @@ _broker_down_until = 0.0
 # not redeliver): the next request after it publishes a new one.
 DRAIN_FLAG = "ingest:drain:{slot}"
 DRAIN_FLAG_TTL_S = 10
+# A drain waits this long between clearing its flag and its last look. So a web process that
+# saw the flag set less than half of it ago may skip asking again: that look comes after its
+# commit (the flag was cleared after the process saw it, and the look comes a grace later).
+DRAIN_GRACE_S = 0.2
+_flag_seen_at: dict[int, float] = {}
 
 
 def _publish(task, args: list, what: str, force: bool) -> bool:
@@ -67,10 +72,15 @@ def request_drain(node_pk: int) -> bool:
     that check comes after this batch's commit and claims it. True if a drain will run.
     """
     slot = node_pk % settings.INGEST_DRAINS
+    now = time.monotonic()
+    if now - _flag_seen_at.get(slot, -DRAIN_GRACE_S) < DRAIN_GRACE_S / 2:
+        return True  # under load: most batches are covered without a round trip to the cache
     flag = DRAIN_FLAG.format(slot=slot)
     if not hotcache.add_flag(flag, DRAIN_FLAG_TTL_S):
+        _flag_seen_at[slot] = now
         return True
     if _publish(drain_batches, [slot], f"a drain of slot {slot}", force=False):
+        _flag_seen_at[slot] = now
         return True
     cache.delete(flag)
     return False
@@ -108,9 +118,9 @@ def drain_batches(self, slot: int) -> int:
     the next, so that under load each transaction stores dozens of batches instead of one or
     two (the cost of a transaction is mostly per statement, not per row). It runs at most
     INGEST_DRAIN_MAX_S, then hands over to a fresh message, so that other tasks get their turn
-    and no drain outlives the task time limit. Before it ends it clears its slot's flag and
-    looks once more: a batch committed after that look finds the flag clear and publishes a
-    new drain.
+    and no drain outlives the task time limit. Before it ends it clears its slot's flag and,
+    DRAIN_GRACE_S later, looks once more: a batch committed after that look finds the flag
+    clear and publishes a new drain (see `request_drain`).
     """
     flag = DRAIN_FLAG.format(slot=slot)
     deadline = time.monotonic() + settings.INGEST_DRAIN_MAX_S
@@ -128,6 +138,7 @@ def drain_batches(self, slot: int) -> int:
                     time.sleep(settings.INGEST_DRAIN_PAUSE_S)
                 continue
             cache.delete(flag)
+            time.sleep(DRAIN_GRACE_S)
             taken, samples = ingest.drain()
             stored += samples
             if not taken or not hotcache.add_flag(flag, DRAIN_FLAG_TTL_S):

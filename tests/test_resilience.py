@@ -280,9 +280,21 @@ def own_broker(request, tmp_path, reaper):
 
 @pytest.fixture(autouse=True)
 def _no_enqueue_backoff_left_over(monkeypatch):
-    """`enqueue_ingest` may stop trying for a while after a broker failure (a process-wide
-    backoff): start each test without one, and leave none behind for other tests."""
+    """`request_drain` may stop trying for a while after a broker failure (a process-wide
+    backoff) and remembers seeing a drain's flag for a moment: start each test without
+    either, and leave neither behind for other tests."""
     monkeypatch.setattr(tasks_module, "_broker_down_until", 0.0, raising=False)
+    monkeypatch.setattr(tasks_module, "_flag_seen_at", {}, raising=False)
+
+
+def forget_drain_flags() -> None:
+    """What happens DRAIN_FLAG_TTL_S after a broker lost its queue: the flags that said "a
+    drain is coming" for the lost messages expire, and the next batch asks again."""
+    for slot in range(settings.INGEST_DRAINS):
+        cache.delete(tasks_module.DRAIN_FLAG.format(slot=slot))
+    tasks_module._flag_seen_at.clear()
+    # Web processes remember seeing a flag for half a grace; let that pass too.
+    time.sleep(tasks_module.DRAIN_GRACE_S)
 
 
 def _reset_producer_pools() -> None:
@@ -658,15 +670,16 @@ def test_sigkilled_worker_loses_nothing_and_counts_nothing_twice(
 
 @pytest.fixture
 def enqueued(monkeypatch) -> list[bool]:
-    """What each enqueue the telemetry API made returned (True: sent, False: broker down)."""
+    """What each drain request of the telemetry API returned (True: a drain will look for the
+    batch, False: the broker is down and the sweeper will)."""
     results: list[bool] = []
-    real_enqueue = agent_api.enqueue_ingest
+    real_request = agent_api.request_drain
 
-    def spy(batch_pk: int) -> bool:
-        results.append(real_enqueue(batch_pk))
+    def spy(node_pk: int) -> bool:
+        results.append(real_request(node_pk))
         return results[-1]
 
-    monkeypatch.setattr(agent_api, "enqueue_ingest", spy)
+    monkeypatch.setattr(agent_api, "request_drain", spy)
     return results
 
 
@@ -679,11 +692,13 @@ def test_broker_down_then_back_empty_loses_no_batch(
 
     with producer_using(default_queue=queue, broker=broker):
         post_overlapping_batches(node, count=10, per_batch=30, overlap=3)
-        # Ten accepted batches, ten enqueues (the replay is answered, not enqueued again).
+        # Ten accepted batches (the replay is answered, not enqueued again), one drain message:
+        # the other nine found its flag set.
         assert enqueued == [True] * 10
-        assert broker.queue_size(queue) == 10
+        assert broker.queue_size(queue) == 1
 
         broker.crash()
+        forget_drain_flags()
         caplog.clear()
         start = timezone.now() - timedelta(minutes=10)
         while_down = []
@@ -746,6 +761,7 @@ def test_telemetry_answers_promptly_while_the_broker_is_down(tmp_path, reaper):
     wait_until(lambda: broker.queue_size(queue) == 1, 10, "the web process never enqueued")
 
     broker.crash()
+    forget_drain_flags()
     durations = []
     for k in range(1, 9):
         status, seconds = http_post(url, node.batch([base + timedelta(seconds=k)]), node.token)
