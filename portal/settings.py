@@ -136,6 +136,12 @@ MIDDLEWARE = [
     # Last, so that it sees a view's exception first.
     "portal.middleware.DatabaseUnavailableMiddleware",
 ]
+# What the agent API's requests go through (portal/wsgi.py): nothing that only pages need.
+AGENT_API_MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "portal.middleware.RejectNulMiddleware",
+    "portal.middleware.DatabaseUnavailableMiddleware",
+]
 
 ROOT_URLCONF = "portal.urls"
 WSGI_APPLICATION = "portal.wsgi.application"

@@ -250,3 +250,58 @@ def test_a_dropped_database_connection_answers_503_not_500(
     assert response["Retry-After"] == "5"
     connection.close()  # what Django does after such a request (not done by the test client)
     assert agent.send(batch(2, minutes_ago(5))).status_code == 202
+
+
+# --- the agent API's own middleware stack (portal/wsgi.py) ------------------------------------
+
+
+def wsgi(path: str, body: bytes = b"", token: str = "", method: str = "POST", query: str = ""):
+    """Call the WSGI application gunicorn serves; (status, headers, body)."""
+    import io
+    import sys
+
+    from portal.wsgi import application
+
+    environ = {
+        "REQUEST_METHOD": method,
+        "PATH_INFO": path,
+        "QUERY_STRING": query,
+        "SERVER_NAME": "localhost",
+        "SERVER_PORT": "80",
+        "HTTP_HOST": "localhost",
+        "REMOTE_ADDR": "127.0.0.1",
+        "wsgi.url_scheme": "http",
+        "wsgi.input": io.BytesIO(body),
+        "wsgi.errors": sys.stderr,
+        "CONTENT_TYPE": "application/json",
+        "CONTENT_LENGTH": str(len(body)),
+        "HTTP_AUTHORIZATION": f"Bearer {token}",
+    }
+    answer = {}
+
+    def start_response(status, headers, exc_info=None):
+        answer["status"], answer["headers"] = int(status.split()[0]), dict(headers)
+
+    content = b"".join(application(environ, start_response))
+    return answer["status"], answer["headers"], content
+
+
+def test_agent_requests_skip_the_middleware_only_pages_need(
+    transactional_db,
+    parking_queue,  # noqa: F811
+):
+    import json
+
+    agent = Agent()
+    status, headers, content = wsgi(
+        "/api/v1/agent/telemetry", json.dumps(batch(2, minutes_ago(5))).encode(), agent.token
+    )
+    assert status == 202, content
+    assert headers["X-Content-Type-Options"] == "nosniff"  # security headers still apply
+    assert "X-Frame-Options" not in headers and "Set-Cookie" not in headers
+    status, _, _ = wsgi("/api/v1/agent/config", token=agent.token, method="GET", query="a=%00")
+    assert status == 400  # NUL refused, as on every URL
+
+    status, headers, _ = wsgi("/", method="GET")
+    assert status == 200
+    assert headers["X-Frame-Options"] == "DENY"  # pages get the whole stack

@@ -48,7 +48,7 @@ from django.utils import timezone
 from contributors import ingest
 from contributors import tasks as tasks_module
 from contributors.api import agent as agent_api
-from contributors.models import Contributor, EnrollmentCode, Node, Sample, TelemetryBatch
+from contributors.models import GPU, Contributor, EnrollmentCode, Node, Sample, TelemetryBatch
 from contributors.tasks import ingest_batch, sweep_pending_batches
 from portal import tasks as portal_tasks
 from portal.celery_app import app as celery_app
@@ -569,10 +569,13 @@ def configured_queue_size(queue: str) -> int:
 
 @contextmanager
 def holding_batch(pk: int):
-    """Keep a worker's `ingest(pk)` from committing: a row lock on the batch (PostgreSQL), or
-    the database's write lock (SQLite, whose transactions here begin IMMEDIATE)."""
+    """Keep a worker's `ingest(pk)` from committing, half-way through: on PostgreSQL a lock on
+    the batch's GPU rows, which the worker takes after claiming the batch (a lock on the batch
+    itself would only make the worker skip it); on SQLite the database's write lock (its
+    transactions here begin IMMEDIATE)."""
+    node_id = TelemetryBatch.objects.values_list("node_id", flat=True).get(pk=pk)
     with transaction.atomic():
-        TelemetryBatch.objects.select_for_update().filter(pk=pk).first()
+        list(GPU.objects.select_for_update().filter(node_id=node_id))
         yield
 
 
