@@ -307,7 +307,7 @@ def _reset_producer_pools() -> None:
 
 @contextmanager
 def producer_using(default_queue: str, broker=None):
-    """Point this process's Celery app (what `enqueue_ingest` sends through) at `broker`, if
+    """Point this process's Celery app (what the API publishes through) at `broker`, if
     given, and its default queue at `default_queue`; restore both afterwards."""
     conf = celery_app.conf
     keys = ("broker_write_url", "broker_read_url", "broker_transport_options")
