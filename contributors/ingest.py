@@ -25,6 +25,7 @@ from django.utils import timezone
 
 from contributors import rollups
 from contributors.models import GPU, Node, RollupDue, Sample, TelemetryBatch
+from contributors.telemetry import SAMPLE_FIELDS, stored_sample
 from portal import db
 
 log = logging.getLogger(__name__)
@@ -97,11 +98,8 @@ def _store(batches: list[_Claimed]) -> int:
     if not batches:
         return 0
     # Column-wise: the per-GPU work below reads them by index, no per-sample objects.
-    columns: dict[str, list] = {key: [] for _, key, _ in _SAMPLE_COLUMNS}
-    for batch in batches:
-        for item in batch.samples:
-            for key, values in columns.items():
-                values.append(item[key])
+    items = [stored_sample(item) for batch in batches for item in batch.samples]
+    columns = {key: [item[i] for item in items] for i, key in enumerate(SAMPLE_FIELDS)}
     columns["ts"] = [datetime.fromisoformat(ts) for ts in columns["ts"]]
     if columns["gpu"]:
         per_gpu: dict[int, list[int]] = {}  # GPU -> indexes of its samples

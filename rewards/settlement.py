@@ -25,6 +25,7 @@ from django.db.models import Min
 from django.utils import timezone
 
 from contributors.models import GPU, GpuFlag, Sample, TelemetryBatch
+from contributors.telemetry import stored_sample
 from rewards.catalog import Catalog
 from rewards.models import Epoch, HeldOut, RewardEntry, RewardPolicy
 from rewards.usage import Usage, usage_for
@@ -96,7 +97,7 @@ def pending_sample_times() -> list[datetime]:
     times = []
     pending = TelemetryBatch.objects.filter(status=TelemetryBatch.Status.PENDING)
     for samples in pending.values_list("samples", flat=True).iterator(chunk_size=200):
-        times.extend(datetime.fromisoformat(item["ts"]) for item in samples)
+        times.extend(datetime.fromisoformat(stored_sample(item)[1]) for item in samples)
     return sorted(times)
 
 

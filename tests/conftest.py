@@ -32,10 +32,14 @@ def database_url_for_test_db() -> str:
 
 @pytest.fixture(autouse=True)
 def _fresh_cache():
-    """Rate limits and heartbeats live in the shared cache: every test starts without them."""
+    """Rate limits, heartbeats and drain flags live in the shared cache, and web processes
+    remember a drain flag for a moment: every test starts without them."""
     from django.core.cache import cache
 
+    from contributors import tasks
+
     cache.clear()
+    tasks._flag_seen_at.clear()
 
 
 class WorkerProcess:

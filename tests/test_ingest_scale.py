@@ -305,3 +305,39 @@ def test_agent_requests_skip_the_middleware_only_pages_need(
     status, headers, _ = wsgi("/", method="GET")
     assert status == 200
     assert headers["X-Frame-Options"] == "DENY"  # pages get the whole stack
+
+
+def test_a_batch_accepted_before_the_list_form_is_still_stored():
+    """Batches keep samples as lists (`telemetry.SAMPLE_FIELDS`); ones accepted by an earlier
+    release, with objects, may still be pending when a new worker starts."""
+    agent = Agent()
+    gpu = GPU.objects.get(uuid=GPU_UUID)
+    ts = minutes_ago(3).replace(microsecond=0)
+    TelemetryBatch.objects.create(
+        node_id=agent.node_id,
+        batch_id="7d4c2a56-5b8e-4d5e-9a55-1f0c6a1d9e01",
+        samples=[
+            {
+                "gpu": gpu.pk,
+                "ts": ts.isoformat(),
+                "util": 55.5,
+                "used": 2048,
+                "total": 40960,
+                "temp": 61.0,
+                "power": None,
+                "job": "job-7",
+            }
+        ],
+        sample_count=1,
+        response={},
+    )
+
+    assert ingest.drain() == (1, 1)
+
+    stored = Sample.objects.get()
+    assert (stored.gpu_id, stored.ts, stored.utilization_gpu_pct, stored.job_id) == (
+        gpu.pk,
+        ts,
+        55.5,
+        "job-7",
+    )
