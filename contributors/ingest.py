@@ -100,7 +100,8 @@ def _store(batches: list[_Claimed]) -> int:
     # Column-wise: the per-GPU work below reads them by index, no per-sample objects.
     items = [stored_sample(item) for batch in batches for item in batch.samples]
     columns = {key: [item[i] for item in items] for i, key in enumerate(SAMPLE_FIELDS)}
-    columns["ts"] = [datetime.fromisoformat(ts) for ts in columns["ts"]]
+    texts = columns["ts"]
+    columns["ts"] = [datetime.fromisoformat(ts) for ts in texts]
     if columns["gpu"]:
         per_gpu: dict[int, list[int]] = {}  # GPU -> indexes of its samples
         for index, gpu in enumerate(columns["gpu"]):
@@ -111,12 +112,10 @@ def _store(batches: list[_Claimed]) -> int:
             {gpu: {key: columns[key][i] for key in columns} for gpu, i in newest.items()},
             max(b.received_at for b in batches),
         )
-        _insert(
-            Sample._meta.db_table,
-            _SAMPLE_COLUMNS,
-            [columns[key] for _, key, _ in _SAMPLE_COLUMNS],
-            conflict="(gpu_id, ts) DO NOTHING",
-        )
+        values = [columns[key] for _, key, _ in _SAMPLE_COLUMNS]
+        if connection.vendor == "postgresql":
+            values[1] = texts  # ISO 8601 as the API wrote them: PostgreSQL reads them as they are
+        _insert(Sample._meta.db_table, _SAMPLE_COLUMNS, values, conflict="(gpu_id, ts) DO NOTHING")
         _roll_up(columns, per_gpu, previous)
     _update_nodes(batches)
     TelemetryBatch.objects.filter(pk__in=[b.pk for b in batches]).update(

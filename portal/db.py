@@ -51,7 +51,7 @@ def json_rows(columns: list[tuple[str, str]]) -> str:
 
 def rows_json(rows) -> str:
     """Rows (sequences) as the JSON `json_rows` reads; times as ISO 8601."""
-    return json.dumps([list(row) for row in rows], default=_iso)
+    return json.dumps(list(rows), default=_iso)
 
 
 def _iso(value):

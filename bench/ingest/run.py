@@ -1,19 +1,23 @@
 """bench/ingest: telemetry ingestion end to end on PostgreSQL + Redis, all on loopback.
 
-A fleet of simulated nodes of 8 GPUs posts batches of 24 samples (3 per GPU) to gunicorn (sync
-workers) as fast as the server answers; Celery workers persist them. Printed:
+A fleet of simulated nodes of 8 GPUs (12,500 nodes: 100,000 GPUs by default) posts batches of
+24 samples (3 per GPU, 10 s apart) to gunicorn (sync workers) as fast as the server answers;
+Celery workers persist them and beat runs the ingestion side's periodic tasks (rollups,
+sweeper), as in production. The load comes from wrk with `fleet.lua` (Debian's `wrk` package;
+without it, from Python processes, which take more of the shared cores). A warm-up lets every
+node report first, as to a portal that has been running. Printed, for the measured phase:
 
-- samples/s accepted by the API and samples/s persisted (counted in the samples table, from the
-  first request to the last batch processed), API latency p50/p99;
+- samples/s accepted by the API (its own count) and samples/s persisted (counted in the samples
+  table, from the first request to the last batch stored), API latency p50/p99;
 - in the same run, a binary PostgreSQL COPY of the same number of rows into a copy of the
   samples table: the ceiling, and the ratio of persisted to it;
-- the CPU time each part used (gunicorn, Celery, PostgreSQL, Redis, the load clients), in all
+- the CPU time each part used (gunicorn, Celery, PostgreSQL, Redis, the load generator), in all
   and per request, since they all share this machine's cores.
 
 Usage (PostgreSQL at 127.0.0.1:5432 and Redis at 127.0.0.1:6379, as .ci/run expects):
 
-    .venv/bin/python bench/ingest/run.py [--seconds 30] [--nodes 12500] [--clients 4]
-        [--web-workers 3] [--worker-concurrency 2]
+    .venv/bin/python bench/ingest/run.py [--seconds 60] [--warmup 40] [--nodes 12500]
+        [--clients 8] [--web-workers 2] [--worker-concurrency 2] [--python-clients]
 
 It creates (and drops first) the database `bench_ingest` and uses Redis databases 14 and 15.
 """
@@ -408,7 +412,7 @@ def main() -> None:
     parser.add_argument(
         "--nodes", type=int, default=12500, help="default: 100,000 GPUs, as in the target"
     )
-    parser.add_argument("--clients", type=int, default=4, help="concurrent connections")
+    parser.add_argument("--clients", type=int, default=8, help="concurrent connections")
     parser.add_argument("--web-workers", type=int, default=2)
     parser.add_argument("--worker-concurrency", type=int, default=2)
     parser.add_argument(
