@@ -5,7 +5,9 @@ Third-party agents rely on these status and error codes; change them only with a
 
 from django.conf import settings
 from django.db import transaction
+from rest_framework.negotiation import BaseContentNegotiation
 from rest_framework.permissions import AllowAny
+from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
@@ -53,11 +55,24 @@ def authenticated_node(request) -> Node:
     return node
 
 
+class JsonOnly(BaseContentNegotiation):
+    """Agents get JSON whatever their Accept header says: no header parsing on every report
+    (DRF's "ignore the client" negotiation)."""
+
+    def select_parser(self, request, parsers):
+        return parsers[0]
+
+    def select_renderer(self, request, renderers, format_suffix=None):
+        return renderers[0], renderers[0].media_type
+
+
 class AgentView(APIView):
     """Agent endpoints authenticate themselves; DRF's session and CSRF machinery stays out."""
 
     authentication_classes = []
     permission_classes = [AllowAny]
+    renderer_classes = [JSONRenderer]
+    content_negotiation_class = JsonOnly
 
     def get_authenticate_header(self, request):
         return AGENT_REALM
