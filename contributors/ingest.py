@@ -108,10 +108,13 @@ def _store(batches: list[_Claimed]) -> int:
             per_gpu.setdefault(gpu, []).append(index)
         times = columns["ts"]
         newest = {gpu: max(indexes, key=times.__getitem__) for gpu, indexes in per_gpu.items()}
-        previous = _update_live_state(
-            {gpu: {key: columns[key][i] for key in columns} for gpu, i in newest.items()},
-            max(b.received_at for b in batches),
-        )
+        live = {gpu: {key: columns[key][i] for key in columns} for gpu, i in newest.items()}
+        for batch in batches:  # each GPU was last seen when its own newest batch came in
+            for item in batch.samples:
+                state = live[stored_sample(item)[0]]
+                if state.get("seen") is None or batch.received_at > state["seen"]:
+                    state["seen"] = batch.received_at
+        previous = _update_live_state(live)
         values = [columns[key] for _, key, _ in _SAMPLE_COLUMNS]
         if connection.vendor == "postgresql":
             values[1] = texts  # ISO 8601 as the API wrote them: PostgreSQL reads them as they are
@@ -214,7 +217,7 @@ _LIVE = (
 )
 
 
-def _update_live_state(newest: dict[int, dict], received_at: datetime) -> dict[int, datetime]:
+def _update_live_state(newest: dict[int, dict]) -> dict[int, datetime]:
     """One UPDATE for all the GPUs: newest sample values and when they were seen.
 
     Batches may be processed out of order, so a GPU's values change only if this batch's
@@ -233,12 +236,14 @@ def _update_live_state(newest: dict[int, dict], received_at: datetime) -> dict[i
         for field, key, _ in _LIVE
     ]
     sets.append(
-        f"last_seen_at = CASE WHEN {table}.last_seen_at IS NULL OR {table}.last_seen_at < %s "
-        f"THEN %s ELSE {table}.last_seen_at END"
+        f"last_seen_at = CASE WHEN {table}.last_seen_at IS NULL OR {table}.last_seen_at < v.seen "
+        f"THEN v.seen ELSE {table}.last_seen_at END"
     )
-    seen = ops.adapt_datetimefield_value(received_at)
-    columns = [("id", "int8"), *((key, kind) for _, key, kind in _LIVE)]
-    rows = [[gpu_id, *(newest[gpu_id][key] for _, key, _ in _LIVE)] for gpu_id in ids]
+    columns = [("id", "int8"), *((key, kind) for _, key, kind in _LIVE), ("seen", "timestamptz")]
+    rows = [
+        [gpu_id, *(newest[gpu_id][key] for _, key, _ in _LIVE), newest[gpu_id]["seen"]]
+        for gpu_id in ids
+    ]
     if postgres:
         found = db.fetch(
             f"SELECT id, last_sample_at FROM {table} WHERE id = ANY(%s) "  # noqa: S608
@@ -252,22 +257,19 @@ def _update_live_state(newest: dict[int, dict], received_at: datetime) -> dict[i
         # which batch named a GPU deleted since it was accepted: say it here, per drain.
         missing = sorted(set(ids) - {row[0] for row in found})
         raise IntegrityError(f"GPUs {missing} no longer exist")
+    update = f"UPDATE {table} SET {', '.join(sets)} FROM {{source}} WHERE {table}.id = v.id"  # noqa: S608
     if postgres:
-        source = db.json_rows(columns)
-        params = [db.rows_json(rows)]
-    else:
-        first = "SELECT " + ", ".join(f"%s AS {name}" for name, _ in columns)
-        rest = "SELECT " + ", ".join(["%s"] * len(columns))
-        source = "(" + " UNION ALL ".join([first] + [rest] * (len(rows) - 1)) + ") AS v"
-        kinds = [kind for _, kind in columns]
-        params = [
-            _adapt(value, kind) for row in rows for value, kind in zip(row, kinds, strict=True)
-        ]
-    # The SET clause's two placeholders come before the FROM clause's.
-    db.fetch(
-        f"UPDATE {table} SET {', '.join(sets)} FROM {source} WHERE {table}.id = v.id",  # noqa: S608
-        [seen, seen, *params],
-    )
+        db.fetch(update.format(source=db.json_rows(columns)), [db.rows_json(rows)])
+        return dict(found)
+    # SQLite: the rows as a UNION ALL of SELECTs, in chunks (it allows 500 terms a compound).
+    kinds = [kind for _, kind in columns]
+    first = "SELECT " + ", ".join(f"%s AS {name}" for name, _ in columns)
+    rest = "SELECT " + ", ".join(["%s"] * len(columns))
+    for start in range(0, len(rows), 400):
+        chunk = rows[start : start + 400]
+        source = "(" + " UNION ALL ".join([first] + [rest] * (len(chunk) - 1)) + ") AS v"
+        params = [_adapt(v, k) for row in chunk for v, k in zip(row, kinds, strict=True)]
+        db.fetch(update.format(source=source), params)
     return dict(found)
 
 
@@ -282,6 +284,9 @@ def _update_nodes(batches: list[_Claimed]) -> None:
     table = ops.quote_name(Node._meta.db_table)
     if connection.vendor == "postgresql":
         ids = sorted(latest)
+        # Locked in id order first, as the GPUs are: two drains never wait on each other in a
+        # circle.
+        db.fetch(f"SELECT id FROM {table} WHERE id = ANY(%s) ORDER BY id FOR UPDATE", [ids])  # noqa: S608
         source = db.json_rows([("id", "int8"), ("seen", "timestamptz"), ("skew", "float8")])
         db.fetch(
             f"UPDATE {table} SET last_seen_at = v.seen, clock_skew_s = v.skew "  # noqa: S608

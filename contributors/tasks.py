@@ -27,10 +27,11 @@ BROKER_BACKOFF_S = 10.0
 _broker_down_until = 0.0
 
 # "A drain of this slot is queued or running, and will look for new batches before it ends."
-# The time to live only matters if that drain was lost (a killed worker on a broker that does
-# not redeliver): the next request after it publishes a new one.
+# A running drain renews it on every pass, so it never lapses under a drain that is working;
+# the time to live only matters if that drain was lost (a killed worker on a broker that does
+# not redeliver): the first request after it publishes a new one.
 DRAIN_FLAG = "ingest:drain:{slot}"
-DRAIN_FLAG_TTL_S = 10
+DRAIN_FLAG_TTL_S = 30
 # A drain waits this long between clearing its flag and its last look. So a web process that
 # saw the flag set less than half of it ago may skip asking again: that look comes after its
 # commit (the flag was cleared after the process saw it, and the look comes a grace later).
@@ -130,6 +131,7 @@ def drain_batches(self, slot: int) -> int:
             taken, samples = ingest.drain()
             stored += samples
             if taken:
+                hotcache.set_flag(flag, DRAIN_FLAG_TTL_S)
                 if time.monotonic() > deadline:
                     if not _publish(drain_batches, [slot], f"a drain of slot {slot}", True):
                         cache.delete(flag)

@@ -5,6 +5,7 @@ serializer framework costs several times more per sample than these checks (FIEL
 The worker side, turning stored batches into samples, is `contributors.ingest`.
 """
 
+import hashlib
 import json
 import logging
 import math
@@ -510,24 +511,33 @@ def accept(
     return Outcome(202, batch.response, batch=batch, enqueue=bool(batch.sample_count))
 
 
+def inventory_fingerprint(gpus: list) -> str:
+    """The same inventory, sent again, gives the same fingerprint."""
+    text = json.dumps(gpus, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
 @dataclass(frozen=True)
 class KnownAgent:
-    """What the shared cache remembers of a token that authenticated: its node and GPUs.
+    """What the shared cache remembers of a token that authenticated: its node, its GPUs and
+    the fingerprint of the inventory it last sent that changed nothing.
 
-    Enough to take the usual report (samples of known GPUs, no inventory) without reading the
-    node: the INSERT itself checks, in the same statement, that the token is still the node's,
-    the node is not revoked and every GPU is still the node's. So a cached entry can be stale
-    without harm: the report then takes the full path, which reads the database.
+    Enough to take the usual report (samples of known GPUs, no inventory or the same one again)
+    without reading the node: the INSERT itself checks, in the same statement, that the token
+    is still the node's, the node is not revoked and every GPU is still the node's. So a cached
+    entry can be stale without harm: the report then takes the full path, which reads the
+    database. Entries live TTL_S, so an inventory is registered in full at least that often.
     """
 
     node_id: int
     gpu_ids: dict[str, int]
+    inventory: str = ""
 
     CACHE_KEY = "agent:{digest}"
     TTL_S = 600
 
     def dumps(self) -> str:
-        return json.dumps({"node": self.node_id, "gpus": self.gpu_ids})
+        return json.dumps({"node": self.node_id, "gpus": self.gpu_ids, "inv": self.inventory})
 
     @classmethod
     def loads(cls, text: str | None) -> "KnownAgent | None":
@@ -535,28 +545,30 @@ class KnownAgent:
             return None
         try:
             value = json.loads(text)
-            return cls(node_id=int(value["node"]), gpu_ids=dict(value["gpus"]))
+            return cls(int(value["node"]), dict(value["gpus"]), str(value.get("inv", "")))
         except (ValueError, TypeError, KeyError):
             return None
 
     @classmethod
-    def of(cls, agent: AgentNode) -> "KnownAgent":
+    def of(cls, agent: AgentNode, inventory: str = "") -> "KnownAgent":
         uuid_at, id_at = GPU_COLUMNS.index("uuid"), GPU_COLUMNS.index("id")
-        return cls(agent.node.pk, {row[uuid_at]: row[id_at] for row in agent.gpu_rows})
+        return cls(agent.node.pk, {row[uuid_at]: row[id_at] for row in agent.gpu_rows}, inventory)
 
 
 def accept_known(
     known: KnownAgent, token_digest: str, body: dict, now: datetime | None = None
 ) -> Outcome | None:
     """The usual report of a remembered agent, with one statement; None if it needs the full
-    path (`accept` after `authenticate`): an inventory, a GPU the entry does not know, a body
-    to refuse, a replay, or a token, node or GPU that is no longer what the entry says."""
+    path (`accept` after `authenticate`): a new inventory, a GPU the entry does not know, a
+    body to refuse, a replay, or a token, node or GPU that is no longer what the entry says."""
     now = now or timezone.now()
     try:
         batch_id, sent_at, samples, gpus = _fields(body)
     except Refused:
         return None  # answered by the full path, which first says whether the token is valid
-    if gpus or not _named_gpus(samples) <= known.gpu_ids.keys():
+    if gpus and (not known.inventory or inventory_fingerprint(gpus) != known.inventory):
+        return None
+    if not _named_gpus(samples) <= known.gpu_ids.keys():
         return None
     inventory = _Inventory(ids=known.gpu_ids)
     batch = _batch(known.node_id, batch_id, sent_at, now, samples, inventory, [])

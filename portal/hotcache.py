@@ -27,19 +27,20 @@ def redis_client(backend) -> Redis | None:
 
 
 def count_hit(cache_key: str, ttl_s: int, fetch: str = "") -> tuple[int | None, str | None]:
-    """INCR + EXPIRE NX (+ GET of the text entry `fetch`) in one pipeline: the new count and the
-    entry, or (None, None) if the cache is not Redis."""
+    """SET NX EX + INCR (+ GET of the text entry `fetch`) in one pipeline: the new count and the
+    entry, or (None, None) if the cache is not Redis. (SET NX creates the counter with its
+    expiry, so the window ends on time on any Redis since 2.6.12.)"""
     backend = caches["default"]
     client = redis_client(backend)
     if client is None:
         return None, None
     key = backend.make_and_validate_key(cache_key)
     pipe = client.pipeline(transaction=False)
+    pipe.set(key, 0, ex=ttl_s, nx=True)
     pipe.incr(key)
-    pipe.expire(key, ttl_s, nx=True)
     if fetch:
         pipe.get(backend.make_and_validate_key(fetch))
-    count, _, *fetched = pipe.execute()
+    _, count, *fetched = pipe.execute()
     text = fetched[0] if fetched else None
     return count, text.decode() if isinstance(text, bytes) else text
 
@@ -63,6 +64,16 @@ def set_text(cache_key: str, value: str, ttl_s: int) -> None:
         backend.set(cache_key, value, timeout=ttl_s)
     else:
         client.set(backend.make_and_validate_key(cache_key), value, ex=ttl_s)
+
+
+def set_flag(cache_key: str, ttl_s: int) -> None:
+    """Set `cache_key` (again), with a fresh time to live."""
+    backend = caches["default"]
+    client = redis_client(backend)
+    if client is None:
+        backend.set(cache_key, 1, timeout=ttl_s)
+    else:
+        client.set(backend.make_and_validate_key(cache_key), 1, ex=ttl_s)
 
 
 def delete(cache_key: str) -> None:

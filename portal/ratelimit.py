@@ -1,7 +1,7 @@
 """Fixed-window rate limits kept in the shared cache, so every web process counts together.
 
-On Redis a hit is one round trip: INCR and EXPIRE NX in a pipeline (`portal.hotcache`; atomic
-each, and the counter is created by the INCR). Other caches go through Django's `add`/`incr`.
+On Redis a hit is one round trip: SET NX EX and INCR in a pipeline (`portal.hotcache`; atomic
+each, and the counter is created with its expiry). Other caches go through Django's `add`/`incr`.
 Django's file cache implements both as read-then-write, so with it the count is kept under an
 exclusive file lock: the embedded default stays exact across gunicorn workers, at the cost of
 a lock per hit.

@@ -341,3 +341,42 @@ def test_a_batch_accepted_before_the_list_form_is_still_stored():
         55.5,
         "job-7",
     )
+
+
+def test_the_same_inventory_again_keeps_the_single_statement_a_new_one_is_registered(
+    django_capture_on_commit_callbacks,
+):
+    agent = Agent()
+    inventory = [{"uuid": GPU_UUID, "name": "NVIDIA A100-SXM4-40GB", "memory_total_mib": 40960}]
+    first = batch(2, minutes_ago(20))
+    first["gpus"] = inventory
+    accepted(agent, first, django_capture_on_commit_callbacks)
+
+    again = batch(2, minutes_ago(15))
+    again["gpus"] = inventory
+    with django_capture_on_commit_callbacks(), CaptureQueriesContext(connection) as queries:
+        assert agent.send(again).status_code == 202
+    assert [q["sql"].split()[0] for q in queries.captured_queries] == ["INSERT"]
+
+    grown = on_gpu(batch(2, minutes_ago(10)), SECOND_GPU)
+    grown["gpus"] = [
+        *inventory,
+        {"uuid": SECOND_GPU, "name": "NVIDIA A100-SXM4-40GB", "memory_total_mib": 40960},
+    ]
+    with django_capture_on_commit_callbacks():
+        response = agent.send(grown)
+    assert (response.status_code, response.json()["accepted"]) == (202, 2)
+    assert GPU.objects.filter(node_id=agent.node_id).count() == 2
+
+
+def test_a_throttled_token_that_is_not_valid_hears_401_not_429(settings):
+    settings.TELEMETRY_RATE_PER_MIN = 1
+    agent = Agent()
+    assert agent.send(batch(1, minutes_ago(20))).status_code == 202
+    throttled = agent.send(batch(1, minutes_ago(19)))
+    assert (throttled.status_code, throttled.json()["error"]) == (429, "throttled")
+
+    agent.token = agent.token[:-4] + "zzzz"
+    for _ in range(2):
+        refused = agent.send(batch(1, minutes_ago(18)))
+        assert (refused.status_code, refused.json()["error"]) == (401, "invalid_token")

@@ -155,6 +155,7 @@ def test_rollups_equal_the_reference_whatever_the_batching(
     GpuMinute.objects.all().delete()
     GpuHour.objects.all().delete()
     Sample.objects.all().delete()
+    GPU.objects.update(last_sample_at=None)  # a GPU with no samples yet, for every example
     t0 = base_time() - timedelta(hours=2)
     times = [t0 + timedelta(seconds=o) for o in offsets]
     shuffled = [sample(t) for t in times]

@@ -22,6 +22,8 @@ from omnitensor_agent.spool import Spool
 log = logging.getLogger(__name__)
 
 CONFIG_REFRESH_S = 300.0
+# The GPU inventory is sent again at least this often even when unchanged.
+INVENTORY_EVERY_S = 600
 MIN_INTERVAL_S = 1.0
 
 
@@ -85,11 +87,17 @@ class Runner:
     def _sender_loop(self) -> None:
         with Spool(self.spool_path) as spool:
             sender = Sender(self.client, spool, sleep=self.stop.wait)
+            sent_gpus, sent_at = None, float("-inf")
             try:
                 while not self.stop.is_set():
                     with self._lock:
                         gpus = list(self.gpus)
-                    sender.flush(gpus, should_stop=self.stop.is_set)
+                    # The inventory rides along only when it changed or now and then: the
+                    # portal keeps it, and most reports are samples only.
+                    due = gpus != sent_gpus or time.monotonic() - sent_at >= INVENTORY_EVERY_S
+                    sent = sender.flush(gpus if due else None, should_stop=self.stop.is_set)
+                    if due and sent:
+                        sent_gpus, sent_at = gpus, time.monotonic()
                     self.stop.wait(self.config.report_interval_s)
             except AuthError as exc:
                 self.auth_error = exc

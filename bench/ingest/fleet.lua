@@ -1,7 +1,10 @@
 -- The simulated fleet for wrk (bench/ingest/run.py starts it): each wrk thread posts batches
 -- round-robin over its share of the nodes in the fleet file (a line per node: token, then the
 -- uuids of its GPUs), 3 samples per GPU 10 s apart, each batch with a fresh batch_id.
--- Arguments after `--`: the number of wrk threads, the unix time of each node's first sample.
+-- Like the agent, a node sends its GPU inventory with its first report ever (the warm-up's)
+-- and then every 20th (the agent: every 10 minutes, reporting every 30 s).
+-- Arguments after `--`: the number of wrk threads, the unix time of each node's first sample,
+-- and 1 if this run holds the nodes' first reports.
 
 local fleet_path = os.getenv("BENCH_FLEET")
 local threads = {}
@@ -14,6 +17,7 @@ end
 function init(args)
   local count = tonumber(args[1])
   base = tonumber(args[2])
+  first_reports = args[3] == "1"
   nodes, cursor, accepted, refused = {}, 0, 0, 0
   local line_no = 0
   for line in io.lines(fleet_path) do
@@ -23,7 +27,7 @@ function init(args)
         fields[#fields + 1] = field
       end
       local token = table.remove(fields, 1)
-      nodes[#nodes + 1] = { token = token, uuids = fields, step = 0 }
+      nodes[#nodes + 1] = { token = token, uuids = fields, step = 0, sent = 0 }
     end
     line_no = line_no + 1
   end
@@ -35,6 +39,16 @@ local function uuid4()
     math.random(0, 0xffff), math.random(0, 0xffff), math.random(0, 0xffff),
     math.random(0, 0xfff), math.random(0x8000, 0xbfff),
     math.random(0, 0xffff), math.random(0, 0xffff), math.random(0, 0xffff))
+end
+
+local GPU = '{"uuid":"%s","name":"NVIDIA H100 80GB HBM3","memory_total_mib":81559}'
+
+local function inventory(node)
+  local gpus = {}
+  for i, gpu in ipairs(node.uuids) do
+    gpus[i] = string.format(GPU, gpu)
+  end
+  return '"gpus":[' .. table.concat(gpus, ",") .. "],"
 end
 
 local SAMPLE = '{"gpu_uuid":"%s","ts":"%s","utilization_gpu_pct":87.0,"memory_used_mib":40000,'
@@ -65,8 +79,13 @@ function request()
   for i, piece in ipairs(node.pieces) do
     parts[i] = piece.head .. times[piece.k] .. piece.tail
   end
-  local body = '{"batch_id":"' .. uuid4() .. '","sent_at":"' .. os.date("!%Y-%m-%dT%H:%M:%SZ")
-    .. '","samples":[' .. table.concat(parts, ",") .. "]}"
+  node.sent = node.sent + 1
+  local gpus = ""
+  if (node.sent == 1 and first_reports) or node.sent % 20 == 0 then
+    gpus = inventory(node)
+  end
+  local body = '{' .. gpus .. '"batch_id":"' .. uuid4() .. '","sent_at":"'
+    .. os.date("!%Y-%m-%dT%H:%M:%SZ") .. '","samples":[' .. table.concat(parts, ",") .. "]}"
   return wrk.format("POST", "/api/v1/agent/telemetry", {
     ["Content-Type"] = "application/json",
     ["Authorization"] = "Bearer " .. node.token,

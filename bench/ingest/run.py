@@ -341,8 +341,11 @@ class Load:
     ended: float
 
 
-def python_load(port: int, fleet: list[dict], args, seconds: float, first_sample: int) -> Load:
-    """Client processes posting with http.client (when wrk is not installed)."""
+def python_load(
+    port: int, fleet: list[dict], args, seconds: float, first_sample: int, first: bool
+) -> Load:
+    """Client processes posting with http.client (when wrk is not installed; samples only,
+    no inventory)."""
     out = mp.Queue()
     start_at = time.time() + 1
     shares = [fleet[i :: args.clients] for i in range(args.clients)]
@@ -368,7 +371,9 @@ def python_load(port: int, fleet: list[dict], args, seconds: float, first_sample
     )
 
 
-def wrk_load(port: int, fleet: list[dict], args, seconds: float, first_sample: int) -> Load:
+def wrk_load(
+    port: int, fleet: list[dict], args, seconds: float, first_sample: int, first: bool
+) -> Load:
     """wrk with bench/ingest/fleet.lua: the same requests for a fraction of the client CPU."""
     with tempfile.NamedTemporaryFile("w", suffix=".fleet", delete=False) as handle:
         for node in fleet:
@@ -379,7 +384,7 @@ def wrk_load(port: int, fleet: list[dict], args, seconds: float, first_sample: i
     proc = subprocess.Popen(
         ["wrk", "-t", str(threads), "-c", str(args.clients), "-d", f"{seconds:.0f}s",
          "--timeout", "30s", "-s", str(Path(__file__).with_name("fleet.lua")),
-         f"http://127.0.0.1:{port}", "--", str(threads), str(first_sample)],
+         f"http://127.0.0.1:{port}", "--", str(threads), str(first_sample), str(int(first))],
         env={**os.environ, "BENCH_FLEET": handle.name}, stdout=subprocess.PIPE, text=True,
     )  # fmt: skip
     output, _ = proc.communicate()
@@ -458,12 +463,12 @@ def main() -> None:
             # seen them (the agents it remembers, warm caches); sample times of this phase
             # end long before the measured phase's.
             print(f"warm-up: {args.warmup:.0f} s ...", flush=True)
-            generate(port, fleet, args, args.warmup, int(time.time()) - 7200)
+            generate(port, fleet, args, args.warmup, int(time.time()) - 7200, True)
             wait_until_stored()
         cpu_before = cpu_by_component(roots)
         measured_from = int(time.time()) - 3600
         received_from = datetime.now(UTC)
-        load = generate(port, fleet, args, args.seconds, measured_from)
+        load = generate(port, fleet, args, args.seconds, measured_from, not args.warmup)
         wait_until_stored()
         persisted_end = time.time()
         cpu_after = cpu_by_component(roots)

@@ -118,34 +118,50 @@ class TelemetryView(AgentView):
         token = bearer_token(request)
         digest = tokens.digest(token)
         remembered_key = telemetry.KnownAgent.CACHE_KEY.format(digest=digest)
-        remembered = ratelimit.enforce(
-            "telemetry",
-            digest,
-            settings.TELEMETRY_RATE_PER_MIN,
-            f"At most {settings.TELEMETRY_RATE_PER_MIN} telemetry requests a minute per node.",
-            fetch=remembered_key,
-        )
+        try:
+            remembered = ratelimit.enforce(
+                "telemetry",
+                digest,
+                settings.TELEMETRY_RATE_PER_MIN,
+                f"At most {settings.TELEMETRY_RATE_PER_MIN} telemetry requests a minute per node.",
+                fetch=remembered_key,
+            )
+        except ApiError:
+            # Throttled: a token that is not (or no longer) valid hears that first, as agents
+            # stop on 401/403 but only wait on 429.
+            agent_node = telemetry.authenticate(token)
+            _refuse_token(agent_node is not None, agent_node is not None and agent_node.revoked)
+            raise
         body = read_json_object(request, settings.TELEMETRY_MAX_BODY_BYTES, "batch_too_large")
         known = telemetry.KnownAgent.loads(remembered)
         outcome = None if known is None else telemetry.accept_known(known, digest, body)
         if outcome is None:
-            agent_node = telemetry.authenticate(token)
-            if agent_node is None or agent_node.revoked:
-                hotcache.delete(remembered_key)
-            _refuse_token(agent_node is not None, agent_node is not None and agent_node.revoked)
-            outcome = telemetry.accept(agent_node.node, body, gpu_rows=agent_node.gpu_rows)
-            if outcome.status == 202 and "rejected_gpus" not in outcome.body:
-                # Remember the node as it now stands (its inventory may just have changed).
-                fresh = telemetry.authenticate(token) if body.get("gpus") else agent_node
-                hotcache.set_text(
-                    remembered_key,
-                    telemetry.KnownAgent.of(fresh).dumps(),
-                    telemetry.KnownAgent.TTL_S,
-                )
+            outcome = self._full_path(token, body, remembered_key)
         if outcome.enqueue:
             node_pk = outcome.batch.node_id
             transaction.on_commit(lambda: request_drain(node_pk))
         return Response(outcome.body, status=outcome.status)
+
+    @staticmethod
+    def _full_path(token: str, body: dict, remembered_key: str) -> telemetry.Outcome:
+        agent_node = telemetry.authenticate(token)
+        if agent_node is None or agent_node.revoked:
+            hotcache.delete(remembered_key)
+        _refuse_token(agent_node is not None, agent_node is not None and agent_node.revoked)
+        outcome = telemetry.accept(agent_node.node, body, gpu_rows=agent_node.gpu_rows)
+        if outcome.status != 202 or "rejected_gpus" in outcome.body:
+            return outcome
+        gpus = body.get("gpus") or []
+        # Remember the node as it now stands (its inventory may just have changed).
+        fresh = telemetry.authenticate(token) if gpus else agent_node
+        if fresh is not None and not fresh.revoked:
+            inventory = telemetry.inventory_fingerprint(gpus) if gpus else ""
+            hotcache.set_text(
+                remembered_key,
+                telemetry.KnownAgent.of(fresh, inventory).dumps(),
+                telemetry.KnownAgent.TTL_S,
+            )
+        return outcome
 
 
 class ConfigView(AgentView):
