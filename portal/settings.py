@@ -361,7 +361,7 @@ INGEST_DRAIN_BATCHES = env_int("INGEST_DRAIN_BATCHES", 200, minimum=1)
 INGEST_DRAINS = env_int("INGEST_DRAINS", 2, minimum=1)
 INGEST_DRAIN_MAX_S = env_int("INGEST_DRAIN_MAX_S", 10, minimum=1)
 # A drain that found fewer batches than it could take waits this long (ms) for more.
-INGEST_DRAIN_PAUSE_S = env_int("INGEST_DRAIN_PAUSE_MS", 100, minimum=0) / 1000
+INGEST_DRAIN_PAUSE_S = env_int("INGEST_DRAIN_PAUSE_MS", 250, minimum=0) / 1000
 # Minute and hour rollups are redone this often for the GPUs that reported since.
 ROLLUP_EVERY_S = env_int("ROLLUP_EVERY_S", 60, minimum=1)
 ROLLUP_MAX_SPANS = env_int("ROLLUP_MAX_SPANS", 20000, minimum=1)
