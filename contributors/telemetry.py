@@ -334,9 +334,8 @@ def accepted_window(now: datetime) -> tuple[datetime, datetime]:
     )
 
 
-# A sample as a batch keeps it until a worker stores it: a list in this order. Half the size of
-# an object with these keys, which keeps a usual batch small enough for PostgreSQL to store it
-# as it is, without compressing it on the way in and out.
+# A sample as a batch keeps it until a worker stores it: a list in this order, about half the
+# size of an object with these keys (less to encode, write, read back and decode per batch).
 SAMPLE_FIELDS = ("gpu", "ts", "util", "used", "total", "temp", "power", "job")
 
 
