@@ -99,6 +99,7 @@ def _store(batches: list[_Claimed]) -> int:
         return 0
     # Column-wise: the per-GPU work below reads them by index, no per-sample objects.
     items = [stored_sample(item) for batch in batches for item in batch.samples]
+    received = [batch.received_at for batch in batches for _ in batch.samples]
     columns = {key: [item[i] for item in items] for i, key in enumerate(SAMPLE_FIELDS)}
     texts = columns["ts"]
     columns["ts"] = [datetime.fromisoformat(ts) for ts in texts]
@@ -108,12 +109,14 @@ def _store(batches: list[_Claimed]) -> int:
             per_gpu.setdefault(gpu, []).append(index)
         times = columns["ts"]
         newest = {gpu: max(indexes, key=times.__getitem__) for gpu, indexes in per_gpu.items()}
-        live = {gpu: {key: columns[key][i] for key in columns} for gpu, i in newest.items()}
-        for batch in batches:  # each GPU was last seen when its own newest batch came in
-            for item in batch.samples:
-                state = live[stored_sample(item)[0]]
-                if state.get("seen") is None or batch.received_at > state["seen"]:
-                    state["seen"] = batch.received_at
+        live = {
+            # each GPU was last seen when the newest batch that holds it came in
+            gpu: {
+                **{key: columns[key][i] for key in columns},
+                "seen": max(received[j] for j in per_gpu[gpu]),
+            }
+            for gpu, i in newest.items()
+        }
         previous = _update_live_state(live)
         values = [columns[key] for _, key, _ in _SAMPLE_COLUMNS]
         if connection.vendor == "postgresql":

@@ -9,7 +9,6 @@ from datetime import timedelta
 
 from celery import shared_task
 from django.conf import settings
-from django.core.cache import cache
 from django.db import DatabaseError, OperationalError
 from django.utils import timezone
 
@@ -83,7 +82,7 @@ def request_drain(node_pk: int) -> bool:
     if _publish(drain_batches, [slot], f"a drain of slot {slot}", force=False):
         _flag_seen_at[slot] = now
         return True
-    cache.delete(flag)
+    hotcache.delete(flag)
     return False
 
 
@@ -131,15 +130,15 @@ def drain_batches(self, slot: int) -> int:
             taken, samples = ingest.drain()
             stored += samples
             if taken:
-                hotcache.set_flag(flag, DRAIN_FLAG_TTL_S)
+                hotcache.set_text(flag, "1", DRAIN_FLAG_TTL_S)  # renewed
                 if time.monotonic() > deadline:
                     if not _publish(drain_batches, [slot], f"a drain of slot {slot}", True):
-                        cache.delete(flag)
+                        hotcache.delete(flag)
                     return stored
                 if taken < settings.INGEST_DRAIN_BATCHES:
                     time.sleep(settings.INGEST_DRAIN_PAUSE_S)
                 continue
-            cache.delete(flag)
+            hotcache.delete(flag)
             time.sleep(DRAIN_GRACE_S)
             taken, samples = ingest.drain()
             stored += samples

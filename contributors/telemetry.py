@@ -75,6 +75,7 @@ class Outcome:
     body: dict
     batch: NewBatch | None = None
     enqueue: bool = False
+    gpu_ids: dict[str, int] | None = None  # the node's GPUs after the report (full path)
 
 
 @dataclass
@@ -507,7 +508,9 @@ def accept(
         # A replay (or the same batch racing in on another connection): the first answer.
         first = TelemetryBatch.objects.values("response").get(node=node, batch_id=batch_id)
         return Outcome(200, first["response"])
-    return Outcome(202, batch.response, batch=batch, enqueue=bool(batch.sample_count))
+    return Outcome(
+        202, batch.response, batch=batch, enqueue=bool(batch.sample_count), gpu_ids=inventory.ids
+    )
 
 
 def inventory_fingerprint(gpus: list) -> str:
@@ -547,11 +550,6 @@ class KnownAgent:
             return cls(int(value["node"]), dict(value["gpus"]), str(value.get("inv", "")))
         except (ValueError, TypeError, KeyError):
             return None
-
-    @classmethod
-    def of(cls, agent: AgentNode, inventory: str = "") -> "KnownAgent":
-        uuid_at, id_at = GPU_COLUMNS.index("uuid"), GPU_COLUMNS.index("id")
-        return cls(agent.node.pk, {row[uuid_at]: row[id_at] for row in agent.gpu_rows}, inventory)
 
 
 def accept_known(

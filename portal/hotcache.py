@@ -66,16 +66,6 @@ def set_text(cache_key: str, value: str, ttl_s: int) -> None:
         client.set(backend.make_and_validate_key(cache_key), value, ex=ttl_s)
 
 
-def set_flag(cache_key: str, ttl_s: int) -> None:
-    """Set `cache_key` (again), with a fresh time to live."""
-    backend = caches["default"]
-    client = redis_client(backend)
-    if client is None:
-        backend.set(cache_key, 1, timeout=ttl_s)
-    else:
-        client.set(backend.make_and_validate_key(cache_key), 1, ex=ttl_s)
-
-
 def delete(cache_key: str) -> None:
     caches["default"].delete(cache_key)
 

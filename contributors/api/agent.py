@@ -153,14 +153,12 @@ class TelemetryView(AgentView):
             return outcome
         gpus = body.get("gpus") or []
         # Remember the node as it now stands (its inventory may just have changed).
-        fresh = telemetry.authenticate(token) if gpus else agent_node
-        if fresh is not None and not fresh.revoked:
-            inventory = telemetry.inventory_fingerprint(gpus) if gpus else ""
-            hotcache.set_text(
-                remembered_key,
-                telemetry.KnownAgent.of(fresh, inventory).dumps(),
-                telemetry.KnownAgent.TTL_S,
-            )
+        remembered = telemetry.KnownAgent(
+            node_id=agent_node.node.pk,
+            gpu_ids=outcome.gpu_ids,
+            inventory=telemetry.inventory_fingerprint(gpus) if gpus else "",
+        )
+        hotcache.set_text(remembered_key, remembered.dumps(), telemetry.KnownAgent.TTL_S)
         return outcome
 
 
