@@ -11,6 +11,7 @@ from contributors.models import (
     EnrollmentCode,
     GpuFlag,
     Node,
+    NodeFlag,
     ServiceToken,
     TelemetryBatch,
     Wallet,
@@ -107,7 +108,7 @@ class GPUAdmin(admin.ModelAdmin):
         "enabled",
         "last_seen_at",
     )
-    list_filter = ("enabled", "name", "driver_version")
+    list_filter = ("enabled", "unrated", "name", "driver_version")
     search_fields = ("uuid", "name", "node__name", "node__owner__username", "pci_bus_id")
     list_select_related = ("node", "node__owner")
     readonly_fields = ("first_seen_at", "last_seen_at")
@@ -129,8 +130,19 @@ class OpenFlagFilter(admin.SimpleListFilter):
         return queryset
 
 
+class ClearableFlagAdmin(admin.ModelAdmin):
+    actions = ["clear_flags"]
+
+    @admin.action(description="Clear the selected flags")
+    def clear_flags(self, request, queryset):
+        cleared = queryset.filter(cleared_at__isnull=True).update(
+            cleared_at=timezone.now(), cleared_by=request.user
+        )
+        self.message_user(request, f"Cleared {cleared} flag(s).", messages.SUCCESS)
+
+
 @admin.register(GpuFlag)
-class GpuFlagAdmin(admin.ModelAdmin):
+class GpuFlagAdmin(ClearableFlagAdmin):
     """GPUs held out for an admin to look at; clearing a flag lets the GPU earn again."""
 
     list_display = ("gpu", "reason", "reported_by", "created_at", "last_seen_at", "cleared_at")
@@ -147,14 +159,29 @@ class GpuFlagAdmin(admin.ModelAdmin):
         "cleared_at",
         "cleared_by",
     )
-    actions = ["clear_flags"]
 
-    @admin.action(description="Clear the selected flags")
-    def clear_flags(self, request, queryset):
-        cleared = queryset.filter(cleared_at__isnull=True).update(
-            cleared_at=timezone.now(), cleared_by=request.user
-        )
-        self.message_user(request, f"Cleared {cleared} flag(s).", messages.SUCCESS)
+
+@admin.register(NodeFlag)
+class NodeFlagAdmin(ClearableFlagAdmin):
+    """Nodes that reported GPU uuids of other nodes: for review only, they hold nothing out
+    (the GPUs' owners keep earning). Clearing marks the report reviewed; a node that keeps
+    reporting them gets a new flag."""
+
+    list_display = ("node", "reason", "reports", "created_at", "last_seen_at", "cleared_at")
+    list_filter = (OpenFlagFilter, "reason", "created_at")
+    search_fields = ("node__name", "node__hostname", "node__owner__username", "detail")
+    list_select_related = ("node",)
+    readonly_fields = (
+        "node",
+        "reason",
+        "gpu_uuids",
+        "reports",
+        "detail",
+        "created_at",
+        "last_seen_at",
+        "cleared_at",
+        "cleared_by",
+    )
 
 
 @admin.register(TelemetryBatch)

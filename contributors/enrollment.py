@@ -2,12 +2,13 @@
 
 from dataclasses import dataclass
 
+from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
 from contributors import tokens
+from contributors.inventory import register_gpus
 from contributors.models import EnrollmentCode, Node
-from contributors.telemetry import register_gpus
 from portal.api_errors import Refused
 
 
@@ -31,6 +32,14 @@ def enroll(code: str, hostname: str, agent_version: str, gpus: list) -> Enrolled
     if row.expires_at <= now:
         raise Refused(
             410, "enrollment_code_expired", "This enrollment code expired; create a new one."
+        )
+    limit = settings.MAX_NODES_PER_CONTRIBUTOR
+    if Node.objects.filter(owner=row.owner, revoked_at__isnull=True).count() >= limit:
+        # Checked before the code is spent, so it still works once a machine is revoked.
+        raise Refused(
+            409,
+            "too_many_nodes",
+            f"This account already has {limit} machines; revoke one to add another.",
         )
     with transaction.atomic():
         if not row.spend():

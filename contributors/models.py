@@ -183,6 +183,11 @@ class GPU(models.Model):
     enabled = models.BooleanField(
         default=True, help_text="Off: the owner took this GPU out of the network."
     )
+    unrated = models.BooleanField(
+        default=False,
+        help_text="No catalog row knows its model: its memory is capped at "
+        "GPU_UNRATED_MAX_MEMORY_MIB until an admin rates the model.",
+    )
     # Live state, written by the ingestion worker from the newest sample it stored.
     last_sample_at = models.DateTimeField(null=True, blank=True)
     last_utilization_gpu_pct = models.FloatField(null=True, blank=True)
@@ -419,14 +424,14 @@ class Sample(models.Model):
 
 
 class GpuFlag(models.Model):
-    """Something about a GPU that an admin should look at, e.g. its uuid reported by two nodes.
-
-    Flags hold a GPU out of rewards until an admin clears them; nothing is moved silently.
-    """
+    """Something about a GPU that an admin should look at: it holds the GPU out of rewards
+    until an admin clears it. Opened by what the GPU's own node reported (implausible
+    telemetry) or by an admin; never by another node (a known uuid is not a weapon:
+    `NodeFlag`)."""
 
     class Reason(models.TextChoices):
-        UUID_ON_TWO_NODES = "uuid_on_two_nodes", "uuid reported by two nodes"
         IMPLAUSIBLE_TELEMETRY = "implausible_telemetry", "implausible telemetry"
+        ADMIN_HOLD = "admin_hold", "held by an admin"
 
     gpu = models.ForeignKey(GPU, on_delete=models.CASCADE, related_name="flags")
     reason = models.CharField(max_length=30, choices=Reason.choices)
@@ -436,7 +441,7 @@ class GpuFlag(models.Model):
         blank=True,
         on_delete=models.SET_NULL,
         related_name="+",
-        help_text="The node that reported a GPU it does not own.",
+        help_text="The node whose report opened the flag.",
     )
     detail = models.TextField(blank=True)
     created_at = models.DateTimeField(default=timezone.now)
@@ -458,6 +463,43 @@ class GpuFlag(models.Model):
 
     def __str__(self) -> str:
         return f"{self.get_reason_display()}: {self.gpu.uuid}"
+
+
+class NodeFlag(models.Model):
+    """Something a node did that an admin should review, e.g. reporting GPU uuids that belong
+    to other nodes. It holds nothing out: the GPUs' owners keep earning, and the node's
+    samples for those GPUs are refused one by one. One open flag per (node, reason); repeated
+    reports update it."""
+
+    class Reason(models.TextChoices):
+        FOREIGN_GPU = "foreign_gpu", "reported GPUs of other nodes"
+
+    MAX_UUIDS = 32  # uuids kept on one flag; the count goes on
+
+    node = models.ForeignKey(Node, on_delete=models.CASCADE, related_name="flags")
+    reason = models.CharField(max_length=30, choices=Reason.choices)
+    gpu_uuids = models.JSONField(default=list, blank=True, help_text="The uuids it named.")
+    reports = models.PositiveIntegerField(default=1, help_text="Reports that named them.")
+    detail = models.TextField(blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    last_seen_at = models.DateTimeField(default=timezone.now)
+    cleared_at = models.DateTimeField(null=True, blank=True)
+    cleared_by = models.ForeignKey(
+        Contributor, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+
+    class Meta:
+        ordering = ["-last_seen_at"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["node", "reason"],
+                condition=Q(cleared_at__isnull=True),
+                name="nodeflag_one_open_per_node_reason",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.get_reason_display()}: node {self.node_id}"
 
 
 class _Rollup(models.Model):

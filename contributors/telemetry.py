@@ -17,7 +17,8 @@ from django.conf import settings
 from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
-from contributors import tokens
+from contributors import plausible, tokens
+from contributors.inventory import MAX_INVENTORY, Inventory, flag_foreign_gpus, register_gpus
 from contributors.models import GPU, GpuFlag, Node, TelemetryBatch
 from portal import db
 from portal.api_errors import Refused
@@ -26,9 +27,8 @@ log = logging.getLogger(__name__)
 
 MAX_UUID_LEN = 96
 MAX_JOB_ID_LEN = 128
-MAX_INVENTORY = 256
+MAX_MEMORY_MIB = plausible.MAX_MEMORY_MIB
 # Bounds a real GPU stays within; anything outside is a broken sensor or a forged report.
-MAX_MEMORY_MIB = 16 * 1024 * 1024
 TEMPERATURE_RANGE_C = (-40.0, 150.0)
 POWER_RANGE_W = (0.0, 5000.0)
 
@@ -48,6 +48,8 @@ class NewBatch:
     status: str
     processed_at: datetime | None
     pk: int | None = None
+    # GPU id -> what its node reported that no hardware produces (not a column: flags).
+    implausible: dict[int, str] = field(default_factory=dict)
 
     def values(self) -> list:
         """The row's values for `insert_once`'s columns, as the database takes them: what
@@ -75,17 +77,7 @@ class Outcome:
     body: dict
     batch: NewBatch | None = None
     enqueue: bool = False
-    gpu_ids: dict[str, int] | None = None  # the node's GPUs after the report (full path)
-
-
-@dataclass
-class _Inventory:
-    """The node's GPUs by uuid (`ids` always; `own`, the model rows, once registering needs
-    them) and uuids found to belong to other nodes."""
-
-    ids: dict[str, int] = field(default_factory=dict)
-    own: dict[str, GPU] = field(default_factory=dict)
-    foreign: set[str] = field(default_factory=set)
+    gpus: dict[str, plausible.GpuLimits] | None = None  # the node's GPUs after the report
 
 
 @dataclass
@@ -110,7 +102,7 @@ _NODE_COLUMNS = _in_model_order(Node, {"id", "name", "token_hash"})
 GPU_COLUMNS = _in_model_order(
     GPU,
     {"id", "node_id", "uuid", "name", "memory_total_mib", "driver_version", "pci_bus_id",
-     "mig_parent_id", "committed_memory_mib"},
+     "mig_parent_id", "committed_memory_mib", "unrated"},
 )  # fmt: skip
 
 
@@ -164,169 +156,6 @@ def _is_number(value) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
-def _clean_str(value, max_len: int) -> str | None:
-    if not isinstance(value, str) or not value or len(value) > max_len:
-        return None
-    if any(c.isspace() or not c.isprintable() for c in value):
-        return None
-    return value
-
-
-def validate_gpu(item) -> tuple[dict | None, list[dict]]:
-    """A GPU inventory entry normalised, or the field errors that refuse it."""
-    if not isinstance(item, dict):
-        return None, [{"field": "", "error": "must be an object"}]
-    errors = []
-    uuid_ = _clean_str(item.get("uuid"), MAX_UUID_LEN)
-    if uuid_ is None:
-        errors.append({"field": "uuid", "error": "required, no spaces, at most 96 characters"})
-    name = item.get("name")
-    if not isinstance(name, str) or not name.strip() or len(name) > 200:
-        errors.append({"field": "name", "error": "required, at most 200 characters"})
-    total = item.get("memory_total_mib")
-    if not _is_int(total) or not 0 < total <= MAX_MEMORY_MIB:
-        errors.append({"field": "memory_total_mib", "error": "a positive integer of MiB"})
-    extras = {}
-    for key, limit in (("driver_version", 50), ("pci_bus_id", 50)):
-        value = item.get(key)
-        if value is not None and (not isinstance(value, str) or len(value) > limit):
-            errors.append({"field": key, "error": f"a string of at most {limit} characters"})
-        extras[key] = value or ""
-    parent = item.get("mig_parent_uuid")
-    if parent is not None and _clean_str(parent, MAX_UUID_LEN) is None:
-        errors.append({"field": "mig_parent_uuid", "error": "a GPU uuid"})
-    if errors:
-        return None, errors
-    return {
-        "uuid": uuid_,
-        "name": name.strip(),
-        "memory_total_mib": total,
-        "mig_parent_uuid": parent,
-        **extras,
-    }, []
-
-
-def register_gpus(
-    node: Node, gpus: list[dict], now: datetime, known: list[GPU] | None = None
-) -> tuple[list[dict], _Inventory]:
-    """Create or update this node's GPUs from an inventory; flag uuids another node owns.
-
-    `known` is the node's GPUs if the caller already read them. Returns the per-GPU rejections
-    and the node's inventory as it now stands. An inventory that changed nothing (the usual
-    case: agents send it with every report round) writes nothing and reads nothing more.
-    """
-    if known is None:
-        known = list(node.gpus.all())
-    inventory = _Inventory(own={g.uuid: g for g in known})
-    rejected = []
-    wanted = {}
-    for index, item in enumerate(gpus):
-        gpu, errors = validate_gpu(item)
-        if gpu is None:
-            rejected.append({"index": index, "error": "validation_failed", "errors": errors})
-        else:
-            wanted[gpu["uuid"]] = (index, gpu)
-    new_uuids = [u for u in wanted if u not in inventory.own]
-    owners = (
-        dict(GPU.objects.filter(uuid__in=new_uuids).values_list("uuid", "node_id"))
-        if new_uuids
-        else {}
-    )
-    for uuid_, (index, gpu) in wanted.items():
-        if uuid_ in owners:
-            inventory.foreign.add(uuid_)
-            rejected.append({"index": index, "error": "gpu_owned_by_other_node"})
-            continue
-        existing = inventory.own.get(uuid_)
-        if existing is None:
-            try:
-                with transaction.atomic():
-                    inventory.own[uuid_] = GPU.objects.create(
-                        node=node,
-                        uuid=uuid_,
-                        name=gpu["name"],
-                        memory_total_mib=gpu["memory_total_mib"],
-                        driver_version=gpu["driver_version"],
-                        pci_bus_id=gpu["pci_bus_id"],
-                        first_seen_at=now,
-                    )
-            except IntegrityError:  # another node registered it a moment ago
-                inventory.foreign.add(uuid_)
-                rejected.append({"index": index, "error": "gpu_owned_by_other_node"})
-            continue
-        changes = {
-            key: gpu[key]
-            for key in ("name", "memory_total_mib", "driver_version", "pci_bus_id")
-            if getattr(existing, key) != gpu[key]
-        }
-        if changes:
-            if (
-                existing.committed_memory_mib is not None
-                and existing.committed_memory_mib > gpu["memory_total_mib"]
-            ):
-                # A smaller total than before: the commitment can never exceed what exists.
-                changes["committed_memory_mib"] = gpu["memory_total_mib"]
-            GPU.objects.filter(pk=existing.pk).update(**changes)
-            for key, value in changes.items():
-                setattr(existing, key, value)
-    _link_mig_parents(inventory, wanted)
-    if inventory.foreign:
-        flag_foreign_gpus(node, inventory.foreign, now)
-    inventory.ids = {uuid_: gpu.pk for uuid_, gpu in inventory.own.items()}
-    return rejected, inventory
-
-
-def _link_mig_parents(inventory: _Inventory, wanted: dict) -> None:
-    """Link MIG instances to their physical GPU: one level only, never a chain or a cycle.
-
-    Rewards count an instance's work for its parent and hold out a disabled or flagged parent;
-    a nested or circular link would let an instance earn past its parent's hold-out.
-    """
-    parents_named = {gpu["mig_parent_uuid"] for _, gpu in wanted.values() if gpu["mig_parent_uuid"]}
-    has_instances = {g.mig_parent_id for g in inventory.own.values() if g.mig_parent_id}
-    for uuid_, (_, gpu) in wanted.items():
-        child = inventory.own.get(uuid_)
-        parent = inventory.own.get(gpu["mig_parent_uuid"] or "")
-        if child is None or parent is None or parent.pk in (child.pk, child.mig_parent_id):
-            continue
-        parent_is_instance = parent.mig_parent_id is not None or bool(
-            wanted.get(parent.uuid, (None, {}))[1].get("mig_parent_uuid")
-        )
-        child_is_parent = uuid_ in parents_named or child.pk in has_instances
-        if parent_is_instance or child_is_parent:
-            continue
-        GPU.objects.filter(pk=child.pk).update(mig_parent=parent)
-        child.mig_parent_id = parent.pk
-        has_instances.add(parent.pk)
-
-
-def flag_foreign_gpus(node: Node, uuids: set[str], now: datetime) -> None:
-    """Record, for admins, that `node` reported GPUs that belong to another node."""
-    for gpu in GPU.objects.filter(uuid__in=uuids).exclude(node=node).select_related("node"):
-        updated = GpuFlag.objects.filter(
-            gpu=gpu,
-            reason=GpuFlag.Reason.UUID_ON_TWO_NODES,
-            reported_by=node,
-            cleared_at__isnull=True,
-        ).update(last_seen_at=now)
-        if not updated:
-            try:
-                with transaction.atomic():
-                    GpuFlag.objects.create(
-                        gpu=gpu,
-                        reason=GpuFlag.Reason.UUID_ON_TWO_NODES,
-                        reported_by=node,
-                        detail=(
-                            f"Node {node.pk} ({node.name}) reported GPU {gpu.uuid}, which belongs "
-                            f"to node {gpu.node_id} ({gpu.node.name})."
-                        ),
-                        created_at=now,
-                        last_seen_at=now,
-                    )
-            except IntegrityError:
-                pass  # a concurrent request opened the same flag
-
-
 def accepted_window(now: datetime) -> tuple[datetime, datetime]:
     """Sample times the portal accepts, from TELEMETRY_MAX_AGE_S ago to MAX_AHEAD_S ahead."""
     return (
@@ -348,47 +177,61 @@ def stored_sample(item) -> list:
     return item
 
 
+# Per-sample errors that say the GPU's own node sent a reading no hardware produces: each opens
+# (or renews) an `implausible_telemetry` flag on that GPU, which holds it out of rewards.
+IMPLAUSIBLE_ERRORS = ("memory_used_exceeds_total", "implausible_telemetry")
+
+
 def validate_sample(
-    item, inventory: _Inventory, window: tuple[datetime, datetime]
-) -> tuple[list | None, str]:
-    """A sample normalised for storage (`SAMPLE_FIELDS`), or the error code that refuses it."""
+    item, inventory: Inventory, window: tuple[datetime, datetime]
+) -> tuple[list | None, str, str]:
+    """A sample normalised for storage (`SAMPLE_FIELDS`), or the error code that refuses it,
+    and for an implausible reading, what was implausible."""
     if not isinstance(item, dict):
-        return None, "validation_failed"
+        return None, "validation_failed", ""
     uuid_ = item.get("gpu_uuid")
     ts = parse_time(item.get("ts"))
     used = item.get("memory_used_mib")
     total = item.get("memory_total_mib")
     if not isinstance(uuid_, str) or ts is None or not _is_int(used) or not _is_int(total):
-        return None, "validation_failed"
-    gpu_id = inventory.ids.get(uuid_)
-    if gpu_id is None:
+        return None, "validation_failed", ""
+    limits = inventory.gpus.get(uuid_)
+    if limits is None:
         if uuid_ in inventory.foreign:
-            return None, "gpu_owned_by_other_node"
-        return None, "unknown_gpu"
+            return None, "gpu_owned_by_other_node", ""
+        return None, "unknown_gpu", ""
     if not window[0] <= ts <= window[1]:
-        return None, "timestamp_out_of_window"
+        return None, "timestamp_out_of_window", ""
     if not (0 <= used <= MAX_MEMORY_MIB and 0 < total <= MAX_MEMORY_MIB):
-        return None, "out_of_range"
+        return None, "out_of_range", ""
     if used > total:
-        return None, "memory_used_exceeds_total"
+        return None, "memory_used_exceeds_total", f"memory used {used} MiB above total {total} MiB"
     util = item.get("utilization_gpu_pct")
     if util is not None and (not _is_number(util) or not 0 <= util <= 100):
-        return None, "out_of_range"
+        return None, "out_of_range", ""
     temperature = item.get("temperature_c")
     if temperature is not None and (
         not _is_number(temperature)
         or not TEMPERATURE_RANGE_C[0] <= temperature <= TEMPERATURE_RANGE_C[1]
     ):
-        return None, "out_of_range"
+        return None, "out_of_range", ""
     power = item.get("power_w")
     if power is not None and (
         not _is_number(power) or not POWER_RANGE_W[0] <= power <= POWER_RANGE_W[1]
     ):
-        return None, "out_of_range"
+        return None, "out_of_range", ""
     job_id = item.get("job_id")
-    if job_id is not None and (not isinstance(job_id, str) or len(job_id) > MAX_JOB_ID_LEN):
-        return None, "validation_failed"
-    return [gpu_id, ts.isoformat(), util, used, total, temperature, power, job_id or ""], ""
+    if job_id is not None and (
+        not isinstance(job_id, str) or len(job_id) > MAX_JOB_ID_LEN or not job_id.isprintable()
+    ):
+        return None, "validation_failed", ""
+    why = plausible.implausibility(limits, util, used, total, power)
+    if why:
+        return None, "implausible_telemetry", why
+    # An unrated GPU counts with its capped memory, whatever its samples say.
+    total = min(total, limits.total_mib)
+    used = min(used, total)
+    return [limits.id, ts.isoformat(), util, used, total, temperature, power, job_id or ""], "", ""
 
 
 def _fields(body: dict) -> tuple[uuid.UUID, datetime, list, list]:
@@ -439,16 +282,18 @@ def _batch(
     sent_at: datetime,
     now: datetime,
     samples: list,
-    inventory: _Inventory,
+    inventory: Inventory,
     gpu_rejections: list,
 ) -> NewBatch:
     """The batch row for a report: its accepted samples and the answer the agent gets."""
-    accepted, rejected, seen = [], [], set()
+    accepted, rejected, seen, implausible = [], [], set(), {}
     window = accepted_window(now)
     for index, item in enumerate(samples):
-        sample, error = validate_sample(item, inventory, window)
+        sample, error, why = validate_sample(item, inventory, window)
         if sample is None:
             rejected.append({"index": index, "error": error})
+            if why:
+                implausible.setdefault(inventory.gpus[item["gpu_uuid"]].id, why)
             continue
         key = (sample[0], sample[1])  # GPU and time
         if key not in seen:  # the same reading twice in one batch counts once
@@ -469,6 +314,7 @@ def _batch(
         response=response,
         status=TelemetryBatch.Status.PENDING if accepted else TelemetryBatch.Status.PROCESSED,
         processed_at=None if accepted else now,
+        implausible=implausible,
     )
 
 
@@ -481,19 +327,15 @@ def accept(
     """
     now = now or timezone.now()
     batch_id, sent_at, samples, gpus = _fields(body)
+    if gpu_rows is None:
+        known = list(node.gpus.all())
+    else:
+        known = [GPU.from_db(connection.alias, GPU_COLUMNS, row) for row in gpu_rows]
     if gpus:
-        known = None
-        if gpu_rows is not None:
-            known = [GPU.from_db(connection.alias, GPU_COLUMNS, row) for row in gpu_rows]
         gpu_rejections, inventory = register_gpus(node, gpus, now, known)
     else:
-        gpu_rejections = []
-        if gpu_rows is None:
-            inventory = _Inventory(ids=dict(node.gpus.values_list("uuid", "pk")))
-        else:
-            uuid_at, id_at = GPU_COLUMNS.index("uuid"), GPU_COLUMNS.index("id")
-            inventory = _Inventory(ids={row[uuid_at]: row[id_at] for row in gpu_rows})
-    unknown = {u for u in _named_gpus(samples) if u not in inventory.ids}
+        gpu_rejections, inventory = [], Inventory.of_rows(known)
+    unknown = {u for u in _named_gpus(samples) if u not in inventory.gpus}
     if unknown:
         foreign = set(
             GPU.objects.filter(uuid__in=unknown).exclude(node=node).values_list("uuid", flat=True)
@@ -508,9 +350,37 @@ def accept(
         # A replay (or the same batch racing in on another connection): the first answer.
         first = TelemetryBatch.objects.values("response").get(node=node, batch_id=batch_id)
         return Outcome(200, first["response"])
+    flag_implausible(node.pk, batch.implausible, now)
     return Outcome(
-        202, batch.response, batch=batch, enqueue=bool(batch.sample_count), gpu_ids=inventory.ids
+        202, batch.response, batch=batch, enqueue=bool(batch.sample_count), gpus=inventory.gpus
     )
+
+
+def flag_implausible(node_id: int, found: dict[int, str], now: datetime) -> None:
+    """Open (or renew) an `implausible_telemetry` flag on each GPU whose own node reported
+    what no hardware produces; the flag holds the GPU out of rewards until an admin clears it.
+    Only a GPU's own node gets here: a uuid of another node never reaches the limits."""
+    for gpu_id, why in found.items():
+        open_flags = GpuFlag.objects.filter(
+            gpu_id=gpu_id,
+            reason=GpuFlag.Reason.IMPLAUSIBLE_TELEMETRY,
+            reported_by_id=node_id,
+            cleared_at__isnull=True,
+        )
+        if open_flags.update(last_seen_at=now):
+            continue
+        try:
+            with transaction.atomic():
+                GpuFlag.objects.create(
+                    gpu_id=gpu_id,
+                    reason=GpuFlag.Reason.IMPLAUSIBLE_TELEMETRY,
+                    reported_by_id=node_id,
+                    detail=f"Its node reported {why}."[:1000],
+                    created_at=now,
+                    last_seen_at=now,
+                )
+        except IntegrityError:
+            pass  # a concurrent report opened the same flag
 
 
 def inventory_fingerprint(gpus: list) -> str:
@@ -532,23 +402,27 @@ class KnownAgent:
     """
 
     node_id: int
-    gpu_ids: dict[str, int]
+    gpus: dict[str, plausible.GpuLimits]
     inventory: str = ""
 
     CACHE_KEY = "agent:{digest}"
     TTL_S = 600
 
     def dumps(self) -> str:
-        return json.dumps({"node": self.node_id, "gpus": self.gpu_ids, "inv": self.inventory})
+        gpus = {uuid: limits.as_list() for uuid, limits in self.gpus.items()}
+        return json.dumps({"node": self.node_id, "lim": gpus, "inv": self.inventory})
 
     @classmethod
     def loads(cls, text: str | None) -> "KnownAgent | None":
+        """The entry, or None for none (or one written in an older shape: the full path then
+        writes it anew)."""
         if not text:
             return None
         try:
             value = json.loads(text)
-            return cls(int(value["node"]), dict(value["gpus"]), str(value.get("inv", "")))
-        except (ValueError, TypeError, KeyError):
+            gpus = {u: plausible.GpuLimits.from_list(v) for u, v in value["lim"].items()}
+            return cls(int(value["node"]), gpus, str(value.get("inv", "")))
+        except (ValueError, TypeError, KeyError, AttributeError):
             return None
 
 
@@ -565,14 +439,15 @@ def accept_known(
         return None  # answered by the full path, which first says whether the token is valid
     if gpus and (not known.inventory or inventory_fingerprint(gpus) != known.inventory):
         return None
-    if not _named_gpus(samples) <= known.gpu_ids.keys():
+    if not _named_gpus(samples) <= known.gpus.keys():
         return None
-    inventory = _Inventory(ids=known.gpu_ids)
+    inventory = Inventory(gpus=known.gpus)
     batch = _batch(known.node_id, batch_id, sent_at, now, samples, inventory, [])
     gpu_ids = sorted({sample[0] for sample in batch.samples})
     batch.pk = insert_once(batch, guard=(token_digest, gpu_ids))
     if batch.pk is None:
         return None
+    flag_implausible(known.node_id, batch.implausible, now)
     return Outcome(202, batch.response, batch=batch, enqueue=bool(batch.sample_count))
 
 

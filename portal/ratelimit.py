@@ -77,3 +77,9 @@ def enforce(scope: str, key: str, limit: int, detail: str, fetch: str = "") -> s
             429, "throttled", detail, headers={"Retry-After": str(verdict.retry_after_s)}
         )
     return verdict.fetched
+
+
+def forget(scope: str, key: str, window_s: int = 60) -> None:
+    """Drop the current window's counter of `key` (a token found not to be valid leaves nothing
+    behind, so a flood of made-up tokens cannot fill the cache)."""
+    cache.delete(f"ratelimit:{scope}:{key}:{int(time.time() // window_s)}")

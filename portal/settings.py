@@ -352,6 +352,20 @@ TELEMETRY_RATE_PER_MIN = env_int("TELEMETRY_RATE_PER_MIN", 120, minimum=1)
 # Accepted sample times: from this long ago to this far ahead of the portal's clock.
 TELEMETRY_MAX_AGE_S = env_int("TELEMETRY_MAX_AGE_S", 24 * 3600, minimum=60)
 TELEMETRY_MAX_AHEAD_S = env_int("TELEMETRY_MAX_AHEAD_S", 300)
+# What a node may register (DESIGN.md "GPU identity"): physical GPUs per node (MIG instances
+# not counted), nodes per contributor (revoked ones not counted), the memory an unrated model
+# counts with, and how far above the catalog's board power a reading is implausible.
+MAX_GPUS_PER_NODE = env_int("MAX_GPUS_PER_NODE", 16, minimum=1)
+MAX_NODES_PER_CONTRIBUTOR = env_int("MAX_NODES_PER_CONTRIBUTOR", 50, minimum=1)
+GPU_UNRATED_MAX_MEMORY_MIB = env_int("GPU_UNRATED_MAX_MEMORY_MIB", 24 * 1024, minimum=1)
+TELEMETRY_POWER_FACTOR_PCT = env_int("TELEMETRY_POWER_FACTOR_PCT", 150, minimum=100)
+# A GPU moves to a new node of the same contributor (a machine re-installed) when its node is
+# revoked or has been offline this long.
+GPU_MOVE_AFTER_OFFLINE_S = env_int("GPU_MOVE_AFTER_OFFLINE_S", 600, minimum=0)
+# Per client address, per minute: enrollment attempts, and requests with a node or service
+# token that is not valid (429 with Retry-After past them).
+ENROLL_RATE_PER_MIN = env_int("ENROLL_RATE_PER_MIN", 20, minimum=1)
+BAD_TOKEN_RATE_PER_MIN = env_int("BAD_TOKEN_RATE_PER_MIN", 30, minimum=1)
 # A batch still pending this long after it was accepted is enqueued again by the sweeper.
 INGEST_SWEEP_AFTER_S = env_int("INGEST_SWEEP_AFTER_S", 60, minimum=1)
 INGEST_SWEEP_EVERY_S = env_int("INGEST_SWEEP_EVERY_S", 30, minimum=1)

@@ -71,6 +71,18 @@ class GpuModel(models.Model):
         validators=[MinValueValidator(Decimal(0))],
         help_text="Relative performance (NVIDIA A100 = 1). Compute units scale with it.",
     )
+    memory_sizes_gib = models.JSONField(
+        default=list,
+        blank=True,
+        help_text="Memory sizes (GiB) the model's variants ship with, e.g. [40, 80]; a GPU of "
+        "this model reporting more than the largest is refused. Empty: no check.",
+    )
+    board_power_w = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        help_text="Highest board power limit of its variants (W); telemetry far above it is "
+        "implausible. Empty: no check.",
+    )
     notes = models.CharField(max_length=200, blank=True)
     updated_at = models.DateTimeField(auto_now=True)
 

@@ -16,6 +16,7 @@ from contributors.models import Node
 from contributors.tasks import request_drain
 from portal import hotcache, ratelimit
 from portal.api_errors import ApiError
+from portal.client_ip import client_ip
 from portal.jsonbody import read_json_object
 
 MAX_ENROLL_BODY = 256 * 1024
@@ -37,13 +38,22 @@ def bearer_token(request, realm: str = AGENT_REALM) -> str:
     return token.strip()
 
 
-def _refuse_token(found: bool, revoked: bool) -> None:
+def refuse_bad_token(request, detail: str, realm: str = AGENT_REALM) -> None:
+    """401 for a token that is not valid; 429 with Retry-After once a client address has sent
+    BAD_TOKEN_RATE_PER_MIN of them in a minute (guessing tokens, or a fleet misconfigured)."""
+    ratelimit.enforce(
+        "bad_token",
+        client_ip(request),
+        settings.BAD_TOKEN_RATE_PER_MIN,
+        "Too many requests with tokens that are not valid from this address; try again later.",
+    )
+    raise ApiError(401, "invalid_token", detail, headers={"WWW-Authenticate": realm})
+
+
+def _refuse_token(request, found: bool, revoked: bool) -> None:
     if not found:
-        raise ApiError(
-            401,
-            "invalid_token",
-            "This token is not valid (a rotated token stops working at once).",
-            headers={"WWW-Authenticate": AGENT_REALM},
+        refuse_bad_token(
+            request, "This token is not valid (a rotated token stops working at once)."
         )
     if revoked:
         raise ApiError(403, "token_revoked", "This node was revoked by its owner or an admin.")
@@ -51,7 +61,7 @@ def _refuse_token(found: bool, revoked: bool) -> None:
 
 def authenticated_node(request) -> Node:
     node = Node.authenticate(bearer_token(request))
-    _refuse_token(node is not None, node is not None and node.is_revoked)
+    _refuse_token(request, node is not None, node is not None and node.is_revoked)
     return node
 
 
@@ -80,6 +90,12 @@ class AgentView(APIView):
 
 class EnrollView(AgentView):
     def post(self, request):
+        ratelimit.enforce(
+            "enroll",
+            client_ip(request),
+            settings.ENROLL_RATE_PER_MIN,
+            f"At most {settings.ENROLL_RATE_PER_MIN} enrollment attempts a minute per address.",
+        )
         body = read_json_object(request, MAX_ENROLL_BODY)
         code = body.get("enrollment_code")
         hostname = body.get("hostname", "")
@@ -112,12 +128,17 @@ class TelemetryView(AgentView):
     """The hottest path of the portal. The usual report of a known agent costs one Redis round
     trip (rate limit, and the agent as remembered: `telemetry.KnownAgent`) and one INSERT that
     also checks the token; anything else takes the full path, which reads the node and its
-    GPUs in one query. A worker stores the samples later (`contributors.ingest`)."""
+    GPUs in one query. A worker stores the samples later (`contributors.ingest`).
+
+    The token is checked before the body is read: a remembered entry exists only for the
+    digest of a token that authenticated, and any other token is looked up first, so a token
+    that is not valid costs a hash and one indexed lookup, never a read or a parse."""
 
     def post(self, request):
         token = bearer_token(request)
         digest = tokens.digest(token)
         remembered_key = telemetry.KnownAgent.CACHE_KEY.format(digest=digest)
+        agent_node = None
         try:
             remembered = ratelimit.enforce(
                 "telemetry",
@@ -129,25 +150,37 @@ class TelemetryView(AgentView):
         except ApiError:
             # Throttled: a token that is not (or no longer) valid hears that first, as agents
             # stop on 401/403 but only wait on 429.
-            agent_node = telemetry.authenticate(token)
-            _refuse_token(agent_node is not None, agent_node is not None and agent_node.revoked)
+            self._authenticated(request, token, digest, remembered_key)
             raise
-        body = read_json_object(request, settings.TELEMETRY_MAX_BODY_BYTES, "batch_too_large")
         known = telemetry.KnownAgent.loads(remembered)
+        if known is None:
+            agent_node = self._authenticated(request, token, digest, remembered_key)
+        body = read_json_object(request, settings.TELEMETRY_MAX_BODY_BYTES, "batch_too_large")
         outcome = None if known is None else telemetry.accept_known(known, digest, body)
         if outcome is None:
-            outcome = self._full_path(token, body, remembered_key)
+            if agent_node is None:
+                agent_node = self._authenticated(request, token, digest, remembered_key)
+            outcome = self._full_path(agent_node, body, remembered_key)
         if outcome.enqueue:
             node_pk = outcome.batch.node_id
             transaction.on_commit(lambda: request_drain(node_pk))
         return Response(outcome.body, status=outcome.status)
 
     @staticmethod
-    def _full_path(token: str, body: dict, remembered_key: str) -> telemetry.Outcome:
+    def _authenticated(request, token: str, digest: str, remembered_key: str):
+        """The token's node and GPUs, or the 401/403 (429 past the bad-token limit). A token
+        that is not valid leaves nothing in the cache: its counter and entry are dropped."""
         agent_node = telemetry.authenticate(token)
         if agent_node is None or agent_node.revoked:
             hotcache.delete(remembered_key)
-        _refuse_token(agent_node is not None, agent_node is not None and agent_node.revoked)
+            ratelimit.forget("telemetry", digest)
+        _refuse_token(
+            request, agent_node is not None, agent_node is not None and agent_node.revoked
+        )
+        return agent_node
+
+    @staticmethod
+    def _full_path(agent_node, body: dict, remembered_key: str) -> telemetry.Outcome:
         outcome = telemetry.accept(agent_node.node, body, gpu_rows=agent_node.gpu_rows)
         if outcome.status != 202 or "rejected_gpus" in outcome.body:
             return outcome
@@ -155,7 +188,7 @@ class TelemetryView(AgentView):
         # Remember the node as it now stands (its inventory may just have changed).
         remembered = telemetry.KnownAgent(
             node_id=agent_node.node.pk,
-            gpu_ids=outcome.gpu_ids,
+            gpus=outcome.gpus,
             inventory=telemetry.inventory_fingerprint(gpus) if gpus else "",
         )
         hotcache.set_text(remembered_key, remembered.dumps(), telemetry.KnownAgent.TTL_S)

@@ -5,7 +5,7 @@ from rest_framework.permissions import AllowAny, IsAuthenticated
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from contributors.api.agent import bearer_token
+from contributors.api.agent import bearer_token, refuse_bad_token
 from contributors.models import ServiceToken
 from contributors.telemetry import parse_time
 from portal.api_errors import ApiError
@@ -30,12 +30,7 @@ class SchedulerJobsView(APIView):
         realm = self.get_authenticate_header(request)
         token = bearer_token(request, realm)
         if ServiceToken.authenticate(token, ServiceToken.Scope.SCHEDULER) is None:
-            raise ApiError(
-                401,
-                "invalid_token",
-                "This is not a valid scheduler token.",
-                headers={"WWW-Authenticate": realm},
-            )
+            refuse_bad_token(request, "This is not a valid scheduler token.", realm)
         attested = attest(read_json_object(request, 16 * 1024))
         job = attested.job
         return Response(
