@@ -36,11 +36,9 @@ def normal_uuid(value) -> str | None:
     Case is folded so that `GPU-ABC…` cannot register as a second GPU beside `GPU-abc…`."""
     if not isinstance(value, str) or len(value) > 96:
         return None
-    prefix, _, rest = value.partition("-")
-    candidate = f"{prefix.upper()}-{rest.lower()}"
-    if candidate.startswith("MIG-GPU-"):
-        candidate = "MIG-GPU-" + candidate[len("MIG-GPU-") :]
-    return candidate if UUID_FORMS.match(candidate) else None
+    prefix = "MIG-GPU-" if value[:8].upper() == "MIG-GPU-" else value[:4].upper()
+    candidate = prefix + value[len(prefix) :].lower()
+    return candidate if UUID_FORMS.fullmatch(candidate) else None
 
 
 def is_physical(uuid: str) -> bool:
