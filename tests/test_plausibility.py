@@ -191,10 +191,10 @@ def test_utilization_from_a_mig_instance_is_implausible(alice):
 def test_a_forged_agent_cannot_take_the_idle_pool(alice, bob):
     """The attack from outside: a forged agent claimed 16 TiB of free memory on one H100 and
     took 99.6 % of an idle pool. Now its GPU is refused, or its samples are and it is held out."""
-    honest = Agent(enroll(alice, [h100("honest")]))
+    Agent(enroll(alice, [h100("honest")]))
     forger = Agent(enroll(bob, [h100("forged")], hostname="forged"))
     start = timezone.now().replace(minute=0, second=0, microsecond=0) - timedelta(hours=3)
-    for agent, label in ((honest, "honest"), (forger, "forged")):
+    for label in ("honest", "forged"):
         gpu = GPU.objects.get(uuid=h100(label)["uuid"])
         Sample.objects.bulk_create(
             Sample(gpu=gpu, ts=start + timedelta(seconds=10 * i), memory_used_mib=0,
