@@ -88,6 +88,24 @@ VAR_DIR.mkdir(parents=True, exist_ok=True)
 _SCHEMA_COMMANDS = {"makemigrations", "migrate", "showmigrations", "sqlmigrate", "collectstatic"}
 _COMMAND = sys.argv[1] if len(sys.argv) > 1 and Path(sys.argv[0]).name == "manage.py" else ""
 
+
+def _secret_key_weakness(key: str) -> str | None:
+    """Why `key` fails Django's deploy check W009, or None; production refuses such a key."""
+    from django.core.checks.security import base  # Django's own thresholds, never a copy
+
+    if (
+        len(key) >= base.SECRET_KEY_MIN_LENGTH
+        and len(set(key)) >= base.SECRET_KEY_MIN_UNIQUE_CHARACTERS
+        and not key.startswith(base.SECRET_KEY_INSECURE_PREFIX)
+    ):
+        return None
+    return (
+        f"it needs at least {base.SECRET_KEY_MIN_LENGTH} characters, at least "
+        f"{base.SECRET_KEY_MIN_UNIQUE_CHARACTERS} of them different, and no "
+        f"{base.SECRET_KEY_INSECURE_PREFIX!r} prefix"
+    )
+
+
 SECRET_KEY = env_secret("SECRET_KEY")
 if not SECRET_KEY and not DEBUG and _COMMAND in _SCHEMA_COMMANDS:
     SECRET_KEY = secrets.token_urlsafe(64)  # used for nothing, thrown away with the process
@@ -103,6 +121,13 @@ if not SECRET_KEY:
         _dev_key.write_text(secrets.token_urlsafe(64))
         _dev_key.chmod(0o600)
     SECRET_KEY = _dev_key.read_text().strip()
+if not DEBUG and (_weakness := _secret_key_weakness(SECRET_KEY)):
+    # Sessions and CSRF tokens are only as hard to forge as this key, so the deploy check's
+    # warning W009 is a refusal here. The message never echoes the key.
+    raise ImproperlyConfigured(
+        f"SECRET_KEY (or SECRET_KEY_FILE) is too weak for DEBUG=false: {_weakness}. Generate "
+        "one with: python -c 'import secrets; print(secrets.token_urlsafe(64))'"
+    )
 
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]"] if DEBUG else [])
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
@@ -200,9 +225,16 @@ AUTH_PASSWORD_VALIDATORS = [
 
 CACHES = {"default": env.cache_url_config(env_str("CACHE_URL", f"filecache://{VAR_DIR / 'cache'}"))}
 if CACHES["default"]["BACKEND"].endswith("FileBasedCache"):
-    # Django culls a third of a file cache past MAX_ENTRIES (300 by default), rate-limit
-    # counters included; the embedded default keeps far more before culling.
+    # Django culls a third of a file cache past MAX_ENTRIES (300 by default); the embedded
+    # default keeps far more before culling. (Rate-limit counters are not in it: see
+    # portal/ratelimit.py.)
     CACHES["default"].setdefault("OPTIONS", {}).setdefault("MAX_ENTRIES", 100_000)
+elif CACHES["default"]["BACKEND"].endswith("RedisCache"):
+    # redis-py waits forever for a server that accepts but does not answer; a request must
+    # not. The portal works without the cache meanwhile (portal/hotcache.py).
+    _cache_options = CACHES["default"].setdefault("OPTIONS", {})
+    _cache_options.setdefault("socket_connect_timeout", 1)
+    _cache_options.setdefault("socket_timeout", 2)
 
 # --- Celery ---------------------------------------------------------------------------------
 
@@ -332,6 +364,7 @@ SIWE_STATEMENT = env_str(
 SIWE_NONCE_TTL_S = env_int("SIWE_NONCE_TTL_S", 600, minimum=10)
 SIWE_MAX_FUTURE_SKEW_S = env_int("SIWE_MAX_FUTURE_SKEW_S", 300)
 SIWE_VERIFY_RATE_PER_MIN = env_int("SIWE_VERIFY_RATE_PER_MIN", 30, minimum=1)
+SIWE_NONCE_RATE_PER_MIN = env_int("SIWE_NONCE_RATE_PER_MIN", 30, minimum=1)
 # Addresses (or networks, CIDR) of reverse proxies whose X-Forwarded-For is believed: behind
 # them the client is the last hop none of them is (read from the right, as proxies append);
 # otherwise it is REMOTE_ADDR.
@@ -366,9 +399,11 @@ GPU_MOVE_AFTER_OFFLINE_S = env_int("GPU_MOVE_AFTER_OFFLINE_S", 600, minimum=0)
 # token that is not valid (429 with Retry-After past them).
 ENROLL_RATE_PER_MIN = env_int("ENROLL_RATE_PER_MIN", 20, minimum=1)
 BAD_TOKEN_RATE_PER_MIN = env_int("BAD_TOKEN_RATE_PER_MIN", 30, minimum=1)
-# A batch still pending this long after it was accepted is enqueued again by the sweeper.
-INGEST_SWEEP_AFTER_S = env_int("INGEST_SWEEP_AFTER_S", 60, minimum=1)
-INGEST_SWEEP_EVERY_S = env_int("INGEST_SWEEP_EVERY_S", 30, minimum=1)
+# Every INGEST_SWEEP_EVERY_S the sweeper asks for drains if a batch has been pending longer
+# than INGEST_SWEEP_AFTER_S and no drain holds its lease (its drain was lost, and no request
+# came since to ask for another): what a killed worker costs when no agent is reporting.
+INGEST_SWEEP_AFTER_S = env_int("INGEST_SWEEP_AFTER_S", 5, minimum=1)
+INGEST_SWEEP_EVERY_S = env_int("INGEST_SWEEP_EVERY_S", 5, minimum=1)
 # Batches one worker transaction stores together, and how many drains may be queued at once
 # (about the number of worker processes in the deployment; more only costs idle messages).
 INGEST_DRAIN_BATCHES = env_int("INGEST_DRAIN_BATCHES", 200, minimum=1)

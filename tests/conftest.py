@@ -37,9 +37,21 @@ def _fresh_cache():
     from django.core.cache import cache
 
     from contributors import tasks
+    from portal import ratelimit
 
     cache.clear()
+    ratelimit.clear()
     tasks._flag_seen_at.clear()
+
+
+@pytest.fixture(autouse=True)
+def _roomy_address_limits(settings):
+    """Every test client comes from one address (127.0.0.1), and many tests enroll machines
+    or try tokens by the dozen: the limits per client address are raised for them. Tests of
+    those limits set their own."""
+    settings.ENROLL_RATE_PER_MIN = 10_000
+    settings.BAD_TOKEN_RATE_PER_MIN = 10_000
+    settings.SIWE_NONCE_RATE_PER_MIN = 10_000
 
 
 class WorkerProcess:

@@ -9,6 +9,7 @@ from django.core.cache import cache
 from django.test import Client
 
 from contributors import tokens
+from contributors.models import SignInNonce
 from contributors.signin import contributor_for_sign_in
 from tests.siwe_helpers import ALICE
 from tests.support.agent_api import ENROLL, JOBS, TELEMETRY, Agent, batch, enroll, h100, sample
@@ -55,10 +56,11 @@ def test_a_revoked_token_is_refused_before_the_body_is_read(alice):
 
 def test_bad_tokens_from_one_address_are_throttled_and_others_are_not(settings):
     settings.BAD_TOKEN_RATE_PER_MIN = 5
-    answers = [post_telemetry(made_up_token(), "{}").status_code for _ in range(7)]
+    here = "203.0.113.70"
+    answers = [post_telemetry(made_up_token(), "{}", here).status_code for _ in range(7)]
 
     assert answers == [401] * 5 + [429] * 2
-    throttled = post_telemetry(made_up_token(), "{}")
+    throttled = post_telemetry(made_up_token(), "{}", here)
     assert throttled.json()["error"] == "throttled"
     assert 1 <= int(throttled["Retry-After"]) <= 61
     assert post_telemetry(made_up_token(), "{}", address="198.51.100.9").status_code == 401
@@ -104,3 +106,13 @@ def test_enrollment_attempts_are_limited_per_address(settings):
 
     assert [a.status_code for a in answers] == [400, 400, 400, 429, 429]
     assert answers[-1].json()["error"] == "throttled" and answers[-1]["Retry-After"]
+
+
+def test_sign_in_nonces_are_limited_per_address(settings):
+    settings.SIWE_NONCE_RATE_PER_MIN = 3
+    client = Client(REMOTE_ADDR="203.0.113.10")
+    answers = [client.get("/auth/nonce") for _ in range(5)]
+
+    assert [a.status_code for a in answers] == [200, 200, 200, 429, 429]
+    assert answers[-1].json()["error"] == "throttled" and answers[-1]["Retry-After"]
+    assert SignInNonce.objects.count() == 3  # a refused request writes no row

@@ -212,3 +212,21 @@ def test_a_forged_agent_cannot_take_the_idle_pool(alice, bob):
     assert [e.gpu.uuid for e in idle] == [h100("honest")["uuid"]]
     held = HeldOut.objects.get()
     assert (held.gpu.uuid, held.reason) == (h100("forged")["uuid"], HeldOut.Reason.FLAGGED)
+
+
+@pytest.mark.parametrize("field", ["hostname", "agent_version"])
+def test_control_characters_in_agent_strings_are_refused(alice, field):
+    response = enroll(alice, **{field: "rig\x1b[2J\r\nadmin: ok"})
+
+    assert response.status_code == 400
+    assert response.json()["errors"] == [
+        {"field": field, "error": response.json()["errors"][0]["error"]}
+    ]
+    assert not Node.objects.exists()
+
+
+def test_control_characters_in_gpu_names_are_refused(alice):
+    agent = Agent(enroll(alice, [h100(name="NVIDIA H100\x1b[31m\x07")]))
+    assert agent.rejected_gpus[0]["errors"] == [
+        {"field": "name", "error": "required, printable, at most 200 characters"}
+    ]

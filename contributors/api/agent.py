@@ -104,10 +104,10 @@ class EnrollView(AgentView):
         errors = []
         if not isinstance(code, str) or not code:
             errors.append({"field": "enrollment_code", "error": "required"})
-        if not isinstance(hostname, str) or len(hostname) > 255:
-            errors.append({"field": "hostname", "error": "a string of at most 255 characters"})
-        if not isinstance(version, str) or len(version) > 50:
-            errors.append({"field": "agent_version", "error": "a string of at most 50 characters"})
+        if not isinstance(hostname, str) or len(hostname) > 255 or not hostname.isprintable():
+            errors.append({"field": "hostname", "error": "printable, at most 255 characters"})
+        if not isinstance(version, str) or len(version) > 50 or not version.isprintable():
+            errors.append({"field": "agent_version", "error": "printable, at most 50 characters"})
         if not isinstance(gpus, list) or len(gpus) > telemetry.MAX_INVENTORY:
             errors.append({"field": "gpus", "error": "a list of GPUs"})
         if errors:

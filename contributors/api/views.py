@@ -72,6 +72,13 @@ class NonceView(APIView):
     permission_classes = [AllowAny]
 
     def get(self, request):
+        # Each nonce is a row until it expires: an address gets a bounded number a minute.
+        ratelimit.enforce(
+            "nonce",
+            client_ip(request),
+            settings.SIWE_NONCE_RATE_PER_MIN,
+            "Too many sign-in nonces requested from this address; try again shortly.",
+        )
         expected = signin.Expected.for_request(request)
         nonce = signin.issue_nonce()
         get_token(request)  # sets the csrftoken cookie the verify POST must echo
