@@ -2,7 +2,8 @@
 
 `contributors.siwe` knows the message format and the signature; this module knows the portal:
 which domain, origin and chain a message must name, which nonces we issued and whether they are
-spent, how far ahead a client's clock may run, and who owns which wallet.
+spent, how far ahead a client's clock may run, which wallets may not sign in here at all (the
+demo's, whose keys are public, outside a demo run), and who owns which wallet.
 """
 
 import secrets
@@ -17,6 +18,7 @@ from contributors import eip1271
 from contributors.models import Contributor, SignInNonce, Wallet
 from contributors.siwe import SiweError, SiweMessage, parse_message, verify
 from portal.api_errors import Refused
+from portal.demo import demo_addresses, demo_runs
 from portal.times import rfc3339
 
 
@@ -78,6 +80,14 @@ def check(message_text: str, signature: str, expected: Expected) -> SiweMessage:
         message = parse_message(message_text)
     except SiweError as exc:
         raise SignInError(exc.code, exc.detail) from None
+    if message.address in demo_addresses() and not demo_runs():
+        # The demo's keys are in the repository: anyone can sign as these wallets.
+        raise SignInError(
+            "demo_wallet",
+            "This is a demo wallet whose key is public; it signs in only where the demo runs "
+            "(DEBUG=true and DEMO_FLEET=true).",
+            403,
+        )
 
     now = timezone.now()
     if message.issued_at_dt > now + timedelta(seconds=settings.SIWE_MAX_FUTURE_SKEW_S):
@@ -117,20 +127,32 @@ def check(message_text: str, signature: str, expected: Expected) -> SiweMessage:
 
 
 def contributor_for_sign_in(address: str) -> Contributor:
-    """The contributor who owns `address`; a first sign-in creates them with it as payout."""
-    wallet = Wallet.objects.select_related("contributor").filter(address=address).first()
-    if wallet is not None:
-        return wallet.contributor
-    try:
-        with transaction.atomic():
-            contributor = Contributor(username=address)
-            contributor.set_unusable_password()
-            contributor.save()
-            Wallet.objects.create(contributor=contributor, address=address, is_payout=True)
-            return contributor
-    except IntegrityError:
-        # Two first sign-ins raced; the other one created the contributor.
-        return Wallet.objects.select_related("contributor").get(address=address).contributor
+    """The contributor who owns `address`; a first sign-in creates them with it as payout.
+
+    A wallet unlinked from its account is free: signing in with it again makes a new
+    contributor, never a way back into the account that let it go.
+    """
+    for _ in range(3):
+        wallet = Wallet.objects.select_related("contributor").filter(address=address).first()
+        if wallet is not None:
+            return wallet.contributor
+        # The username is only a label for admins. The address is the natural one, but the
+        # account that first signed in with this wallet keeps that name after unlinking it.
+        username = address
+        if Contributor.objects.filter(username=username).exists():
+            username = f"{address}-{secrets.token_hex(4)}"
+        try:
+            with transaction.atomic():
+                contributor = Contributor(username=username)
+                contributor.set_unusable_password()
+                contributor.save()
+                Wallet.objects.create(contributor=contributor, address=address, is_payout=True)
+                return contributor
+        except IntegrityError:
+            # Either another first sign-in of this wallet won the race (the loop finds its
+            # wallet), or the username is taken (the loop tries another).
+            continue
+    raise RuntimeError(f"no contributor could be created for {address}")
 
 
 def link_wallet(contributor: Contributor, address: str) -> tuple[Wallet, bool]:

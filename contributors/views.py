@@ -10,6 +10,7 @@ from django.db.models import Prefetch, Q
 from django.http import Http404
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
+from django.utils.cache import add_never_cache_headers
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.csrf import ensure_csrf_cookie
 from django.views.decorators.http import require_GET, require_POST
@@ -17,7 +18,7 @@ from django.views.decorators.http import require_GET, require_POST
 from contributors import charts
 from contributors.models import GPU, EnrollmentCode, GpuHour, Node
 from contributors.series import RANGES, series
-from portal.demo import DEMO_CONTRIBUTORS
+from portal.demo import DEMO_CONTRIBUTORS, demo_runs
 from portal.figures import embed
 from portal.times import rfc3339, rfc3339_or_none
 from rewards.models import Epoch, HeldOut, Job, RewardEntry
@@ -32,7 +33,7 @@ def signin_page(request):
     if request.user.is_authenticated and not request.GET.get("switch"):
         return redirect(next_url or "dashboard")
 
-    demo = DEMO_CONTRIBUTORS if settings.DEBUG and settings.DEMO_FLEET else ()
+    demo = DEMO_CONTRIBUTORS if demo_runs() else ()
     return render(
         request,
         "contributors/signin.html",
@@ -51,13 +52,20 @@ def wallets_page(request):
 
 # --- Machines --------------------------------------------------------------------------------
 
-SHOW_ONCE = "nodes:show-once"
-
 
 @require_GET
 @login_required
 def nodes_page(request):
+    return _nodes_page(request)
 
+
+def _nodes_page(request, secret: dict | None = None):
+    """The machines page; with `secret`, the answer to the POST that made it.
+
+    A secret is shown in that answer only, never parked in the session (a table that backups
+    and admins read) or in a cookie to survive a redirect; the answer is never cached. Reloading
+    it asks to resend the form, which makes a new secret, as it should.
+    """
     now = timezone.now()
     nodes = (
         Node.objects.filter(owner=request.user)
@@ -72,8 +80,7 @@ def nodes_page(request):
         }
         for node in nodes
     ]
-    secret = request.session.pop(SHOW_ONCE, None)
-    return render(
+    response = render(
         request,
         "contributors/nodes.html",
         {
@@ -82,19 +89,16 @@ def nodes_page(request):
             "portal_url": request.build_absolute_uri("/").rstrip("/"),
         },
     )
+    if secret is not None:
+        add_never_cache_headers(response)
+    return response
 
 
 @require_POST
 @login_required
 def create_enrollment_code(request):
-
     row, code = EnrollmentCode.issue(request.user)
-    request.session[SHOW_ONCE] = {
-        "kind": "enrollment",
-        "value": code,
-        "expires_at": row.expires_at.isoformat(),
-    }
-    return redirect("nodes")
+    return _nodes_page(request, {"kind": "enrollment", "value": code, "expires_at": row.expires_at})
 
 
 def _own_node(request, node_id: int):
@@ -123,8 +127,7 @@ def rotate_node_token(request, node_id: int):
     Node.objects.filter(pk=node.pk).update(
         token_prefix=node.token_prefix, token_hash=node.token_hash
     )
-    request.session[SHOW_ONCE] = {"kind": "token", "value": token, "node": node.name}
-    return redirect("nodes")
+    return _nodes_page(request, {"kind": "token", "value": token, "node": node.name})
 
 
 @require_POST

@@ -8,6 +8,7 @@ GPUs run through POST /api/v1/scheduler/jobs, except on one GPU whose owner runs
 (self-reported work that earns no compute reward, as the rules say).
 """
 
+import functools
 import logging
 import queue
 import threading
@@ -23,7 +24,6 @@ from eth_account import Account
 from eth_utils import keccak
 
 from contributors.models import EnrollmentCode, ServiceToken
-from contributors.signin import contributor_for_sign_in
 from portal.times import rfc3339, rfc3339_or_none
 
 log = logging.getLogger("portal.demo")
@@ -51,6 +51,17 @@ DEMO_MACHINES = (
 
 def demo_account(name: str):
     return Account.from_key(keccak(text=f"omnitensor-demo-{name}"))
+
+
+def demo_runs() -> bool:
+    """The demo, and with it sign-in with its public keys, exists only in DEBUG demo runs."""
+    return bool(settings.DEBUG and settings.DEMO_FLEET)
+
+
+@functools.cache
+def demo_addresses() -> frozenset[str]:
+    """The demo wallets' addresses: anyone can sign as them, since their keys are public."""
+    return frozenset(demo_account(name).address for name in DEMO_CONTRIBUTORS)
 
 
 def wait_for_portal(portal: str, stop: threading.Event, timeout_s: float = 120) -> bool:
@@ -175,6 +186,9 @@ class Fleet:
                 return config
         except ConfigError:
             pass
+        # Imported here: sign-in asks this module which wallets are the demo's.
+        from contributors.signin import contributor_for_sign_in
+
         owner = contributor_for_sign_in(demo_account(machine.owner).address)
         _, code = EnrollmentCode.issue(owner)
         gpus = inventory(SimulatedCollector(machine.gpus, seed=machine.seed).collect())

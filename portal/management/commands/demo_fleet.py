@@ -5,7 +5,7 @@ import signal
 import sys
 
 from django.conf import settings
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandError
 
 
 class Command(BaseCommand):
@@ -20,6 +20,13 @@ class Command(BaseCommand):
 
     def handle(self, *args, portal: str, **options):
         from portal.demo import run_fleet
+
+        # Its contributors' keys are public, so a fleet in production would hand their
+        # accounts to anyone.
+        if not settings.DEBUG:
+            raise CommandError(
+                "The demo fleet runs only with DEBUG=true: its wallets' keys are public."
+            )
 
         # honcho and systemd stop processes with SIGTERM: leave through the cleanup path.
         signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
