@@ -41,7 +41,7 @@ class Inventory:
         parents = {g.mig_parent_id for g in rows if g.mig_parent_id}
         gpus = {
             g.uuid: plausible.GpuLimits.of(
-                g.pk, g.uuid, g.name, g.memory_total_mib, g.unrated, g.pk in parents
+                g.pk, g.name, g.memory_total_mib, g.unrated, g.pk in parents
             )
             for g in rows
         }

@@ -110,14 +110,15 @@ class GpuLimits:
                    bool(capped))  # fmt: skip
 
     @classmethod
-    def of(cls, id_: int, uuid: str, name: str, total_mib: int, unrated: bool, has_instances: bool):
-        """MIG instances and GPUs in MIG mode report no utilization (NVML: not supported,
-        nvidia-smi: [N/A]); a number there did not come from the driver."""
+    def of(cls, id_: int, name: str, total_mib: int, unrated: bool, has_instances: bool):
+        """A physical GPU in MIG mode reports no utilization of its own (NVML: not supported;
+        nvidia-smi: [N/A], see the H100/H200 MIG captures): a number there did not come from
+        the driver. Its instances may report one (DCGM's per-instance activity)."""
         return cls(
             id=id_,
             total_mib=total_mib,
             max_power_w=max_power_w(catalog().spec(name)),
-            reports_utilization=is_physical(uuid) and not has_instances,
+            reports_utilization=not has_instances,
             capped=unrated,
         )
 
@@ -129,5 +130,5 @@ def implausibility(limits: GpuLimits, util, used: int, total: int, power) -> str
     if power is not None and limits.max_power_w is not None and power > limits.max_power_w:
         return f"power {power} W far above its model's board power"
     if util is not None and not limits.reports_utilization:
-        return "utilization reported by a device that has none (MIG)"
+        return "a utilization of its own while in MIG mode (the driver reports none)"
     return ""

@@ -184,54 +184,64 @@ IMPLAUSIBLE_ERRORS = ("memory_used_exceeds_total", "implausible_telemetry")
 
 def validate_sample(
     item, inventory: Inventory, window: tuple[datetime, datetime]
-) -> tuple[list | None, str, str]:
+) -> tuple[list | None, str, tuple[int, str] | None]:
     """A sample normalised for storage (`SAMPLE_FIELDS`), or the error code that refuses it,
-    and for an implausible reading, what was implausible."""
+    and for an implausible reading, (its GPU's id, what was implausible)."""
     if not isinstance(item, dict):
-        return None, "validation_failed", ""
+        return None, "validation_failed", None
     uuid_ = item.get("gpu_uuid")
     ts = parse_time(item.get("ts"))
     used = item.get("memory_used_mib")
     total = item.get("memory_total_mib")
     if not isinstance(uuid_, str) or ts is None or not _is_int(used) or not _is_int(total):
-        return None, "validation_failed", ""
+        return None, "validation_failed", None
     limits = inventory.gpus.get(uuid_)
     if limits is None:
+        # Registered uuids are in NVML's case; an agent that sends another still finds its GPU
+        # (only a miss pays for the normalisation).
+        uuid_ = plausible.normal_uuid(uuid_) or uuid_
+        limits = inventory.gpus.get(uuid_)
+    if limits is None:
         if uuid_ in inventory.foreign:
-            return None, "gpu_owned_by_other_node", ""
-        return None, "unknown_gpu", ""
+            return None, "gpu_owned_by_other_node", None
+        return None, "unknown_gpu", None
     if not window[0] <= ts <= window[1]:
-        return None, "timestamp_out_of_window", ""
+        return None, "timestamp_out_of_window", None
     if not (0 <= used <= MAX_MEMORY_MIB and 0 < total <= MAX_MEMORY_MIB):
-        return None, "out_of_range", ""
+        return None, "out_of_range", None
     if used > total:
-        return None, "memory_used_exceeds_total", f"memory used {used} MiB above total {total} MiB"
+        why = f"memory used {used} MiB above total {total} MiB"
+        return None, "memory_used_exceeds_total", (limits.id, why)
     util = item.get("utilization_gpu_pct")
     if util is not None and (not _is_number(util) or not 0 <= util <= 100):
-        return None, "out_of_range", ""
+        return None, "out_of_range", None
     temperature = item.get("temperature_c")
     if temperature is not None and (
         not _is_number(temperature)
         or not TEMPERATURE_RANGE_C[0] <= temperature <= TEMPERATURE_RANGE_C[1]
     ):
-        return None, "out_of_range", ""
+        return None, "out_of_range", None
     power = item.get("power_w")
     if power is not None and (
         not _is_number(power) or not POWER_RANGE_W[0] <= power <= POWER_RANGE_W[1]
     ):
-        return None, "out_of_range", ""
+        return None, "out_of_range", None
     job_id = item.get("job_id")
     if job_id is not None and (
         not isinstance(job_id, str) or len(job_id) > MAX_JOB_ID_LEN or not job_id.isprintable()
     ):
-        return None, "validation_failed", ""
+        return None, "validation_failed", None
     why = plausible.implausibility(limits, util, used, total, power)
     if why:
-        return None, "implausible_telemetry", why
+        return None, "implausible_telemetry", (limits.id, why)
     # An unrated GPU counts with its capped memory, whatever its samples say.
     total = min(total, limits.total_mib)
     used = min(used, total)
-    return [limits.id, ts.isoformat(), util, used, total, temperature, power, job_id or ""], "", ""
+    return (
+        [limits.id, ts.isoformat(), util, used, total, temperature, power, job_id or ""],
+        "",
+        None,
+    )
 
 
 def _fields(body: dict) -> tuple[uuid.UUID, datetime, list, list]:
@@ -293,7 +303,7 @@ def _batch(
         if sample is None:
             rejected.append({"index": index, "error": error})
             if why:
-                implausible.setdefault(inventory.gpus[item["gpu_uuid"]].id, why)
+                implausible.setdefault(*why)
             continue
         key = (sample[0], sample[1])  # GPU and time
         if key not in seen:  # the same reading twice in one batch counts once
@@ -335,7 +345,8 @@ def accept(
         gpu_rejections, inventory = register_gpus(node, gpus, now, known)
     else:
         gpu_rejections, inventory = [], Inventory.of_rows(known)
-    unknown = {u for u in _named_gpus(samples) if u not in inventory.gpus}
+    named = {plausible.normal_uuid(u) or u for u in _named_gpus(samples)}
+    unknown = {u for u in named if u not in inventory.gpus}
     if unknown:
         foreign = set(
             GPU.objects.filter(uuid__in=unknown).exclude(node=node).values_list("uuid", flat=True)

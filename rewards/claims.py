@@ -24,9 +24,9 @@ from django.utils import timezone
 from contributors.models import Contributor
 from portal.api_errors import Refused
 from rewards import chain
-from rewards.models import Claim, ClaimEvent, RewardEntry
+from rewards.ledger import earned_wei
+from rewards.models import Claim, ClaimEvent
 from rewards.vouchers import Voucher
-from rewards.wei import sum_wei
 
 UNEXPIRED = (Claim.Status.ISSUED, Claim.Status.SUBMITTED, Claim.Status.CONFIRMED)
 
@@ -77,8 +77,7 @@ def confirmed_total(chain_id: int, distributor: str, account: str) -> int:
 
 def balance_of(contributor) -> Balance:
     """The contributor's balance, exactly, from the ledger, their vouchers and Claimed events."""
-    earned = sum_wei(RewardEntry.objects.filter(contributor=contributor), "amount_wei")
-    balance = Balance(earned=earned)
+    balance = Balance(earned=earned_wei(contributor))
     rows = Claim.objects.filter(contributor=contributor).values_list(
         "chain_id", "distributor", "account", "status", "cumulative_wei"
     )

@@ -6,6 +6,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from contributors.models import GPU
+from contributors.plausible import normal_uuid
 from contributors.telemetry import parse_time
 from portal.api_errors import Refused
 from rewards.models import Job
@@ -43,7 +44,7 @@ def attest(body: dict) -> Attested:
     if errors:
         raise Refused(400, "validation_failed", "The job has invalid fields.", errors)
 
-    gpu = GPU.objects.filter(uuid=gpu_uuid).first()
+    gpu = GPU.objects.filter(uuid__in={gpu_uuid, normal_uuid(gpu_uuid) or gpu_uuid}).first()
     if gpu is None:
         raise Refused(400, "unknown_gpu", f"No GPU {gpu_uuid} is registered.")
 

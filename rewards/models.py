@@ -10,7 +10,7 @@ from decimal import Decimal
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.validators import MinValueValidator
-from django.db import models
+from django.db import models, transaction
 from django.db.models import F, Q
 from django.db.models.functions import Lower
 from django.utils import timezone
@@ -248,9 +248,44 @@ class RewardEntry(models.Model):
         return f"{self.kind} {self.amount_wei} wei to {self.gpu_id} in {self.epoch_id}"
 
     def save(self, *args, **kwargs) -> None:
+        """Add one entry (a correction, say) and its amount to the day totals; settlement
+        writes its entries in bulk and adds them to the day totals itself."""
+        from rewards.ledger import add_to_earning_days
+
         if self.pk is not None:
             raise ValidationError("Reward entries are never edited; add a correction instead.")
-        super().save(*args, **kwargs)
+        with transaction.atomic():
+            super().save(*args, **kwargs)
+            add_to_earning_days(self.epoch.start, [self])
+
+
+class EarningDay(models.Model):
+    """What one contributor earned on one UTC day (epochs starting that day), by pool.
+
+    Written by settlement in the transaction that writes the day's entries, so it always equals
+    the sum of the ledger (a property test checks it): pages and balances read a row per day
+    instead of summing every entry.
+    """
+
+    contributor = models.ForeignKey(
+        "contributors.Contributor", on_delete=models.CASCADE, related_name="earning_days"
+    )
+    day = models.DateField()
+    compute_wei = WeiField(default=0)
+    idle_wei = WeiField(default=0)
+
+    class Meta:
+        ordering = ["contributor_id", "day"]
+        constraints = [
+            models.UniqueConstraint(fields=["contributor", "day"], name="earningday_one_per_day"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.contributor_id} on {self.day}: {self.compute_wei} + {self.idle_wei} wei"
+
+    @property
+    def total_wei(self) -> int:
+        return self.compute_wei + self.idle_wei
 
 
 class HeldOut(models.Model):

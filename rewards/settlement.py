@@ -27,6 +27,7 @@ from django.utils import timezone
 from contributors.models import GPU, GpuFlag, Sample, TelemetryBatch
 from contributors.telemetry import stored_sample
 from rewards.catalog import Catalog
+from rewards.ledger import add_to_earning_days
 from rewards.models import Epoch, HeldOut, RewardEntry, RewardPolicy
 from rewards.usage import Usage, usage_for
 from rewards.wei import decimal_string, rounded_decimal
@@ -313,6 +314,7 @@ def settle(window: Window, now: datetime | None = None, method: str = "auto") ->
                 row.epoch = epoch
             RewardEntry.objects.bulk_create(entries, batch_size=2000)
             HeldOut.objects.bulk_create(held, batch_size=2000)
+            add_to_earning_days(window.start, entries)
             won = Epoch.objects.filter(pk=epoch.pk, status=Epoch.Status.SETTLING).update(
                 status=Epoch.Status.SETTLED, settled_at=now
             )

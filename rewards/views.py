@@ -2,7 +2,7 @@
 
 import csv
 from collections import defaultdict
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from fractions import Fraction
 
@@ -15,7 +15,7 @@ from django.views.decorators.http import require_GET
 from contributors.models import GPU
 from portal.figures import embed
 from portal.times import rfc3339
-from rewards import charts
+from rewards import charts, ledger
 from rewards.display import omnit
 from rewards.models import Epoch, GpuModel, HeldOut, RewardEntry
 
@@ -62,16 +62,7 @@ def rewards_page(request):
     now = timezone.now()
     days = 90 if request.GET.get("days") == "90" else 30
     since = (now - timedelta(days=days - 1)).replace(hour=0, minute=0, second=0, microsecond=0)
-    per_day: dict[date, list[int]] = defaultdict(lambda: [0, 0])
-    for start, kind, amount in RewardEntry.objects.filter(
-        contributor=request.user, epoch__start__gte=since
-    ).values_list("epoch__start", "kind", "amount_wei"):
-        per_day[start.astimezone(UTC).date()][0 if kind == "compute" else 1] += int(amount)
-    series = []
-    for offset in range(days):
-        day = (since + timedelta(days=offset)).date()
-        compute, idle = per_day.get(day, (0, 0))
-        series.append((day.isoformat(), compute, idle))
+    series = ledger.daily_earnings(request.user, ledger.utc_day(since), days)
     figure = charts.daily_earnings(series)
 
     epochs = list(

@@ -21,10 +21,19 @@ from django.test import Client
 from django.utils import timezone
 
 from contributors import ingest
-from contributors.models import GPU, EnrollmentCode, GpuFlag, Node, Sample, TelemetryBatch
+from contributors.models import (
+    GPU,
+    EnrollmentCode,
+    GpuFlag,
+    Node,
+    NodeFlag,
+    Sample,
+    TelemetryBatch,
+)
 from contributors.signin import contributor_for_sign_in
 from rewards.models import Job
 from tests.siwe_helpers import ALICE, BOB, make_message, sign
+from tests.support.agent_api import nvml_uuid
 
 pytestmark = pytest.mark.django_db
 
@@ -300,9 +309,9 @@ def test_enroll_with_a_body_that_is_not_json_is_invalid_json():
     assert response.json()["error"] == "invalid_json"
 
 
-def test_enroll_with_a_gpu_of_another_node_lists_it_and_flags_it(alice, bob):
+def test_enroll_with_a_gpu_of_another_node_lists_it_and_flags_the_enrolling_node(alice, bob):
     first = Agent(enroll(alice, [H100]))
-    other = {**gpu("GPU-bob-own"), "name": "NVIDIA RTX 4090", "memory_total_mib": 24564}
+    other = gpu(nvml_uuid("bob-own"), name="NVIDIA GeForce RTX 4090", memory_total_mib=24564)
     response = enroll(bob, [other, H100], hostname="bobs-box")
 
     assert response.status_code == 201
@@ -310,13 +319,17 @@ def test_enroll_with_a_gpu_of_another_node_lists_it_and_flags_it(alice, bob):
     assert body["rejected_gpus"] == [{"index": 1, "error": "gpu_owned_by_other_node"}]
     bobs_node = Node.objects.get(pk=body["node_id"])
     assert GPU.objects.get(uuid=H100["uuid"]).node_id == first.node_id  # not moved
-    assert list(bobs_node.gpus.values_list("uuid", flat=True)) == ["GPU-bob-own"]
-    flag = GpuFlag.objects.get()
-    assert (flag.gpu.uuid, flag.reason, flag.reported_by) == (
-        H100["uuid"],
-        GpuFlag.Reason.UUID_ON_TWO_NODES,
+    assert list(bobs_node.gpus.values_list("uuid", flat=True)) == [other["uuid"]]
+    # A known uuid is not a weapon: the owner's GPU is not flagged, the enrolling node is.
+    assert not GpuFlag.objects.exists()
+    flag = NodeFlag.objects.get()
+    assert (flag.node, flag.reason, flag.gpu_uuids, flag.reports) == (
         bobs_node,
+        NodeFlag.Reason.FOREIGN_GPU,
+        [H100["uuid"]],
+        1,
     )
+    assert flag.cleared_at is None
 
 
 def test_enroll_with_an_invalid_gpu_entry_registers_the_others(alice):
@@ -376,7 +389,7 @@ def test_telemetry_is_accepted_and_one_ingest_enqueued(agent, django_capture_on_
 def test_replayed_batch_gets_the_first_answer_and_is_not_stored_twice(
     agent, django_capture_on_commit_callbacks
 ):
-    body = batch([sample(H100["uuid"]), sample("GPU-unknown")])
+    body = batch([sample(H100["uuid"]), sample(nvml_uuid("unknown"))])
     with django_capture_on_commit_callbacks(execute=False) as first_callbacks:
         first = agent.send(body)
     assert first.status_code == 202
@@ -407,11 +420,11 @@ def test_replay_after_ingest_still_gets_the_first_answer(agent, django_capture_o
 
 
 def test_same_batch_id_from_another_node_is_another_batch(alice, agent):
-    other = Agent(enroll(alice, [gpu("GPU-second")], hostname="rig-2"))
+    other = Agent(enroll(alice, [gpu(nvml_uuid("second"))], hostname="rig-2"))
     batch_id = str(uuid.uuid4())
 
     first = agent.send(batch([sample(H100["uuid"])], batch_id=batch_id))
-    second = other.send(batch([sample("GPU-second")] * 1, batch_id=batch_id))
+    second = other.send(batch([sample(nvml_uuid("second"))] * 1, batch_id=batch_id))
 
     assert (first.status_code, second.status_code) == (202, 202)
     assert second.json() == {"batch_id": batch_id, "accepted": 1, "rejected": []}
@@ -429,7 +442,7 @@ def test_batch_id_is_answered_in_canonical_form(agent):
 
 
 def test_batch_without_accepted_samples_enqueues_nothing(agent, django_capture_on_commit_callbacks):
-    body = batch([sample("GPU-unknown")])
+    body = batch([sample(nvml_uuid("unknown"))])
     with django_capture_on_commit_callbacks(execute=False) as callbacks:
         response = agent.send(body)
 
@@ -651,7 +664,7 @@ def test_concurrent_requests_cannot_exceed_the_rate_limit(alice, settings, trans
         ({"memory_used_mib": 81560}, "memory_used_exceeds_total"),
         ({"ts": "HOURS_AGO_25"}, "timestamp_out_of_window"),
         ({"ts": "MINUTES_AHEAD_10"}, "timestamp_out_of_window"),
-        ({"gpu_uuid": "GPU-nobody-has-this"}, "unknown_gpu"),
+        ({"gpu_uuid": nvml_uuid("nobody-has-this")}, "unknown_gpu"),
         ({"ts": "2024-05-01T10:00:00"}, "validation_failed"),  # no offset
         ({"memory_used_mib": "40000"}, "validation_failed"),
         ({"gpu_uuid": None}, "validation_failed"),
@@ -689,12 +702,25 @@ def test_samples_inside_the_time_window_are_accepted(agent, offset):
         {"utilization_gpu_pct": 0, "memory_used_mib": 0},
         {"utilization_gpu_pct": 100, "memory_used_mib": 81559},
         {"temperature_c": -40, "power_w": 0},
-        {"temperature_c": 150, "power_w": 5000},
+        {"temperature_c": 150, "power_w": 1050},  # an H100's 700 W board power x 1.5
     ],
 )
 def test_readings_at_the_edges_of_their_range_are_accepted(agent, reading):
     response = agent.send(batch([sample(H100["uuid"], **reading)]))
     assert response.json()["rejected"] == []
+
+
+def test_power_at_the_edge_of_its_range_is_accepted_for_a_model_without_a_board_power(agent):
+    """Only the range bounds the power of a model the catalog does not rate."""
+    unrated = gpu(nvml_uuid("unrated"), name="Acme Tensor X1", memory_total_mib=16384)
+    reading = sample(
+        unrated["uuid"], memory_total_mib=16384, memory_used_mib=0, temperature_c=150, power_w=5000
+    )
+    response = agent.send(batch([reading], gpus=[unrated]))
+
+    assert "rejected_gpus" not in response.json()
+    assert response.json()["rejected"] == []
+    assert GPU.objects.get(uuid=unrated["uuid"]).unrated
 
 
 @pytest.mark.parametrize("field", ["utilization_gpu_pct", "temperature_c", "power_w"])
@@ -754,25 +780,28 @@ def test_optional_readings_may_be_null_or_absent(agent, django_capture_on_commit
     assert (stored[1].temperature_c, stored[1].power_w) == (None, None)
 
 
-def test_sample_for_another_nodes_gpu_is_refused_and_flagged(alice, bob, agent):
+def test_sample_for_another_nodes_gpu_is_refused_and_flags_the_reporting_node(alice, bob, agent):
     intruder = Agent(enroll(bob, hostname="bobs-box"))
     response = intruder.send(batch([sample(H100["uuid"])]))
 
     assert response.status_code == 202
     assert response.json()["rejected"] == [{"index": 0, "error": "gpu_owned_by_other_node"}]
-    flag = GpuFlag.objects.get()
-    assert (flag.gpu.node_id, flag.reported_by_id) == (agent.node_id, intruder.node_id)
-    assert flag.reason == GpuFlag.Reason.UUID_ON_TWO_NODES and flag.cleared_at is None
+    assert not GpuFlag.objects.exists()  # the owner's GPU keeps earning
+    flag = NodeFlag.objects.get()
+    assert (flag.node_id, flag.reason) == (intruder.node_id, NodeFlag.Reason.FOREIGN_GPU)
+    assert (flag.gpu_uuids, flag.reports, flag.cleared_at) == ([H100["uuid"]], 1, None)
     first_seen = flag.last_seen_at
 
-    # Reported again: the same open flag, seen again.
+    # Reported again: the same open flag, counted and seen again.
     again = intruder.send(batch([sample(H100["uuid"])]))
     assert again.json()["rejected"] == [{"index": 0, "error": "gpu_owned_by_other_node"}]
     flag.refresh_from_db()
-    assert GpuFlag.objects.count() == 1 and flag.last_seen_at >= first_seen
+    assert NodeFlag.objects.count() == 1 and flag.last_seen_at >= first_seen
+    assert (flag.gpu_uuids, flag.reports) == ([H100["uuid"]], 2)
+    assert not GpuFlag.objects.exists()
 
 
-def test_inventory_naming_another_nodes_gpu_is_rejected_and_flagged(bob, agent):
+def test_inventory_naming_another_nodes_gpu_is_rejected_and_flags_the_reporting_node(bob, agent):
     intruder = Agent(enroll(bob, hostname="bobs-box"))
     response = intruder.send(batch([sample(H100["uuid"])], gpus=[H100]))
 
@@ -781,21 +810,32 @@ def test_inventory_naming_another_nodes_gpu_is_rejected_and_flagged(bob, agent):
     assert body["rejected"] == [{"index": 0, "error": "gpu_owned_by_other_node"}]
     assert body["rejected_gpus"] == [{"index": 0, "error": "gpu_owned_by_other_node"}]
     assert GPU.objects.get(uuid=H100["uuid"]).node_id == agent.node_id
-    assert GpuFlag.objects.filter(reported_by_id=intruder.node_id).count() == 1
+    assert not GpuFlag.objects.exists()
+    # One report naming it, however many times within it: one flag, counted once.
+    flag = NodeFlag.objects.get(node_id=intruder.node_id)
+    assert (flag.reason, flag.gpu_uuids, flag.reports) == (
+        NodeFlag.Reason.FOREIGN_GPU,
+        [H100["uuid"]],
+        1,
+    )
 
 
-def test_admin_sees_the_flag_of_a_gpu_on_two_nodes(admin_client, bob, agent):
+def test_admin_sees_the_flag_of_a_node_reporting_another_nodes_gpu(admin_client, bob, agent):
     Agent(enroll(bob, hostname="bobs-box")).send(batch([sample(H100["uuid"])]))
-    assert GpuFlag.objects.count() == 1
+    flag = NodeFlag.objects.get()
 
-    page = admin_client.get("/admin/contributors/gpuflag/")
+    listing = admin_client.get("/admin/contributors/nodeflag/")
+    assert listing.status_code == 200
+    assert f"/admin/contributors/nodeflag/{flag.pk}/change/" in listing.content.decode()
+    page = admin_client.get(f"/admin/contributors/nodeflag/{flag.pk}/change/")
     assert page.status_code == 200
     assert H100["uuid"] in page.content.decode()
+    assert not GpuFlag.objects.exists()
 
 
 def test_inventory_update_registers_new_gpus_before_reading_samples(agent):
-    new = gpu("GPU-added-later", name="NVIDIA L40S", memory_total_mib=46068)
-    response = agent.send(batch([sample("GPU-added-later", memory_total_mib=46068)], gpus=[new]))
+    new = gpu(nvml_uuid("added-later"), name="NVIDIA L40S", memory_total_mib=46068)
+    response = agent.send(batch([sample(new["uuid"], memory_total_mib=46068)], gpus=[new]))
 
     assert response.status_code == 202
     assert response.json() == {
@@ -803,7 +843,7 @@ def test_inventory_update_registers_new_gpus_before_reading_samples(agent):
         "accepted": 1,
         "rejected": [],
     }
-    assert GPU.objects.get(uuid="GPU-added-later").node_id == agent.node_id
+    assert GPU.objects.get(uuid=new["uuid"]).node_id == agent.node_id
 
 
 def test_inventory_update_changes_a_gpus_reported_fields(agent):
@@ -979,7 +1019,8 @@ def test_live_state_keeps_the_newest_sample_when_batches_arrive_out_of_order(
 def test_my_gpus_lists_only_my_own_with_their_live_state(
     alice, bob, agent, django_capture_on_commit_callbacks
 ):
-    Agent(enroll(bob, [gpu("GPU-bobs")], hostname="bobs-box"))
+    bobs = gpu(nvml_uuid("bobs"), name="NVIDIA GeForce RTX 4090", memory_total_mib=24564)
+    Agent(enroll(bob, [bobs], hostname="bobs-box"))
     now = timezone.now()
     send_and_ingest(
         agent,
@@ -1007,26 +1048,27 @@ def test_my_gpus_lists_only_my_own_with_their_live_state(
             "mig_parent_uuid": None,
         }
     ]
-    assert [g["uuid"] for g in signed_in(BOB).get(MY_GPUS).json()] == ["GPU-bobs"]
+    assert [g["uuid"] for g in signed_in(BOB).get(MY_GPUS).json()] == [bobs["uuid"]]
 
 
 def test_my_gpus_status_is_online_offline_or_disabled(alice, django_capture_on_commit_callbacks):
-    agent = Agent(enroll(alice, [gpu("GPU-a"), gpu("GPU-b"), gpu("GPU-c"), gpu("GPU-d")]))
+    a, b, c, d = (nvml_uuid(label) for label in ("a", "b", "c", "d"))
+    agent = Agent(enroll(alice, [gpu(a), gpu(b), gpu(c), gpu(d)]))
     send_and_ingest(
         agent,
-        batch([sample("GPU-a"), sample("GPU-b"), sample("GPU-c")]),
+        batch([sample(a), sample(b), sample(c)]),
         django_capture_on_commit_callbacks,
     )
     # b was last seen just over 3 report intervals (3 x 30 s) ago; c was disabled by its owner.
-    GPU.objects.filter(uuid="GPU-b").update(last_seen_at=timezone.now() - timedelta(seconds=95))
-    GPU.objects.filter(uuid="GPU-c").update(enabled=False)
+    GPU.objects.filter(uuid=b).update(last_seen_at=timezone.now() - timedelta(seconds=95))
+    GPU.objects.filter(uuid=c).update(enabled=False)
 
     statuses = {g["uuid"]: g["status"] for g in signed_in(ALICE).get(MY_GPUS).json()}
     assert statuses == {
-        "GPU-a": "online",
-        "GPU-b": "offline",
-        "GPU-c": "disabled",
-        "GPU-d": "offline",  # never reported
+        a: "online",
+        b: "offline",
+        c: "disabled",
+        d: "offline",  # never reported
     }
 
 
@@ -1043,7 +1085,8 @@ def test_my_gpus_needs_a_signed_in_contributor(agent):
 
 
 def test_config_lists_the_nodes_gpus_with_defaults(alice):
-    agent = Agent(enroll(alice, [H100, gpu("GPU-small", memory_total_mib=24564)]))
+    small = gpu(nvml_uuid("small"), name="NVIDIA GeForce RTX 4090", memory_total_mib=24564)
+    agent = Agent(enroll(alice, [H100, small]))
     response = agent.config()
 
     assert response.status_code == 200
@@ -1053,7 +1096,7 @@ def test_config_lists_the_nodes_gpus_with_defaults(alice):
         "report_interval_s": 30,
         "gpus": [
             {"uuid": H100["uuid"], "committed_memory_mib": 81559, "enabled": True},
-            {"uuid": "GPU-small", "committed_memory_mib": 24564, "enabled": True},
+            {"uuid": small["uuid"], "committed_memory_mib": 24564, "enabled": True},
         ],
     }
 
@@ -1129,16 +1172,21 @@ def test_scheduler_records_a_job_then_its_end(agent):
 
 
 def test_scheduler_job_on_a_mig_instance_is_recorded_for_it(alice):
-    mig = {**gpu("MIG-child"), "memory_total_mib": 9856, "mig_parent_uuid": H100["uuid"]}
+    mig = {
+        **gpu(nvml_uuid("child", "MIG")),
+        "name": "NVIDIA H100 80GB HBM3 MIG 1g.10gb",
+        "memory_total_mib": 9856,
+        "mig_parent_uuid": H100["uuid"],
+    }
     Agent(enroll(alice, [H100, mig]))
-    response = post_job(scheduler_token(), job(gpu_uuid="MIG-child", kind="inference"))
+    response = post_job(scheduler_token(), job(gpu_uuid=mig["uuid"], kind="inference"))
 
     assert response.status_code == 201
     assert Job.objects.get().gpu.mig_parent.uuid == H100["uuid"]
 
 
 def test_scheduler_job_for_an_unknown_gpu_is_unknown_gpu(agent):
-    response = post_job(scheduler_token(), job(gpu_uuid="GPU-not-registered"))
+    response = post_job(scheduler_token(), job(gpu_uuid=nvml_uuid("not-registered")))
     assert response.status_code == 400
     assert response.json()["error"] == "unknown_gpu"
     assert not Job.objects.exists()
@@ -1185,11 +1233,12 @@ def test_scheduler_job_with_bad_fields_is_validation_failed(agent, overrides, fi
 
 
 def test_same_job_id_on_another_gpu_is_job_conflict(alice, agent):
-    Agent(enroll(alice, [gpu("GPU-other")], hostname="rig-2"))
+    other = nvml_uuid("other")
+    Agent(enroll(alice, [gpu(other)], hostname="rig-2"))
     token = scheduler_token()
     assert post_job(token, job()).status_code == 201
 
-    response = post_job(token, job(gpu_uuid="GPU-other", ended_at="2025-01-01T11:00:00Z"))
+    response = post_job(token, job(gpu_uuid=other, ended_at="2025-01-01T11:00:00Z"))
     assert response.status_code == 409
     assert response.json()["error"] == "job_conflict"
     stored = Job.objects.get()
@@ -1221,17 +1270,19 @@ def test_telemetry_with_an_unrepresentable_sent_at_is_refused_not_a_server_error
 def test_mig_links_are_one_level_never_a_chain_or_a_cycle(alice):
     """An instance's work counts for its parent, and a held-out parent holds it out too:
     a nested or circular link would let an instance earn past that."""
+    a, b, c, p = (nvml_uuid(label) for label in ("A", "B", "C", "P"))
+    p1 = nvml_uuid("P1", "MIG")
     inventory = [
-        {"uuid": "GPU-A", "name": "x", "memory_total_mib": 1000, "mig_parent_uuid": "GPU-B"},
-        {"uuid": "GPU-B", "name": "x", "memory_total_mib": 1000, "mig_parent_uuid": "GPU-C"},
-        {"uuid": "GPU-C", "name": "x", "memory_total_mib": 1000, "mig_parent_uuid": "GPU-A"},
-        {"uuid": "GPU-P", "name": "x", "memory_total_mib": 1000},
-        {"uuid": "MIG-P1", "name": "x", "memory_total_mib": 500, "mig_parent_uuid": "GPU-P"},
+        {"uuid": a, "name": "x", "memory_total_mib": 1000, "mig_parent_uuid": b},
+        {"uuid": b, "name": "x", "memory_total_mib": 1000, "mig_parent_uuid": c},
+        {"uuid": c, "name": "x", "memory_total_mib": 1000, "mig_parent_uuid": a},
+        {"uuid": p, "name": "x", "memory_total_mib": 1000},
+        {"uuid": p1, "name": "x", "memory_total_mib": 500, "mig_parent_uuid": p},
     ]
     assert enroll(alice, inventory).status_code == 201
 
     links = dict(
         GPU.objects.filter(mig_parent__isnull=False).values_list("uuid", "mig_parent__uuid")
     )
-    assert links == {"MIG-P1": "GPU-P"}
+    assert links == {p1: p}
     assert not GPU.objects.filter(mig_parent__mig_parent__isnull=False).exists()

@@ -27,7 +27,7 @@ from tests.claims_helpers import (
     start_evm,
 )
 from tests.siwe_helpers import ALICE, BOB, CAROL
-from tests.test_rewards_scenarios import Rig, epoch_start, gpu, ingest_all, samples, settle
+from tests.test_rewards_scenarios import A1, Rig, epoch_start, gpu, ingest_all, samples, settle
 
 pytestmark = pytest.mark.django_db
 
@@ -53,8 +53,8 @@ def reverts_with(evm, tx: dict, error: str, sender=None) -> None:
 
 def test_earned_rewards_are_claimed_sent_watched_and_confirmed(evm, alice):
     start = epoch_start()
-    rig = Rig(alice, [gpu("GPU-a1", H100)])
-    rig.report(samples("GPU-a1", start))  # idle all epoch: the whole idle pool
+    rig = Rig(alice, [gpu(A1, H100)])
+    rig.report(samples(A1, start))  # idle all epoch: the whole idle pool
     ingest_all()
     settle(start)
     client = signed_in(alice)

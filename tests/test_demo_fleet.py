@@ -4,7 +4,7 @@ import pytest
 from django.test import Client
 
 from contributors import ingest
-from contributors.models import GPU, Node, Sample, TelemetryBatch
+from contributors.models import GPU, GpuFlag, Node, Sample, TelemetryBatch
 from portal.demo import DEMO_MACHINES, Fleet, demo_account
 from rewards.models import Job
 from tests.conftest import wait_for
@@ -34,6 +34,9 @@ def test_fleet_reports_every_gpu_and_attests_jobs(live_server, settings, tmp_pat
 
     assert Node.objects.count() == len(DEMO_MACHINES)
     assert Sample.objects.count() >= total
+    # The simulated GPUs are plausible: rated models, memory and power their boards have.
+    assert not GPU.objects.filter(unrated=True).exists()
+    assert not GpuFlag.objects.exists()
     # Jobs seen on attesting machines were attested through the scheduler API; the machine
     # whose owner runs their own jobs has none.
     jobs = Job.objects.select_related("gpu__node")

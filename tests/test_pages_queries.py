@@ -23,6 +23,7 @@ from rewards import settlement
 from rewards.models import Epoch, HeldOut, RewardEntry
 from rewards.views import CSV_COLUMNS
 from tests.siwe_helpers import ALICE, BOB
+from tests.support.agent_api import nvml_uuid
 from tests.test_rewards_scenarios import H100, RTX_4090, Rig, attest, gpu, ingest_all, samples
 
 pytestmark = pytest.mark.django_db
@@ -47,11 +48,13 @@ class Account:
         self.rigs: list[Rig] = []
         self.uuids: list[str] = []
 
+    def uuid(self, index: int) -> str:
+        return nvml_uuid(f"{self.tag}-{index:02d}")
+
     def add_gpus(self, count: int) -> None:
         start = len(self.uuids)
         inventory = [
-            gpu(f"GPU-{self.tag}-{i:02d}", H100 if i % 3 != 2 else RTX_4090)
-            for i in range(start, start + count)
+            gpu(self.uuid(i), H100 if i % 3 != 2 else RTX_4090) for i in range(start, start + count)
         ]
         self.rigs.append(Rig(self.owner, inventory))
         self.uuids += [g["uuid"] for g in inventory]
@@ -59,7 +62,7 @@ class Account:
         GPU.objects.filter(uuid__in=self.uuids).update(
             first_seen_at=timezone.now() - timedelta(days=60)
         )
-        GPU.objects.filter(uuid=f"GPU-{self.tag}-01").update(enabled=False)
+        GPU.objects.filter(uuid=self.uuid(1)).update(enabled=False)
 
     def report_epoch(self, start, step: int = 120) -> None:
         """Samples every `step` s through one epoch (each covers up to the 30 s max gap)."""
@@ -68,7 +71,7 @@ class Account:
             batch = []
             for item in rig.gpus:
                 uuid = item["uuid"]
-                if uuid == f"GPU-{self.tag}-02":
+                if uuid == self.uuid(2):
                     continue  # offline
                 total = item["memory_total_mib"]
                 if uuid == self.uuids[0]:
@@ -85,7 +88,7 @@ class Account:
         for rig in self.rigs:
             batch = []
             for item in rig.gpus:
-                if item["uuid"] == f"GPU-{self.tag}-02":
+                if item["uuid"] == self.uuid(2):
                     continue
                 batch += samples(
                     item["uuid"], now - timedelta(minutes=minutes),
@@ -308,20 +311,20 @@ def page_text_of(markup: str) -> str:
 
 def test_the_statement_fills_the_formula_with_each_entrys_numbers_and_says_why_not(alice):
     start = hour0() - 3 * HOUR
+    busy, off, idle, gone, null = (nvml_uuid(n) for n in ("busy", "off", "idle", "gone", "null"))
     rig = Rig(
         alice,
-        [gpu("GPU-busy", H100), gpu("GPU-off", H100), gpu("GPU-idle", H100),
-         gpu("GPU-gone", H100), gpu("GPU-null", H100)],
-    )  # fmt: skip
+        [gpu(busy, H100), gpu(off, H100), gpu(idle, H100), gpu(gone, H100), gpu(null, H100)],
+    )
     GPU.objects.update(first_seen_at=start - timedelta(days=1))
-    GPU.objects.filter(uuid="GPU-off").update(enabled=False)
-    attest("job-1", "GPU-busy", start - timedelta(minutes=10))
-    attest("job-2", "GPU-null", start - timedelta(minutes=10))
+    GPU.objects.filter(uuid=off).update(enabled=False)
+    attest("job-1", busy, start - timedelta(minutes=10))
+    attest("job-2", null, start - timedelta(minutes=10))
     rig.report(
-        samples("GPU-busy", start, util=50, used=81559, job="job-1")
-        + samples("GPU-off", start, used=0)
-        + samples("GPU-idle", start, used=1024)
-        + samples("GPU-null", start, util=None, used=81559, job="job-2")
+        samples(busy, start, util=50, used=81559, job="job-1")
+        + samples(off, start, used=0)
+        + samples(idle, start, used=1024)
+        + samples(null, start, util=None, used=81559, job="job-2")
     )  # GPU-gone reports nothing
     ingest_all()
     settle_until(start + HOUR)
@@ -331,21 +334,21 @@ def test_the_statement_fills_the_formula_with_each_entrys_numbers_and_says_why_n
     rows = statement_rows(response)
 
     # 3600 s * 50 % * weight 3 = 5400 units, alone in the 1,000 OMNIT compute pool.
-    assert rows["GPU-busy"] == (
+    assert rows[busy] == (
         "1,000.0000 compute: 3600 s busy × 50 % × weight 3 = 5400 compute units; "
         "5400 / 5400 of the pool of 1,000.0000 OMNIT → 1,000.000000 OMNIT"
     )
     # 3600 s * (81559 - 1024) MiB / 1024 = 283130.859375 GiB·s, alone in the 250 OMNIT pool.
-    assert rows["GPU-idle"] == (
+    assert rows[idle] == (
         "250.0000 idle: 3600 s idle × min(committed, free) memory = 283130.859375 GiB·s; "
         "283130.859375 / 283130.859375 of the pool of 250.0000 OMNIT → 250.000000 OMNIT"
     )
-    assert rows["GPU-off"] == (
+    assert rows[off] == (
         "0.0000 Nothing earned: held out: disabled by its owner "
         "(This GPU was disabled by its owner.)."
     )
-    assert rows["GPU-gone"] == "0.0000 Nothing earned: offline: no telemetry covered this epoch."
-    assert rows["GPU-null"] == (
+    assert rows[gone] == "0.0000 Nothing earned: offline: no telemetry covered this epoch."
+    assert rows[null] == (
         "0.0000 compute: 3600 s busy × 0 % × weight 3 = 0 compute units; "
         "0 / 5400 of the pool of 1,000.0000 OMNIT → 0.000000 OMNIT "
         "Nothing more earned: utilization could not be read for 3600 s (counted as 0)."
@@ -354,7 +357,7 @@ def test_the_statement_fills_the_formula_with_each_entrys_numbers_and_says_why_n
     # The epoch's total and the period's.
     assert "1,250.0000 OMNIT in the last 30 days." in text
     assert "· 1,250.0000 OMNIT" in text
-    assert HeldOut.objects.filter(gpu__uuid="GPU-off").exists()
+    assert HeldOut.objects.filter(gpu__uuid=off).exists()
 
 
 def test_the_statement_says_plainly_when_nothing_settled_yet(alice):
@@ -492,18 +495,20 @@ def test_the_estimate_answers_infinity_and_huge_exponents_with_a_message(client,
 
 def test_a_mig_instance_is_not_called_offline_when_its_gpu_earned(alice):
     start = hour0() - 3 * HOUR
-    mig = {"uuid": "MIG-a1-0", "name": "NVIDIA H100 80GB HBM3 MIG 3g.40gb",
-           "memory_total_mib": 40192, "mig_parent_uuid": "GPU-a1"}  # fmt: skip
-    rig = Rig(alice, [gpu("GPU-a1", H100), mig])
+    a1, a1_mig = nvml_uuid("a1"), nvml_uuid("a1-0", "MIG")
+    mig = {"uuid": a1_mig, "name": "NVIDIA H100 80GB HBM3 MIG 3g.40gb",
+           "memory_total_mib": 40192, "mig_parent_uuid": a1}  # fmt: skip
+    rig = Rig(alice, [gpu(a1, H100), mig])
     GPU.objects.update(first_seen_at=start - timedelta(days=1))
-    attest("job-m", "MIG-a1-0", start - timedelta(minutes=1))
+    attest("job-m", a1_mig, start - timedelta(minutes=1))
+    # Neither a MIG instance nor its GPU in MIG mode reports utilization (NVML: not supported).
     rig.report(
-        samples("GPU-a1", start, used=20000)
-        + samples("MIG-a1-0", start, util=40, used=20000, total=40192, job="job-m")
+        samples(a1, start, util=None, used=20000)
+        + samples(a1_mig, start, util=None, used=20000, total=40192, job="job-m")
     )
     ingest_all()
     settle_until(start + HOUR)
 
     rows = statement_rows(signed_in(alice).get("/rewards/"))
-    assert "offline" not in rows["MIG-a1-0"]
-    assert "paid to its physical GPU GPU-a1" in rows["MIG-a1-0"]
+    assert "offline" not in rows[a1_mig]
+    assert f"paid to its physical GPU {a1}" in rows[a1_mig]

@@ -174,18 +174,35 @@ def test_implausible_telemetry_is_refused_and_flags_the_gpu(alice, reading, erro
     assert GpuFlag.objects.count() == 1
 
 
-def test_utilization_from_a_mig_instance_is_implausible(alice):
+def test_utilization_of_a_gpu_in_mig_mode_is_implausible(alice):
+    """nvidia-smi prints [N/A] for a GPU in MIG mode (tests' H100/H200 MIG captures); its
+    instances may report their own activity (DCGM)."""
     parent = h100("parent")
     instance = h100("child", uuid=nvml_uuid("child", "MIG"), memory_total_mib=10240,
                     mig_parent_uuid=parent["uuid"])  # fmt: skip
     agent = Agent(enroll(alice, [parent, instance]))
     mig = {"memory_used_mib": 100, "memory_total_mib": 10240, "power_w": None}
 
-    ok = agent.send(batch([sample(instance["uuid"], utilization_gpu_pct=None, **mig)]))
-    assert ok.json()["accepted"] == 1
-    lie = agent.send(batch([sample(instance["uuid"], utilization_gpu_pct=90.0, **mig)]))
+    ok = agent.send(
+        batch(
+            [
+                sample(instance["uuid"], utilization_gpu_pct=40.0, **mig),
+                sample(parent["uuid"], utilization_gpu_pct=None),
+            ]
+        )
+    )
+    assert ok.json()["accepted"] == 2
+    lie = agent.send(batch([sample(parent["uuid"], utilization_gpu_pct=90.0)]))
     assert lie.json()["rejected"] == [{"index": 0, "error": "implausible_telemetry"}]
-    assert GpuFlag.objects.get().gpu.uuid == instance["uuid"]
+    assert GpuFlag.objects.get().gpu.uuid == parent["uuid"]
+
+
+def test_samples_and_jobs_find_their_gpu_whatever_the_uuid_case(alice):
+    agent = Agent(enroll(alice, [h100(uuid=h100()["uuid"].upper())]))
+    assert agent.rejected_gpus == [] and GPU.objects.get().uuid == h100()["uuid"]
+
+    shouted = sample(h100()["uuid"].upper())
+    assert agent.send(batch([shouted])).json()["accepted"] == 1
 
 
 def test_a_forged_agent_cannot_take_the_idle_pool(alice, bob):

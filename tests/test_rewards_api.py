@@ -7,6 +7,7 @@ from django.core.management import call_command
 from django.test import Client
 
 from tests.test_rewards_scenarios import (
+    A1,
     H100,
     IDLE_POOL,
     Rig,
@@ -32,8 +33,8 @@ def signed_in(contributor) -> Client:
 @pytest.fixture
 def two_epochs(alice):  # noqa: F811
     first, second = epoch_start(4), epoch_start(3)
-    rig = Rig(alice, [gpu("GPU-a1", H100)])
-    rig.report(samples("GPU-a1", first, used=1024) + samples("GPU-a1", second, used=1024))
+    rig = Rig(alice, [gpu(A1, H100)])
+    rig.report(samples(A1, first, used=1024) + samples(A1, second, used=1024))
     ingest_all()
     call_command("settle_epochs", "--until", iso(second + timedelta(hours=1)), stdout=None)
     return first, second
