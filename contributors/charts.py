@@ -10,6 +10,7 @@ from datetime import datetime
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from portal.figures import plotly_text
 from portal.times import rfc3339
 
 PALETTE = ("#1f4fd6", "#d97706", "#15803d", "#b91c1c", "#7c3aed", "#0e7490", "#be185d", "#4d7c0f")
@@ -36,7 +37,8 @@ def _layout(fig: go.Figure, *, height: int, title: str | None = None) -> go.Figu
 def live_utilization(series: Sequence[tuple[str, str, Sequence[tuple[str, float | None]]]]):
     """One line per GPU: `series` is (uuid, label, [(iso time, utilization %)]) per GPU.
 
-    Trace `meta` holds the uuid, so the page can extend each trace from /api/v1/me/gpus.
+    Trace `meta` holds the uuid, so the page can extend each trace from /api/v1/me/gpus. The
+    label is plain text (names come from agents) and shows as written, markup included.
     """
     fig = go.Figure()
     for index, (uuid, label, points) in enumerate(series):
@@ -44,12 +46,14 @@ def live_utilization(series: Sequence[tuple[str, str, Sequence[tuple[str, float 
             go.Scatter(
                 x=[t for t, _ in points],
                 y=[u for _, u in points],
-                name=label,
+                name=plotly_text(label),
                 meta=uuid,
                 mode="lines",
                 line={"width": 2, "color": PALETTE[index % len(PALETTE)]},
                 connectgaps=False,
-                hovertemplate="%{y:.0f} %<extra>" + label + "</extra>",
+                # The name by reference: a label spliced into the template would be read as
+                # one (`%{...}` in a hostname would pull in other fields).
+                hovertemplate="%{y:.0f} %<extra>%{fullData.name}</extra>",
             )
         )
     fig.update_yaxes(title_text="GPU utilization (%)", range=[0, 100])
@@ -83,7 +87,8 @@ def gpu_history(
     """Utilization, memory, temperature and power of one GPU, stacked on one time axis.
 
     `periods` are (start, end, "compute" | "idle") spans that earned rewards, shaded behind the
-    lines; `jobs` are (start, end or None, job id) marks of attested jobs.
+    lines; `jobs` are (start, end or None, job id) marks of attested jobs, the ids shown as
+    plain text.
     """
     fig = make_subplots(
         rows=4,
@@ -131,8 +136,8 @@ def gpu_history(
         if end:
             fig.add_vline(x=end, line={"color": "#6b7280", "width": 1, "dash": "dot"})
         fig.add_annotation(
-            x=start, y=1.0, yref="paper", text=job_id, showarrow=False, font={"size": 10},
-            xanchor="left", yanchor="bottom",
+            x=start, y=1.0, yref="paper", text=plotly_text(job_id), showarrow=False,
+            font={"size": 10}, xanchor="left", yanchor="bottom",
         )  # fmt: skip
     _layout(fig, height=720)
     if x_range:  # the chosen range, even where the GPU has no data yet

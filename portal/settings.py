@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 
 import environ
+from csp.constants import NONCE, NONE, SELF, UNSAFE_INLINE
 from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -143,6 +144,7 @@ INSTALLED_APPS = [
     "rest_framework",
     "drf_spectacular",
     "drf_spectacular_sidecar",
+    "csp",
     "portal",
     "contributors",
     "rewards",
@@ -158,6 +160,7 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "csp.middleware.CSPMiddleware",
     # Last, so that it sees a view's exception first.
     "portal.middleware.DatabaseUnavailableMiddleware",
 ]
@@ -255,9 +258,14 @@ if CELERY_BROKER_URL.startswith("filesystem://"):
     }
 elif CELERY_BROKER_URL.startswith(("redis://", "rediss://")):
     # Publishing happens in the request path (after commit): a broker that is down must cost a
-    # request about a second, not the client's default timeouts; the batch is already durable
-    # and the sweeper enqueues it later.
-    CELERY_BROKER_TRANSPORT_OPTIONS = {"socket_connect_timeout": 1, "socket_timeout": 5}
+    # request about a second, not the client's default timeouts, nor kombu's reconnection
+    # attempts (2 s of sleeping by default); the batch is already durable and a drain or the
+    # sweeper stores it later. (Workers reconnect with their own, patient, settings.)
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        "socket_connect_timeout": 1,
+        "socket_timeout": 5,
+        "max_retries": 0,
+    }
 CELERY_BROKER_CONNECTION_TIMEOUT = 1
 CELERY_TASK_DEFAULT_QUEUE = env_str("CELERY_TASK_DEFAULT_QUEUE", "celery")
 CELERY_TASK_SERIALIZER = "json"
@@ -273,6 +281,10 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_TIME_LIMIT = env_int("CELERY_TASK_TIME_LIMIT_S", 300, minimum=1)
 CELERY_TASK_SOFT_TIME_LIMIT = max(1, CELERY_TASK_TIME_LIMIT - 30)
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# A worker whose broker went away tries again every second (portal/celery_consumer.py), and for
+# as long as it takes: giving up after Celery's 100 attempts would leave a stopped worker.
+CELERY_WORKER_CONSUMER = "portal.celery_consumer:Consumer"
+CELERY_BROKER_CONNECTION_MAX_RETRIES = None
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 CELERY_TIMEZONE = "UTC"
@@ -322,13 +334,38 @@ X_FRAME_OPTIONS = "DENY"
 SESSION_COOKIE_HTTPONLY = True
 SESSION_COOKIE_AGE = env_int("SESSION_COOKIE_AGE_S", 14 * 24 * 3600, minimum=60)
 
+# Content-Security-Policy of every page (django-csp), so that text an agent chose can never run
+# as script even if a template slipped: scripts come only from our own static files (no CDN, no
+# inline <script>, no on*= attributes), except Swagger UI's start-up script on /api/docs/, which
+# carries this response's nonce (templates/drf_spectacular/swagger_ui.html). The agent API goes
+# through AGENT_API_MIDDLEWARE and sends none: its answers are JSON, never rendered.
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": [SELF],
+        "script-src": [SELF, NONCE],
+        # plotly.js carries its CSS inside its script and adds it as <style> elements (modebar,
+        # hover labels), which take no nonce; drf-spectacular's Swagger UI page has one too.
+        # Only 'unsafe-inline' allows them (tried: style-src 'self' alone blocks both). Styles
+        # run no code; script-src stays strict.
+        "style-src": [SELF, UNSAFE_INLINE],
+        # data: and blob: images: plotly's "download as PNG" and Swagger UI's icons.
+        "img-src": [SELF, "data:", "blob:"],
+        "font-src": [SELF, "data:"],
+        "connect-src": [SELF],
+        "object-src": [NONE],
+        "base-uri": [NONE],
+        "form-action": [SELF],
+        "frame-ancestors": [NONE],
+    },
+}
+
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
         "portal.authentication.JsonSessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
-    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_PARSER_CLASSES": ["portal.parsers.BoundedJSONParser"],
     "EXCEPTION_HANDLER": "portal.api_errors.exception_handler",
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
@@ -402,7 +439,7 @@ BAD_TOKEN_RATE_PER_MIN = env_int("BAD_TOKEN_RATE_PER_MIN", 30, minimum=1)
 # Every INGEST_SWEEP_EVERY_S the sweeper asks for drains if a batch has been pending longer
 # than INGEST_SWEEP_AFTER_S and no drain holds its lease (its drain was lost, and no request
 # came since to ask for another): what a killed worker costs when no agent is reporting.
-INGEST_SWEEP_AFTER_S = env_int("INGEST_SWEEP_AFTER_S", 5, minimum=1)
+INGEST_SWEEP_AFTER_S = env_int("INGEST_SWEEP_AFTER_S", 3, minimum=1)
 INGEST_SWEEP_EVERY_S = env_int("INGEST_SWEEP_EVERY_S", 5, minimum=1)
 # Batches one worker transaction stores together, and how many drains may be queued at once
 # (about the number of worker processes in the deployment; more only costs idle messages).
