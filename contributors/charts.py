@@ -75,6 +75,49 @@ def with_gaps(points: Sequence[dict], gap_s: float) -> list[dict]:
     return out
 
 
+# Whatever the range and history, a chart draws at most this many shaded spans and job marks.
+MAX_SPANS = 120
+MAX_JOB_MARKS = 12
+
+
+def merge_spans(periods: Iterable[tuple[str, str, str]], limit: int) -> list[tuple[str, str, str]]:
+    """Spans of the same kind that touch (adjacent epochs) merged into one; past `limit`, the
+    closest spans of a kind are merged across their gaps until at most `limit` remain (idle
+    spans first: compute spans are the rarer and the more telling)."""
+    by_kind: dict[str, list[list[str]]] = {}
+    for start, end, kind in sorted(periods):
+        spans = by_kind.setdefault(kind, [])
+        if spans and start <= spans[-1][1]:
+            spans[-1][1] = max(spans[-1][1], end)
+        else:
+            spans.append([start, end])
+
+    def count() -> int:
+        return sum(len(v) for v in by_kind.values())
+
+    for kind in sorted(by_kind, key=lambda k: k != "idle"):
+        spans = by_kind[kind]
+        while count() > limit and len(spans) > 1:
+            gaps = sorted(
+                range(len(spans) - 1),
+                key=lambda i: (
+                    datetime.fromisoformat(spans[i + 1][0]) - datetime.fromisoformat(spans[i][1])
+                ),
+            )
+            # Merge the closest half of the gaps at once: a few passes, not one per span.
+            merge = set(gaps[: max(1, min(len(gaps), count() - limit, len(gaps) // 2 or 1))])
+            merged = [spans[0]]
+            for i in range(1, len(spans)):
+                if i - 1 in merge:
+                    merged[-1][1] = max(merged[-1][1], spans[i][1])
+                else:
+                    merged.append(spans[i])
+            by_kind[kind] = spans = merged
+    # Idle first, so that compute spans are drawn over them.
+    kinds = sorted(by_kind, key=lambda k: k == "compute")
+    return [(s, e, kind) for kind in kinds for s, e in by_kind[kind]]
+
+
 def gpu_history(
     points: Sequence[dict],
     *,
@@ -123,22 +166,27 @@ def gpu_history(
         )
     fig.update_yaxes(range=[0, 100], row=1, col=1)
     fig.update_yaxes(range=[0, memory_total_mib], row=2, col=1)
-    for start, end, kind in periods:
-        fig.add_vrect(
-            x0=start,
-            x1=end,
-            fillcolor=BUSY_FILL if kind == "compute" else IDLE_FILL,
-            line_width=0,
-            layer="below",
-        )
-    for start, end, job_id in jobs:
-        fig.add_vline(x=start, line={"color": "#1f4fd6", "width": 1, "dash": "dot"})
-        if end:
-            fig.add_vline(x=end, line={"color": "#6b7280", "width": 1, "dash": "dot"})
-        fig.add_annotation(
-            x=start, y=1.0, yref="paper", text=plotly_text(job_id), showarrow=False,
-            font={"size": 10}, xanchor="left", yanchor="bottom",
+    # Shapes go in as one list: plotly re-validates every shape on each add_vrect/add_vline,
+    # which made a month of epochs take a minute. Each shape spans all four rows (paper y).
+    shapes = [
+        {"type": "rect", "xref": "x", "yref": "paper", "x0": start, "x1": end, "y0": 0, "y1": 1,
+         "fillcolor": BUSY_FILL if kind == "compute" else IDLE_FILL, "line": {"width": 0},
+         "layer": "below"}
+        for start, end, kind in merge_spans(periods, MAX_SPANS)
+    ]  # fmt: skip
+    annotations = list(fig.layout.annotations)  # the subplot titles
+    for start, end, job_id in list(jobs)[:MAX_JOB_MARKS]:
+        for moment, color in ((start, "#1f4fd6"), (end, "#6b7280")):
+            if moment:
+                shapes.append(
+                    {"type": "line", "xref": "x", "yref": "paper", "x0": moment, "x1": moment,
+                     "y0": 0, "y1": 1, "line": {"color": color, "width": 1, "dash": "dot"}}
+                )  # fmt: skip
+        annotations.append(
+            {"x": start, "y": 1.0, "xref": "x", "yref": "paper", "text": plotly_text(job_id),
+             "showarrow": False, "font": {"size": 10}, "xanchor": "left", "yanchor": "bottom"}
         )  # fmt: skip
+    fig.update_layout(shapes=shapes, annotations=annotations)
     _layout(fig, height=720)
     if x_range:  # the chosen range, even where the GPU has no data yet
         fig.update_xaxes(range=list(x_range))

@@ -29,18 +29,27 @@ def _avg(total: float, count: int, digits: int = 2):
     return None if not count else round(total / count, digits)
 
 
+# Raw samples one chart draws at most: an hour at 5-second sampling. An agent that samples
+# faster (nothing stops a third-party one) gets the hour drawn from minute rollups instead.
+MAX_RAW_POINTS = 720
+
+
 def series(gpu: GPU, range_name: str, now=None) -> dict:
     spec = RANGES[range_name]
     now = now or timezone.now()
     since = now - spec.span
+    rows = None
     if spec.source == "raw":
-        rows = (
+        rows = list(
             Sample.objects.filter(gpu=gpu, ts__gte=since, ts__lte=now)
             .order_by("ts")
             .values_list(
                 "ts", "utilization_gpu_pct", "memory_used_mib", "temperature_c", "power_w", "job_id"
-            )
+            )[: MAX_RAW_POINTS + 1]
         )
+        if len(rows) > MAX_RAW_POINTS:
+            spec, rows = Range(spec.span, "minute", 60), None
+    if rows is not None:
         points = [
             {
                 "t": rfc3339(ts),

@@ -183,18 +183,14 @@ def gpu_page(request, uuid: str):
         RewardEntry.objects.filter(gpu=gpu, epoch__in=last_epochs).select_related("epoch")
     )
     held = list(HeldOut.objects.filter(gpu=gpu, epoch__in=last_epochs).select_related("epoch"))
-    paid_idle = list(
-        RewardEntry.objects.filter(gpu=gpu, kind="idle", epoch__end__gte=since)
-        .select_related("epoch")
-        .order_by("epoch__start")
-    )
+    paid_idle = RewardEntry.objects.filter(gpu=gpu, kind="idle", epoch__end__gte=since)
     periods = [
         (rfc3339(max(job.started_at, since)), rfc3339(job.ended_at or now), "compute")
         for job in jobs
     ] + [
-        (rfc3339(e.epoch.start), rfc3339(e.epoch.end), "idle")
-        for e in paid_idle
-        if e.amount_wei > 0
+        (rfc3339(start), rfc3339(end), "idle")
+        for start, end, amount in paid_idle.values_list("epoch__start", "epoch__end", "amount_wei")
+        if amount > 0
     ]
     figure = charts.gpu_history(
         data["points"],
@@ -229,5 +225,6 @@ def gpu_page(request, uuid: str):
             "ledger": ledger,
             "points": len(data["points"]),
             "source": data["source"],
+            "resolution_s": data["resolution_s"],
         },
     )

@@ -1,8 +1,12 @@
 """The figure functions are pure: plain data in, a plotly figure out. No HTTP, no database."""
 
 import json
+from datetime import UTC, datetime, timedelta
+
+import pytest
 
 from contributors import charts
+from portal.times import rfc3339
 from rewards import charts as reward_charts
 from rewards.display import omnit
 
@@ -12,9 +16,7 @@ T0 = "2025-03-01T10:00:00Z"
 
 def at(seconds: int) -> str:
     """T0 plus `seconds`, as the UTC ISO string the views pass in."""
-    hours, rest = divmod(seconds, 3600)
-    minutes, secs = divmod(rest, 60)
-    return f"2025-03-01T{10 + hours:02d}:{minutes:02d}:{secs:02d}Z"
+    return rfc3339(datetime(2025, 3, 1, 10, tzinfo=UTC) + timedelta(seconds=seconds))
 
 
 def point(seconds: int, util=50.0, mem=1000, temp=60.0, power=200.0) -> dict:
@@ -127,30 +129,58 @@ def test_gpu_history_rollup_points_with_no_reading_are_holes():
     assert list(fig.data[1].y) == [1000, None, 1000]
 
 
-def test_gpu_history_shades_rewarded_periods_on_every_row_and_marks_jobs():
+def test_gpu_history_shades_rewarded_periods_across_all_rows_and_marks_jobs():
     periods = [(at(0), at(600), "compute"), (at(600), at(3600), "idle")]
     jobs = [(at(0), at(600), "job-7"), (at(1200), None, "job-8")]
 
     fig = charts.gpu_history([point(0)], memory_total_mib=1000, periods=periods, jobs=jobs)
 
     rects = [s for s in fig.layout.shapes if s.type == "rect"]
-    assert len(rects) == 2 * 4  # each period behind each of the four rows
+    assert len(rects) == 2  # one shape per period, spanning the four rows
     compute = [r for r in rects if r.fillcolor == charts.BUSY_FILL]
     idle = [r for r in rects if r.fillcolor == charts.IDLE_FILL]
     assert {(r.x0, r.x1) for r in compute} == {(at(0), at(600))}
     assert {(r.x0, r.x1) for r in idle} == {(at(600), at(3600))}
-    assert sorted(r.xref for r in compute) == ["x", "x2", "x3", "x4"]
+    assert {(r.xref, r.yref, r.y0, r.y1) for r in rects} == {("x", "paper", 0, 1)}
     assert all(r.layer == "below" for r in rects)
+    assert rects[-1].fillcolor == charts.BUSY_FILL  # compute drawn over idle
     assert charts.BUSY_FILL != charts.IDLE_FILL
 
     lines = [s for s in fig.layout.shapes if s.type == "line"]
-    # job-7: start and end marks; job-8 still runs: a start mark only. On each of 4 rows.
-    assert sorted({(s.x0, s.line.color) for s in lines}) == sorted(
-        {(at(0), "#1f4fd6"), (at(600), "#6b7280"), (at(1200), "#1f4fd6")}
+    # job-7: start and end marks; job-8 still runs: a start mark only. Each across all rows.
+    assert sorted((s.x0, s.line.color) for s in lines) == sorted(
+        [(at(0), "#1f4fd6"), (at(600), "#6b7280"), (at(1200), "#1f4fd6")]
     )
-    assert len(lines) == 3 * 4
+    assert {(s.yref, s.y0, s.y1) for s in lines} == {("paper", 0, 1)}
     notes = {a.text: a.x for a in fig.layout.annotations if a.text.startswith("job-")}
     assert notes == {"job-7": at(0), "job-8": at(1200)}
+
+
+def test_adjacent_paid_epochs_shade_as_one_span():
+    hours = [(at(3600 * h), at(3600 * (h + 1)), "idle") for h in range(24 * 30)]
+
+    fig = charts.gpu_history([], memory_total_mib=1000, periods=hours)
+
+    assert [(s.x0, s.x1) for s in fig.layout.shapes] == [(at(0), at(3600 * 24 * 30))]
+
+
+@pytest.mark.parametrize("epochs", [10, 40, 80, 2000, 20_000])
+def test_shapes_stay_bounded_whatever_the_history(epochs):
+    """Every other epoch paid (no two adjacent): the worst case for merging."""
+    paid = [(at(7200 * h), at(7200 * h + 3600), "idle") for h in range(epochs)]
+    jobs = [(at(7200 * h + 3600), at(7200 * h + 3700), f"job-{h}") for h in range(epochs)]
+    periods = paid + [(s, e, "compute") for s, e, _ in jobs]
+
+    fig = charts.gpu_history([], memory_total_mib=1000, periods=periods, jobs=jobs)
+
+    rects = [s for s in fig.layout.shapes if s.type == "rect"]
+    lines = [s for s in fig.layout.shapes if s.type == "line"]
+    assert len(rects) <= charts.MAX_SPANS
+    assert len(lines) <= 2 * charts.MAX_JOB_MARKS
+    # Merging never loses time: the shaded spans still cover every paid epoch.
+    idle = sorted((r.x0, r.x1) for r in rects if r.fillcolor == charts.IDLE_FILL)
+    for start, end, _ in paid:
+        assert any(x0 <= start and end <= x1 for x0, x1 in idle)
 
 
 def test_gpu_history_without_data_is_still_a_figure_with_four_rows():

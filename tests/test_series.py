@@ -22,6 +22,7 @@ from contributors.models import (
     Sample,
     TelemetryBatch,
 )
+from contributors.series import MAX_RAW_POINTS
 from tests.siwe_helpers import ALICE, BOB
 from tests.test_signin_api import sign_in
 
@@ -278,3 +279,19 @@ def test_retention_prunes_raw_minutes_and_processed_batches_but_keeps_hours(toke
 def test_naive_now_is_never_used():
     assert base_time().tzinfo is not None
     assert datetime.now(UTC).tzinfo is UTC
+
+
+def test_an_agent_sampling_every_second_gets_its_hour_from_minute_rollups(owner, token):
+    """A third-party agent may sample as often as it likes: the 1 h chart stays bounded."""
+    t0 = (timezone.now() - timedelta(minutes=30)).replace(second=0, microsecond=0)
+    every_second = [sample(t0 + timedelta(seconds=s)) for s in range(MAX_RAW_POINTS + 100)]
+    for start in range(0, len(every_second), 1000):
+        post(token, every_second[start : start + 1000])
+
+    body = owner.get(f"/api/v1/me/gpus/{UUID}/series?range=1h").json()
+
+    # 820 s of samples: 14 minutes, and a 15th that the last sample's coverage spills into.
+    assert (body["resolution_s"], len(body["points"])) == (60, 15)
+    assert len(body["points"]) <= MAX_RAW_POINTS
+    page = owner.get(f"/gpus/{UUID}/?range=1h")
+    assert b"minute rollups (one per minute)" in page.content
