@@ -9,6 +9,8 @@ import os
 from celery import Celery
 from kombu.transport import TRANSPORT_ALIASES
 
+from portal.recursion import restore_recursion_limit
+
 # `filesystem://` (the embedded default broker) means our atomic-write variant of kombu's.
 TRANSPORT_ALIASES["filesystem"] = "portal.kombu_filesystem:Transport"
 
@@ -17,6 +19,7 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "portal.settings")
 app = Celery("portal")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
+restore_recursion_limit()
 
 
 @app.on_after_finalize.connect

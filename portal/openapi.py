@@ -26,6 +26,7 @@ from rest_framework import serializers
 from contributors import telemetry
 from contributors.api import agent
 from contributors.api import views as me_views
+from portal.jsonbody import MAX_JSON_DEPTH
 from rewards.api import views as rewards_views
 
 MAX_SAMPLES_DOC = 1000  # the default of TELEMETRY_MAX_SAMPLES; the setting may differ
@@ -79,8 +80,20 @@ AUTH_SESSION = [{SESSION_SCHEME: []}]
 AUTH_SESSION_CSRF = [{SESSION_SCHEME: [], CSRF_COOKIE_SCHEME: [], CSRF_HEADER_SCHEME: []}]
 
 
+class ItemByItemListField(serializers.ListField):
+    """A list the API checks item by item: an item that is not a valid `child` is refused on
+    its own, listed in the answer (`rejected`, `rejected_gpus`), and the rest is kept."""
+
+
 class PortalSchema(AutoSchema):
-    """AutoSchema that registers the security schemes its operations name in `components`."""
+    """AutoSchema that registers the security schemes its operations name in `components`,
+    and documents item-by-item lists as taking any item (the shape is what is kept)."""
+
+    def _map_serializer_field(self, field, direction, bypass_extensions=False):
+        schema = super()._map_serializer_field(field, direction, bypass_extensions)
+        if isinstance(field, ItemByItemListField):
+            schema["items"] = {"anyOf": [schema["items"], {}]}
+        return schema
 
     def get_operation(self, path, path_regex, path_prefix, method, registry):
         operation = super().get_operation(path, path_regex, path_prefix, method, registry)
@@ -128,6 +141,10 @@ class ErrorSerializer(serializers.Serializer):
 
 def error(description: str) -> OpenApiResponse:
     return OpenApiResponse(ErrorSerializer, description=description)
+
+
+# Bodies are measured before they are parsed (portal/jsonbody.py).
+INVALID_JSON = f"`invalid_json` (not JSON, or nested deeper than {MAX_JSON_DEPTH} levels)"
 
 
 RETRY_AFTER = OpenApiParameter(
@@ -187,8 +204,11 @@ class EnrollRequestSerializer(serializers.Serializer):
     enrollment_code = serializers.CharField(help_text="Single use, valid for 1 hour.")
     hostname = serializers.CharField(max_length=255, required=False, allow_blank=True)
     agent_version = serializers.CharField(max_length=50, required=False, allow_blank=True)
-    gpus = serializers.ListField(
-        child=GpuSerializer(), max_length=telemetry.MAX_INVENTORY, required=False
+    gpus = ItemByItemListField(
+        child=GpuSerializer(),
+        max_length=telemetry.MAX_INVENTORY,
+        required=False,
+        help_text="A GPU that is not valid is listed in `rejected_gpus`; the others enroll.",
     )
 
 
@@ -232,14 +252,18 @@ class SampleSerializer(serializers.Serializer):
 class TelemetryBatchSerializer(serializers.Serializer):
     batch_id = serializers.UUIDField(help_text="Idempotency key per node.")
     sent_at = serializers.DateTimeField(help_text="The agent's clock when it sent the batch.")
-    gpus = serializers.ListField(
+    gpus = ItemByItemListField(
         child=GpuSerializer(),
         max_length=telemetry.MAX_INVENTORY,
         required=False,
         allow_null=True,
-        help_text="Optional inventory update.",
+        help_text="Optional inventory update; a GPU that is not valid is in `rejected_gpus`.",
     )
-    samples = serializers.ListField(child=SampleSerializer(), max_length=MAX_SAMPLES_DOC)
+    samples = ItemByItemListField(
+        child=SampleSerializer(),
+        max_length=MAX_SAMPLES_DOC,
+        help_text="A sample that is not valid is refused on its own, in `rejected`.",
+    )
 
 
 class SampleRejectionSerializer(serializers.Serializer):
@@ -295,7 +319,7 @@ ENROLL = extend_schema(
             EnrollResponseSerializer, description="Enrolled; the token is shown once."
         ),
         400: error(
-            "`invalid_json`, `invalid_request`, `validation_failed` (with `errors`) or "
+            f"{INVALID_JSON}, `invalid_request`, `validation_failed` (with `errors`) or "
             "`invalid_enrollment_code`."
         ),
         409: error("`enrollment_code_used`."),
@@ -332,7 +356,7 @@ TELEMETRY = extend_schema(
         200: OpenApiResponse(
             TelemetryResponseSerializer, description="A replay: the first answer, unchanged."
         ),
-        400: error("`invalid_json`, `invalid_request` or `validation_failed` (with `errors`)."),
+        400: error(f"{INVALID_JSON}, `invalid_request` or `validation_failed` (with `errors`)."),
         401: INVALID_TOKEN,
         403: TOKEN_REVOKED,
         413: error("`batch_too_large`: over 1 MiB, 1,000 samples or 256 GPUs."),
@@ -412,7 +436,7 @@ SCHEDULER_JOBS = extend_schema(
         201: OpenApiResponse(JobSerializer, description="A new job."),
         200: OpenApiResponse(JobSerializer, description="The job's end was updated."),
         400: error(
-            "`invalid_json`, `invalid_request`, `validation_failed` (with `errors`) or "
+            f"{INVALID_JSON}, `invalid_request`, `validation_failed` (with `errors`) or "
             "`unknown_gpu`."
         ),
         401: error("`invalid_token`: not a valid scheduler token."),
@@ -479,7 +503,7 @@ class DemoSignInSerializer(serializers.Serializer):
 
 
 SIGNATURE_400 = error(
-    "`invalid_json`, `invalid_request`, `validation_failed`, or why the message was refused: "
+    f"{INVALID_JSON}, `invalid_request`, `validation_failed`, or why the message was refused: "
     "`malformed_message`, `domain_mismatch`, `uri_mismatch`, `chain_mismatch`, "
     "`unknown_nonce`, `expired`, `not_yet_valid`, …"
 )
@@ -551,7 +575,7 @@ DEMO = extend_schema(
     request=DemoSignInSerializer,
     responses={
         200: OpenApiResponse(SignedInSerializer, description="Signed in."),
-        400: error("`invalid_json`, `invalid_request` or `validation_failed`."),
+        400: error(f"{INVALID_JSON}, `invalid_request` or `validation_failed`."),
         403: error("`csrf_failed`."),
         404: error("`not_found`: the demo is not running here."),
         413: error("`body_too_large`."),
@@ -735,6 +759,12 @@ WALLET_PAYOUT = extend_schema(
 # --- Rewards ----------------------------------------------------------------------------------
 
 
+# A date-time, or an empty string for none.
+OPTIONAL_DATETIME = {
+    "anyOf": [{"type": "string", "format": "date-time"}, {"type": "string", "maxLength": 0}]
+}
+
+
 class RewardRowSerializer(serializers.Serializer):
     epoch_start = serializers.DateTimeField()
     epoch_end = serializers.DateTimeField()
@@ -777,8 +807,14 @@ MY_REWARDS = extend_schema(
     description="Held-out GPUs appear as `kind: held_out` with their `reason`, earning nothing.",
     auth=AUTH_SESSION,
     parameters=[
-        OpenApiParameter("from", OpenApiTypes.DATETIME, OpenApiParameter.QUERY, required=False),
-        OpenApiParameter("to", OpenApiTypes.DATETIME, OpenApiParameter.QUERY, required=False),
+        OpenApiParameter(
+            bound,
+            OPTIONAL_DATETIME,
+            OpenApiParameter.QUERY,
+            required=False,
+            description="RFC 3339 with an offset; empty (as a form sends it) means no bound.",
+        )
+        for bound in ("from", "to")
     ],
     responses={
         200: OpenApiResponse(RewardsSerializer, description="The entries and their totals."),
@@ -939,7 +975,7 @@ MY_CLAIM_TRANSACTION = extend_schema(
     request=ClaimTransactionRequestSerializer,
     responses={
         200: OpenApiResponse(ClaimSerializer, description="The claim, now submitted."),
-        400: error("`validation_failed`, `invalid_json`."),
+        400: error(f"`validation_failed`, {INVALID_JSON}."),
         403: UNAUTHENTICATED_OR_CSRF,
         404: error("`claim_not_found`."),
         409: error("`claim_confirmed` or `claim_expired`: the claim is closed."),

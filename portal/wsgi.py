@@ -12,6 +12,8 @@ import os
 from django.core.handlers.wsgi import WSGIHandler
 from django.core.wsgi import get_wsgi_application
 
+from portal.recursion import restore_recursion_limit
+
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "portal.settings")
 
 _site = get_wsgi_application()
@@ -37,6 +39,8 @@ _agents = AgentApiHandler()
 
 
 def application(environ, start_response):
+    # py-evm, imported by the first EIP-1271 check, raises the limit again in mid-life.
+    restore_recursion_limit()
     if environ.get("PATH_INFO", "").startswith(AGENT_API_PREFIX):
         return _agents(environ, start_response)
     return _site(environ, start_response)

@@ -1,5 +1,7 @@
 from django.contrib import admin
+from django.db import models
 
+from portal.jsonbody import BoundedJSONDecoder
 from rewards.models import Epoch, GpuModel, HeldOut, Job, RewardEntry, RewardPolicy
 from rewards.wei import omnit
 
@@ -32,6 +34,8 @@ class GpuModelAdmin(admin.ModelAdmin):
     list_editable = ("weight",)
     list_display_links = ("__str__",)
     search_fields = ("pattern", "notes")
+    # memory_sizes_gib is JSON typed into a form: nested too deep, it is a form error.
+    formfield_overrides = {models.JSONField: {"decoder": BoundedJSONDecoder}}
 
 
 @admin.register(RewardPolicy)
