@@ -9,8 +9,10 @@ from datetime import timedelta
 
 from celery import shared_task
 from django.conf import settings
-from django.db import DatabaseError, OperationalError
+from django.db import DatabaseError, InterfaceError, OperationalError
 from django.utils import timezone
+from kombu.exceptions import OperationalError as KombuOperationalError
+from redis.exceptions import RedisError
 
 from contributors import ingest
 from contributors.models import SignInNonce
@@ -18,24 +20,34 @@ from portal import hotcache
 
 log = logging.getLogger(__name__)
 
+# What a drain or an ingest may meet that passes by itself: a database restarting, locked or
+# dropping connections, a broker or cache that is down for a moment. The task runs again later
+# (1, 2, 4 … 30 s); whatever it had not committed is still pending.
+TRANSIENT_ERRORS = (OperationalError, InterfaceError, RedisError, KombuOperationalError)
 
 # After a failed publish this process stops trying for a while: during a broker outage each
 # telemetry request would otherwise spend the connect timeout, holding a web worker, for a
-# batch that is already durable and that the sweeper enqueues once the broker is back.
-BROKER_BACKOFF_S = 10.0
+# batch that is already durable and that a drain or the sweeper stores once the broker is back.
+BROKER_BACKOFF_S = 2.0
 _broker_down_until = 0.0
 
-# "A drain of this slot is queued or running, and will look for new batches before it ends."
-# A running drain renews it on every pass, so it never lapses under a drain that is working;
-# the time to live only matters if that drain was lost (a killed worker on a broker that does
-# not redeliver): the first request after it publishes a new one.
+# "A drain of this slot is queued or running, and will look for new batches before it ends": a
+# lease, not a lock. A running drain renews it on every pass, so it never lapses under a drain
+# that is working; a drain that was lost (its worker killed, its message gone with a broker)
+# stops renewing it, and within DRAIN_FLAG_TTL_S the next request, or the sweeper, asks for a
+# new one. A lease that lapses under a drain that is only slow costs one more drain, which
+# takes other batches (they never take the same one) or finds none and ends.
 DRAIN_FLAG = "ingest:drain:{slot}"
-DRAIN_FLAG_TTL_S = 30
+DRAIN_FLAG_TTL_S = 3
 # A drain waits this long between clearing its flag and its last look. So a web process that
 # saw the flag set less than half of it ago may skip asking again: that look comes after its
 # commit (the flag was cleared after the process saw it, and the look comes a grace later).
 DRAIN_GRACE_S = 0.2
 _flag_seen_at: dict[int, float] = {}
+# With the cache down no flag can say that a drain is on its way: each process then asks for
+# a drain of a slot at most this often (a drain stores everything pending before it ends).
+BLIND_DRAIN_EVERY_S = 1.0
+_blind_drain_at: dict[int, float] = {}
 
 
 def _publish(task, args: list, what: str, force: bool) -> bool:
@@ -47,7 +59,7 @@ def _publish(task, args: list, what: str, force: bool) -> bool:
     except Exception:  # any broker failure; the batch is safe in the database
         _broker_down_until = time.monotonic() + BROKER_BACKOFF_S
         log.warning(
-            "could not enqueue %s; not trying again for %.0f s, the sweeper will",
+            "could not enqueue %s; not trying again for %.0f s, a drain or the sweeper will",
             what,
             BROKER_BACKOFF_S,
             exc_info=True,
@@ -59,9 +71,33 @@ def _publish(task, args: list, what: str, force: bool) -> bool:
 def enqueue_ingest(batch_pk: int, *, force: bool = False) -> bool:
     """Send one batch to a worker; False (and logged) if the broker is down: the sweeper retries.
 
-    `force` ignores the backoff (the sweeper and admins use it: they are not in a hurry).
+    `force` ignores the backoff (admins use it: they are not in a hurry).
     """
     return _publish(ingest_batch, [batch_pk], f"batch {batch_pk}", force)
+
+
+def _ensure_drain(slot: int, force: bool) -> str:
+    """What became of a drain of `slot`: "covered" (one is on its way), "sent" (this call sent
+    one) or "failed" (the broker is down)."""
+    now = time.monotonic()
+    if now - _flag_seen_at.get(slot, -DRAIN_GRACE_S) < DRAIN_GRACE_S / 2:
+        return "covered"  # under load: most batches are covered without a round trip
+    flag = DRAIN_FLAG.format(slot=slot)
+    added = hotcache.add_flag(flag, DRAIN_FLAG_TTL_S)
+    if added is False:
+        _flag_seen_at[slot] = now
+        return "covered"
+    if added is None:  # the cache is down
+        if now - _blind_drain_at.get(slot, -BLIND_DRAIN_EVERY_S) < BLIND_DRAIN_EVERY_S:
+            return "covered"
+        _blind_drain_at[slot] = now
+    if not _publish(drain_batches, [slot], f"a drain of slot {slot}", force):
+        if added:
+            hotcache.delete(flag)
+        return "failed"
+    if added:
+        _flag_seen_at[slot] = now
+    return "sent"
 
 
 def request_drain(node_pk: int) -> bool:
@@ -70,20 +106,15 @@ def request_drain(node_pk: int) -> bool:
     One message per drain slot at a time instead of one per batch: if the slot's flag is set,
     its drain has not yet made its final check (`drain_batches` clears the flag before it), so
     that check comes after this batch's commit and claims it. True if a drain will run.
+
+    Never raises: it runs after the commit, when the batch is durable and answered 202 whatever
+    happens here (a drain or the sweeper stores it later).
     """
-    slot = node_pk % settings.INGEST_DRAINS
-    now = time.monotonic()
-    if now - _flag_seen_at.get(slot, -DRAIN_GRACE_S) < DRAIN_GRACE_S / 2:
-        return True  # under load: most batches are covered without a round trip to the cache
-    flag = DRAIN_FLAG.format(slot=slot)
-    if not hotcache.add_flag(flag, DRAIN_FLAG_TTL_S):
-        _flag_seen_at[slot] = now
-        return True
-    if _publish(drain_batches, [slot], f"a drain of slot {slot}", force=False):
-        _flag_seen_at[slot] = now
-        return True
-    hotcache.delete(flag)
-    return False
+    try:
+        return _ensure_drain(node_pk % settings.INGEST_DRAINS, force=False) != "failed"
+    except Exception:
+        log.exception("could not ask for a drain after a batch of node %s", node_pk)
+        return False
 
 
 @shared_task(
@@ -91,14 +122,17 @@ def request_drain(node_pk: int) -> bool:
     bind=True,
     ignore_result=True,
     acks_late=True,
-    max_retries=5,
+    autoretry_for=TRANSIENT_ERRORS,
+    retry_backoff=1,
+    retry_backoff_max=30,
+    max_retries=8,
 )
 def ingest_batch(self, batch_pk: int) -> int:
-    """Store one named batch (the sweeper and the admin action send these)."""
+    """Store one named batch (the admin action sends these)."""
     try:
         return ingest.ingest(batch_pk)
-    except OperationalError as exc:  # a locked or restarting database: try again soon
-        raise self.retry(exc=exc, countdown=min(2**self.request.retries, 30)) from None
+    except TRANSIENT_ERRORS:
+        raise
     except DatabaseError as exc:
         ingest.record_failure(batch_pk, f"{type(exc).__name__}: {exc}")
         raise
@@ -109,7 +143,10 @@ def ingest_batch(self, batch_pk: int) -> int:
     bind=True,
     ignore_result=True,
     acks_late=True,
-    max_retries=5,
+    autoretry_for=TRANSIENT_ERRORS,
+    retry_backoff=1,
+    retry_backoff_max=30,
+    max_retries=8,
 )
 def drain_batches(self, slot: int) -> int:
     """Store pending batches, many per transaction, until none is left; returns the samples.
@@ -125,28 +162,26 @@ def drain_batches(self, slot: int) -> int:
     flag = DRAIN_FLAG.format(slot=slot)
     deadline = time.monotonic() + settings.INGEST_DRAIN_MAX_S
     stored = 0
-    try:
-        while True:
-            taken, samples = ingest.drain()
-            stored += samples
-            if taken:
-                hotcache.set_text(flag, "1", DRAIN_FLAG_TTL_S)  # renewed
-                if time.monotonic() > deadline:
-                    if not _publish(drain_batches, [slot], f"a drain of slot {slot}", True):
-                        hotcache.delete(flag)
-                    return stored
-                if taken < settings.INGEST_DRAIN_BATCHES:
-                    time.sleep(settings.INGEST_DRAIN_PAUSE_S)
-                continue
-            hotcache.delete(flag)
-            time.sleep(DRAIN_GRACE_S)
-            taken, samples = ingest.drain()
-            stored += samples
-            if not taken or not hotcache.add_flag(flag, DRAIN_FLAG_TTL_S):
-                return stored  # nothing new, or a newer drain of this slot takes over
-    except OperationalError as exc:  # a locked or restarting database: try again soon
-        hotcache.add_flag(flag, DRAIN_FLAG_TTL_S)
-        raise self.retry(exc=exc, countdown=min(2**self.request.retries, 30)) from None
+    while True:
+        hotcache.set_text(flag, "1", DRAIN_FLAG_TTL_S)  # the lease, renewed on every pass
+        taken, samples = ingest.drain()
+        stored += samples
+        if taken:
+            if time.monotonic() > deadline:
+                if not _publish(drain_batches, [slot], f"a drain of slot {slot}", True):
+                    hotcache.delete(flag)
+                return stored
+            if taken < settings.INGEST_DRAIN_BATCHES:
+                time.sleep(settings.INGEST_DRAIN_PAUSE_S)
+            continue
+        hotcache.delete(flag)
+        time.sleep(DRAIN_GRACE_S)
+        taken, samples = ingest.drain()
+        stored += samples
+        # Nothing new, or a newer drain of this slot takes over (with the cache down nobody
+        # can tell: this one goes on).
+        if not taken or hotcache.add_flag(flag, DRAIN_FLAG_TTL_S) is False:
+            return stored
 
 
 @shared_task(name="contributors.refresh_rollups", ignore_result=True, acks_late=True)
@@ -159,11 +194,17 @@ def refresh_rollups() -> int:
 
 @shared_task(name="contributors.sweep_pending_batches", ignore_result=True)
 def sweep_pending_batches() -> int:
-    """Enqueue again every batch still pending after INGEST_SWEEP_AFTER_S."""
-    ids = ingest.stale_batch_ids()
-    sent = sum(enqueue_ingest(pk, force=True) for pk in ids)
-    if ids:
-        log.info("sweeper re-enqueued %s of %s pending batches", sent, len(ids))
+    """Ask for a drain of every slot whose flag is clear while a batch has been pending longer
+    than INGEST_SWEEP_AFTER_S: its drain was lost (a killed worker, a broker that lost its
+    queue, a cache or broker that was down) and no request came since to ask for another.
+    Returns the drains sent. Drains, not one message per batch: a drain stores every pending
+    batch, oldest first, and does not wait behind thousands of messages."""
+    if not ingest.stale_batch_ids(limit=1):
+        return 0
+    outcomes = [_ensure_drain(slot, force=True) for slot in range(settings.INGEST_DRAINS)]
+    sent = outcomes.count("sent")
+    if sent:
+        log.info("sweeper found batches waiting and sent %s drains", sent)
     return sent
 
 

@@ -1,7 +1,18 @@
-"""Health of the parts the portal needs: the database, the broker and the shared cache."""
+"""Health of the parts the portal needs: the database, the broker and the shared cache.
 
+The probes run side by side in threads of their own and the answer waits at most
+PROBE_DEADLINE_S for them: a part that does not answer (a Redis that accepts connections and
+says nothing, a database behind a dropped route) is reported down on time instead of holding
+the request, and so the load balancer's check, for as long as the client's timeouts allow. A
+probe still running from an earlier check is not started again: a part that hangs costs one
+thread per process, not one per check.
+"""
+
+import logging
 import secrets
+import threading
 import time
+from concurrent.futures import Future, wait
 from dataclasses import dataclass
 
 from django.conf import settings
@@ -12,6 +23,10 @@ from django.utils.dateparse import parse_datetime
 from kombu import Connection
 
 from portal.tasks import HEARTBEAT_KEY
+
+log = logging.getLogger(__name__)
+
+PROBE_DEADLINE_S = 3.0
 
 
 @dataclass
@@ -37,9 +52,12 @@ def _timed(probe) -> Check:
 
 
 def _database() -> None:
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT 1")
-        cursor.fetchone()
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1")
+            cursor.fetchone()
+    finally:
+        connection.close()  # this thread's own connection: nothing closes it at request end
 
 
 def _broker() -> None:
@@ -61,12 +79,48 @@ def _cache() -> None:
     cache.delete(key)
 
 
-def run_checks() -> dict[str, Check]:
-    return {"database": _timed(_database), "broker": _timed(_broker), "cache": _timed(_cache)}
+PROBES = {"database": _database, "broker": _broker, "cache": _cache}
+
+_lock = threading.Lock()
+_running: dict[str, tuple[Future, float]] = {}  # per part: the probe under way, since when
+
+
+def _start(probe) -> Future:
+    # A daemon thread of its own: a probe that hangs must not hold the process at exit either.
+    future: Future = Future()
+
+    def run():
+        future.set_result(_timed(probe))
+
+    threading.Thread(target=run, name="healthz-probe", daemon=True).start()
+    return future
+
+
+def run_checks(deadline_s: float = PROBE_DEADLINE_S) -> dict[str, Check]:
+    """Every part's check, within `deadline_s` whatever the parts do."""
+    started = time.monotonic()
+    with _lock:
+        futures = {}
+        for name, probe in PROBES.items():
+            running = _running.get(name)
+            if running is None or running[0].done():
+                running = _running[name] = (_start(probe), started)
+            futures[name] = running
+    wait([future for future, _ in futures.values()], timeout=deadline_s)
+    checks = {}
+    for name, (future, since) in futures.items():
+        if future.done():
+            checks[name] = future.result()
+        else:
+            waited = time.monotonic() - since
+            checks[name] = Check(False, waited * 1000, f"no answer after {waited:.1f} s")
+    return checks
 
 
 def worker_heartbeat_age_s() -> float | None:
-    """Seconds since a worker last ran the heartbeat task, or None if never seen (or no cache)."""
+    """Seconds since a worker last ran the heartbeat task, or None if never seen (or no cache).
+
+    Run it only after the cache answered its check: a cache that hangs would hold it."""
     try:
         raw = cache.get(HEARTBEAT_KEY)
     except Exception:  # noqa: BLE001 - the cache check already reports the cache being down

@@ -6,74 +6,160 @@ that is a measurable share of the request. Here one client per connection pool i
 operation is a single command or pipeline, on the same keys Django's cache API uses, so
 `cache.get`/`cache.delete` see what these functions wrote. Other backends go through Django's
 cache API unchanged.
+
+Nothing stored here is the only copy of anything: a remembered agent is a shortcut past one
+query, a drain flag a lease that lapses by itself. So a cache that is down or does not answer
+never fails the caller: reads find nothing, writes are dropped, `add_flag` says it cannot tell,
+and `count_hit` raises `Unavailable` for the rate limiter to count another way. After a Redis
+failure this process leaves Redis alone for `DOWN_BACKOFF_S` (one request per process pays the
+socket timeout, not every request), then tries again.
 """
+
+import logging
+import time
 
 from django.core.cache import caches
 from django.core.cache.backends.redis import RedisCache
 from redis import Redis
+from redis.exceptions import RedisError
 
-_clients: dict[int, Redis] = {}
+log = logging.getLogger(__name__)
+
+# What a cache that is down, restarting, full or unreachable raises: redis-py's errors (refused,
+# reset, timed out, still loading its data set) and the file cache's (disk full, folder gone).
+ERRORS = (RedisError, OSError)
+DOWN_BACKOFF_S = 2.0
+
+
+class Unavailable(Exception):
+    """The shared cache did not answer (or failed just before, see DOWN_BACKOFF_S)."""
+
+
+class _Link:
+    """A reusable client on one of Django's connection pools, and whether it is resting."""
+
+    def __init__(self, pool):
+        self.client = Redis(connection_pool=pool)  # keeps the pool, so its id is never reused
+        self.down_until = 0.0
+
+
+_links: dict[int, _Link] = {}
+
+
+def _link(backend) -> _Link | None:
+    if not isinstance(backend, RedisCache):
+        return None
+    pool = backend._cache._get_connection_pool(write=True)  # Django's pool, pinned version
+    link = _links.get(id(pool))
+    if link is None:
+        link = _links[id(pool)] = _Link(pool)
+    return link
 
 
 def redis_client(backend) -> Redis | None:
     """A reusable client on the backend's own write pool, or None if it is not Redis."""
-    if not isinstance(backend, RedisCache):
-        return None
-    pool = backend._cache._get_connection_pool(write=True)  # Django's pool, pinned version
-    client = _clients.get(id(pool))
-    if client is None:
-        client = _clients[id(pool)] = Redis(connection_pool=pool)
-    return client
+    link = _link(backend)
+    return None if link is None else link.client
+
+
+def _usable(link: _Link) -> bool:
+    return time.monotonic() >= link.down_until
+
+
+def _failed(link: _Link | None, what: str, exc: Exception) -> None:
+    if link is not None:
+        if link.down_until == 0.0 or time.monotonic() >= link.down_until + DOWN_BACKOFF_S:
+            # Once per outage (not per request): it began, or came back after a while.
+            log.warning(
+                "shared cache unreachable (%s: %s); working without it, trying again every %.0f s",
+                what,
+                exc,
+                DOWN_BACKOFF_S,
+            )
+        link.down_until = time.monotonic() + DOWN_BACKOFF_S
+    else:
+        log.warning("shared cache failed (%s: %s); working without it", what, exc)
 
 
 def count_hit(cache_key: str, ttl_s: int, fetch: str = "") -> tuple[int | None, str | None]:
     """SET NX EX + INCR (+ GET of the text entry `fetch`) in one pipeline: the new count and the
     entry, or (None, None) if the cache is not Redis. (SET NX creates the counter with its
-    expiry, so the window ends on time on any Redis since 2.6.12.)"""
+    expiry, so the window ends on time on any Redis since 2.6.12.) Raises `Unavailable` when
+    Redis does not answer."""
     backend = caches["default"]
-    client = redis_client(backend)
-    if client is None:
+    link = _link(backend)
+    if link is None:
         return None, None
+    if not _usable(link):
+        raise Unavailable
     key = backend.make_and_validate_key(cache_key)
-    pipe = client.pipeline(transaction=False)
+    pipe = link.client.pipeline(transaction=False)
     pipe.set(key, 0, ex=ttl_s, nx=True)
     pipe.incr(key)
     if fetch:
         pipe.get(backend.make_and_validate_key(fetch))
-    _, count, *fetched = pipe.execute()
+    try:
+        _, count, *fetched = pipe.execute()
+    except ERRORS as exc:
+        _failed(link, "rate limit", exc)
+        raise Unavailable from exc
     text = fetched[0] if fetched else None
     return count, text.decode() if isinstance(text, bytes) else text
 
 
 def get_text(cache_key: str) -> str | None:
-    """A text entry written by `set_text`."""
+    """A text entry written by `set_text`; None if absent or the cache is down."""
     backend = caches["default"]
-    client = redis_client(backend)
-    if client is None:
-        value = backend.get(cache_key)
-        return value if isinstance(value, str) else None
-    value = client.get(backend.make_and_validate_key(cache_key))
+    link = _link(backend)
+    try:
+        if link is None:
+            value = backend.get(cache_key)
+            return value if isinstance(value, str) else None
+        if not _usable(link):
+            return None
+        value = link.client.get(backend.make_and_validate_key(cache_key))
+    except ERRORS as exc:
+        _failed(link, "read", exc)
+        return None
     return value.decode() if value is not None else None
 
 
 def set_text(cache_key: str, value: str, ttl_s: int) -> None:
     """Store text as is (raw on Redis, so that a pipeline can read it without unpickling)."""
     backend = caches["default"]
-    client = redis_client(backend)
-    if client is None:
-        backend.set(cache_key, value, timeout=ttl_s)
-    else:
-        client.set(backend.make_and_validate_key(cache_key), value, ex=ttl_s)
+    link = _link(backend)
+    try:
+        if link is None:
+            backend.set(cache_key, value, timeout=ttl_s)
+        elif _usable(link):
+            link.client.set(backend.make_and_validate_key(cache_key), value, ex=ttl_s)
+    except ERRORS as exc:
+        _failed(link, "write", exc)
 
 
 def delete(cache_key: str) -> None:
-    caches["default"].delete(cache_key)
-
-
-def add_flag(cache_key: str, ttl_s: int) -> bool:
-    """Set `cache_key` unless it is set (SET NX EX on Redis); True if this call set it."""
     backend = caches["default"]
-    client = redis_client(backend)
-    if client is None:
-        return backend.add(cache_key, 1, timeout=ttl_s)
-    return bool(client.set(backend.make_and_validate_key(cache_key), 1, ex=ttl_s, nx=True))
+    link = _link(backend)
+    try:
+        if link is None:
+            backend.delete(cache_key)
+        elif _usable(link):
+            link.client.delete(backend.make_and_validate_key(cache_key))
+    except ERRORS as exc:
+        _failed(link, "delete", exc)
+
+
+def add_flag(cache_key: str, ttl_s: int) -> bool | None:
+    """Set `cache_key` unless it is set (SET NX EX on Redis); True if this call set it, False
+    if it was set, None if the cache is down (nobody can tell)."""
+    backend = caches["default"]
+    link = _link(backend)
+    try:
+        if link is None:
+            return backend.add(cache_key, 1, timeout=ttl_s)
+        if not _usable(link):
+            return None
+        return bool(link.client.set(backend.make_and_validate_key(cache_key), 1, ex=ttl_s, nx=True))
+    except ERRORS as exc:
+        _failed(link, "flag", exc)
+        return None

@@ -1,9 +1,11 @@
 """The site shell's pages and the health endpoint."""
 
+import logging
 from datetime import timedelta
 
 from django.conf import settings
 from django.contrib.auth.views import redirect_to_login
+from django.db import DatabaseError
 from django.http import JsonResponse
 from django.shortcuts import render
 from django.utils import timezone
@@ -18,6 +20,8 @@ from portal.times import rfc3339
 from rewards.models import RewardEntry
 from rewards.wei import sum_wei
 
+log = logging.getLogger(__name__)
+
 
 @require_GET
 def landing(request):
@@ -27,24 +31,41 @@ def landing(request):
 @never_cache
 @require_GET
 def healthz(request):
-    """200 when the database, broker and cache all answer; 503 naming the ones that do not.
+    """200 when the database, broker and cache all answer; 503 when one does not.
 
-    The worker's heartbeat is reported but does not fail the check: a web node stays useful to
-    a load balancer while workers restart, and the agents' batches wait safely in the database.
+    The public sees ok/down per part only: hosts, error messages and latencies tell an attacker
+    what runs where. They go to the log when a part is down, and to signed-in staff. The
+    worker's heartbeat is shown to staff but does not fail the check: a web node stays useful
+    to a load balancer while workers restart, and the agents' batches wait in the database.
     """
     checks = health.run_checks()
     down = sorted(name for name, check in checks.items() if not check.ok)
-    age = health.worker_heartbeat_age_s()
     body = {
-        "status": "ok" if not down else "unavailable",
-        "down": down,
-        "checks": {name: check.as_dict() for name, check in checks.items()},
-        "worker": {
+        "status": "down" if down else "ok",
+        "parts": {name: "ok" if check.ok else "down" for name, check in checks.items()},
+    }
+    details = {name: check.as_dict() for name, check in checks.items()}
+    if down:
+        log.warning("healthz: %s down: %s", ", ".join(down), details)
+    if _is_staff(request):
+        age = health.worker_heartbeat_age_s() if checks["cache"].ok else None
+        body["checks"] = details
+        body["worker"] = {
             "last_heartbeat_age_s": None if age is None else round(age, 1),
             "fresh": age is not None and age <= 3 * settings.WORKER_HEARTBEAT_S,
-        },
-    }
+        }
     return JsonResponse(body, status=503 if down else 200)
+
+
+def _is_staff(request) -> bool:
+    # Only a request with a session cookie costs a session lookup: a load balancer's never
+    # does, and a database that is down makes anyone the public.
+    if settings.SESSION_COOKIE_NAME not in request.COOKIES:
+        return False
+    try:
+        return request.user.is_active and request.user.is_staff
+    except DatabaseError:
+        return False
 
 
 @require_GET

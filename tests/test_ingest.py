@@ -13,6 +13,8 @@ import uuid
 from datetime import UTC, timedelta
 
 import pytest
+from django.conf import settings
+from django.core.cache import cache
 from django.db import connection
 from django.test import Client
 from django.utils import timezone
@@ -20,6 +22,7 @@ from django.utils import timezone
 from contributors import ingest, tasks
 from contributors.models import GPU, EnrollmentCode, Sample, TelemetryBatch
 from contributors.signin import contributor_for_sign_in
+from portal import hotcache
 from portal.celery_app import app as celery_app
 from tests.conftest import WorkerProcess, wait_for
 from tests.siwe_helpers import ALICE
@@ -191,28 +194,32 @@ def test_only_batches_pending_past_the_sweep_delay_are_stale(
     assert ingest.stale_batch_ids() == [older.pk, old.pk, fresh.pk]
 
 
-def test_sweeper_ingests_stale_batches_and_leaves_fresh_ones(
-    django_capture_on_commit_callbacks,
+def test_sweeper_asks_for_drains_once_a_batch_waits_too_long(
+    django_capture_on_commit_callbacks, settings
 ):
     agent = Agent()
-    stale = accepted(agent, batch(4), django_capture_on_commit_callbacks)
+    # Accepted, but the request's own drain request never ran (a lost message, say).
     fresh = accepted(
         agent, batch(2, timezone.now() - timedelta(minutes=2)), django_capture_on_commit_callbacks
     )
-    age(stale, 3600)
-
     previous = celery_app.conf.task_always_eager
-    celery_app.conf.task_always_eager = True  # the re-enqueued task runs here, in this test
+    celery_app.conf.task_always_eager = True  # the drains run here, in this test
     try:
+        assert tasks.sweep_pending_batches() == 0  # nothing waited INGEST_SWEEP_AFTER_S yet
+        stale = accepted(agent, batch(4), django_capture_on_commit_callbacks)
+        age(stale, 3600)
+        # A drain of slot 0 holds its lease: that slot is not asked again.
+        hotcache.add_flag(tasks.DRAIN_FLAG.format(slot=0), 60)
         sent = tasks.sweep_pending_batches()
     finally:
         celery_app.conf.task_always_eager = previous
 
-    assert sent == 1
+    assert sent == settings.INGEST_DRAINS - 1
     stale.refresh_from_db()
     fresh.refresh_from_db()
-    assert (stale.status, fresh.status) == ("processed", "pending")
-    assert Sample.objects.count() == 4
+    # A drain stores everything pending, not only what the sweeper saw waiting.
+    assert (stale.status, fresh.status) == ("processed", "processed")
+    assert Sample.objects.count() == 6
 
 
 # --- concurrency ------------------------------------------------------------------------------
@@ -329,6 +336,9 @@ def test_a_real_worker_sweeps_a_batch_whose_task_was_lost(
     lost_row = TelemetryBatch.objects.get(batch_id=lost.json()["batch_id"])
     fresh_row = TelemetryBatch.objects.get(batch_id=fresh.json()["batch_id"])
     age(lost_row, 3600)
+    # What DRAIN_FLAG_TTL_S does to the lease of a drain nobody runs: it lapses.
+    for slot in range(settings.INGEST_DRAINS):
+        cache.delete(tasks.DRAIN_FLAG.format(slot=slot))
 
     tasks.sweep_pending_batches.apply_async(queue=own_worker.queue)
 
@@ -337,7 +347,7 @@ def test_a_real_worker_sweeps_a_batch_whose_task_was_lost(
         return lost_row.status == TelemetryBatch.Status.PROCESSED
 
     wait_for(processed, timeout=90, message=f"never swept:\n{own_worker.output()}")
-    # The sweeper re-enqueued exactly one batch (its return value, in the worker's log).
+    # The sweeper asked for a drain of every slot (its return value, in the worker's log).
     swept = wait_for(
         lambda: re.search(
             r"sweep_pending_batches\[[^]]+\] succeeded in [^:]+: (\d+)", own_worker.output()
@@ -345,7 +355,8 @@ def test_a_real_worker_sweeps_a_batch_whose_task_was_lost(
         timeout=30,
         message=own_worker.output(),
     )
-    assert swept.group(1) == "1"
+    assert swept.group(1) == str(settings.INGEST_DRAINS)
+    # The drain took the batch that was not waiting long yet, too.
+    wait_for(lambda: Sample.objects.count() == 9, timeout=30, message=own_worker.output())
     fresh_row.refresh_from_db()
-    assert fresh_row.status == TelemetryBatch.Status.PENDING
-    assert Sample.objects.count() == 6
+    assert fresh_row.status == TelemetryBatch.Status.PROCESSED
