@@ -31,11 +31,11 @@ venv: $(BIN)/.installed
 
 run: venv
 	$(BIN)/python manage.py migrate --noinput
-	$(BIN)/python manage.py collectstatic --noinput --verbosity 0
+	STATIC_MANIFEST=true $(BIN)/python manage.py collectstatic --noinput --verbosity 0
 	@echo
 	@echo "  OmniTensor portal: http://$(HOST):$(PORT)/   (admin: http://$(HOST):$(PORT)/admin/)"
 	@echo
-	HOST=$(HOST) DEMO_FLEET=$(DEMO_FLEET) DEMO_PORTAL_URL=http://$(HOST):$(PORT) \
+	HOST=$(HOST) DEMO_FLEET=$(DEMO_FLEET) DEMO_PORTAL_URL=http://$(HOST):$(PORT) STATIC_MANIFEST=true \
 		$(BIN)/honcho start --port $(PORT) --procfile Procfile \
 		web worker beat $(if $(filter true,$(DEMO_FLEET)),fleet)
 

@@ -196,7 +196,12 @@ class GpuSerializer(serializers.Serializer):
 
 class GpuRejectionSerializer(serializers.Serializer):
     index = serializers.IntegerField(help_text="Position in the request's `gpus`.")
-    error = serializers.CharField(help_text="`validation_failed` or `gpu_owned_by_other_node`.")
+    error = serializers.CharField(
+        help_text=(
+            "`validation_failed`, `implausible_memory` (more memory than its model ships with), "
+            "`too_many_gpus` (over MAX_GPUS_PER_NODE) or `gpu_owned_by_other_node`."
+        )
+    )
     errors = FieldErrorSerializer(many=True, required=False)
 
 
@@ -271,7 +276,8 @@ class SampleRejectionSerializer(serializers.Serializer):
     error = serializers.CharField(
         help_text=(
             "`validation_failed`, `out_of_range`, `timestamp_out_of_window`, `unknown_gpu`, "
-            "`gpu_owned_by_other_node` or `memory_used_exceeds_total`."
+            "`gpu_owned_by_other_node`, `memory_used_exceeds_total` or `implausible_telemetry` "
+            "(a total, power or utilization no such GPU reports; flags the GPU for review)."
         )
     )
 
@@ -314,6 +320,7 @@ ENROLL = extend_schema(
     description="Trade a single-use enrollment code for a node and its token.",
     auth=[],
     request=EnrollRequestSerializer,
+    parameters=[RETRY_AFTER],
     responses={
         201: OpenApiResponse(
             EnrollResponseSerializer, description="Enrolled; the token is shown once."
@@ -322,9 +329,13 @@ ENROLL = extend_schema(
             f"{INVALID_JSON}, `invalid_request`, `validation_failed` (with `errors`) or "
             "`invalid_enrollment_code`."
         ),
-        409: error("`enrollment_code_used`."),
+        409: error(
+            "`enrollment_code_used`, or `too_many_nodes` (the contributor has "
+            "MAX_NODES_PER_CONTRIBUTOR machines; the code is not spent)."
+        ),
         410: error("`enrollment_code_expired`."),
         413: error("`body_too_large`."),
+        429: error("`throttled`: too many enrollments from this client address; see Retry-After."),
     },
     examples=[
         OpenApiExample(
@@ -360,7 +371,10 @@ TELEMETRY = extend_schema(
         401: INVALID_TOKEN,
         403: TOKEN_REVOKED,
         413: error("`batch_too_large`: over 1 MiB, 1,000 samples or 256 GPUs."),
-        429: error("`throttled`: too many batches a minute from this node; see Retry-After."),
+        429: error(
+            "`throttled`: too many batches a minute from this node, or too many invalid tokens "
+            "from this client address; see Retry-After."
+        ),
     },
     examples=[
         OpenApiExample(
@@ -523,11 +537,13 @@ NONCE = extend_schema(
             OpenApiParameter.QUERY,
             required=False,
             description="With it, the answer carries the exact message to sign.",
-        )
+        ),
+        RETRY_AFTER,
     ],
     responses={
         200: OpenApiResponse(NonceSerializer, description="A nonce, valid once."),
         400: error("`invalid_address`."),
+        429: error("`throttled`: too many nonces for this client address; see Retry-After."),
     },
 )
 
@@ -543,7 +559,10 @@ VERIFY = extend_schema(
         200: OpenApiResponse(SignedInSerializer, description="Signed in."),
         400: SIGNATURE_400,
         401: SIGNATURE_401,
-        403: error("`csrf_failed` or `account_disabled`."),
+        403: error(
+            "`csrf_failed`, `account_disabled`, or `demo_wallet` (the demo's wallets sign in "
+            "only while the demo runs)."
+        ),
         409: error("`nonce_reused`."),
         413: error("`body_too_large`."),
         415: UNSUPPORTED_MEDIA_TYPE,
@@ -789,8 +808,10 @@ class RewardTotalsSerializer(serializers.Serializer):
 
 
 class RewardsSerializer(serializers.Serializer):
+    next = serializers.URLField(allow_null=True, help_text="The page of older epochs, or null.")
+    previous = serializers.URLField(allow_null=True, help_text="The page of newer epochs, or null.")
     entries = RewardRowSerializer(many=True)
-    totals = RewardTotalsSerializer()
+    totals = RewardTotalsSerializer(help_text="Of this page's entries.")
 
 
 class BalanceSerializer(serializers.Serializer):
@@ -803,22 +824,47 @@ class BalanceSerializer(serializers.Serializer):
 MY_REWARDS = extend_schema(
     operation_id="me_rewards",
     tags=["me"],
-    summary="My reward entries, explained, for epochs starting in [from, to)",
-    description="Held-out GPUs appear as `kind: held_out` with their `reason`, earning nothing.",
+    summary="My reward entries, explained, for epochs starting in [from, to), a page at a time",
+    description=(
+        "Pages of whole epochs, newest first: every row of up to `limit` epochs. Follow `next` "
+        "for older epochs and `previous` for newer ones (null at either end). Without `from`, "
+        "the range starts 30 days before `to` (or now). Held-out GPUs appear as "
+        "`kind: held_out` with their `reason`, earning nothing. `totals` are the page's; "
+        "`GET /api/v1/me/balance` has all time."
+    ),
     auth=AUTH_SESSION,
     parameters=[
+        *(
+            OpenApiParameter(
+                bound,
+                OPTIONAL_DATETIME,
+                OpenApiParameter.QUERY,
+                required=False,
+                description="RFC 3339 with an offset; empty (as forms send it) is as if left out.",
+            )
+            for bound in ("from", "to")
+        ),
         OpenApiParameter(
-            bound,
-            OPTIONAL_DATETIME,
+            "limit",
+            {"type": "integer", "minimum": 1, "maximum": rewards_views.REWARDS_MAX_PAGE_EPOCHS},
             OpenApiParameter.QUERY,
             required=False,
-            description="RFC 3339 with an offset; empty (as a form sends it) means no bound.",
-        )
-        for bound in ("from", "to")
+            description=f"Epochs per page (default {rewards_views.REWARDS_PAGE_EPOCHS}).",
+        ),
+        OpenApiParameter(
+            "cursor",
+            OpenApiTypes.STR,
+            OpenApiParameter.QUERY,
+            required=False,
+            description="Opaque: taken from `next` or `previous` of an earlier page.",
+        ),
     ],
     responses={
-        200: OpenApiResponse(RewardsSerializer, description="The entries and their totals."),
-        400: error("`validation_failed`: `from`/`to` not RFC 3339, or `to` before `from`."),
+        200: OpenApiResponse(RewardsSerializer, description="One page of entries and its totals."),
+        400: error(
+            "`validation_failed`: `from`/`to` not RFC 3339, `to` before `from`, or `limit` out "
+            "of range; `invalid_cursor`: a cursor this API did not give out."
+        ),
         403: UNAUTHENTICATED,
     },
 )

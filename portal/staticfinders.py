@@ -9,6 +9,7 @@ from pathlib import Path
 
 import plotly
 from django.contrib.staticfiles.finders import BaseFinder
+from django.core.files import File
 from django.core.files.storage import FileSystemStorage
 
 PLOTLY_JS_PATH = "vendor/plotly.min.js"
@@ -26,7 +27,8 @@ class _SingleFileStorage(FileSystemStorage):
         return str(self._source)
 
     def open(self, name, mode="rb"):
-        return open(self._source, mode)
+        # A Django File: collectstatic's hashing storages read it with .chunks().
+        return File(open(self._source, mode), name=self._name)
 
     def exists(self, name: str) -> bool:
         return name == self._name

@@ -1,25 +1,66 @@
 """Pages of earnings: the statement (why each entry), daily charts, CSV export, the estimate."""
 
 import csv
+import io
 from collections import defaultdict
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from fractions import Fraction
+from urllib.parse import urlsplit
 
 from django.contrib.auth.decorators import login_required
+from django.db.models import Q
 from django.http import StreamingHttpResponse
 from django.shortcuts import render
 from django.utils import timezone
 from django.views.decorators.http import require_GET
+from rest_framework.exceptions import NotFound
+from rest_framework.pagination import CursorPagination
+from rest_framework.request import Request
 
 from contributors.models import GPU
 from portal.figures import embed
 from portal.times import rfc3339
 from rewards import charts, ledger
+from rewards.api.views import is_time
 from rewards.display import omnit
 from rewards.models import Epoch, GpuModel, HeldOut, RewardEntry
 
+# The statement shows at most STATEMENT_EPOCHS epochs a page, fewer for a contributor with many
+# GPUs, so that a page has at most about STATEMENT_ROWS rows (one per GPU and epoch).
 STATEMENT_EPOCHS = 24
+STATEMENT_ROWS = 384
+
+
+class StatementPages(CursorPagination):
+    """Pages of settled epochs, newest first, behind an opaque `?statement=` cursor."""
+
+    ordering = "-start"
+    cursor_query_param = "statement"
+
+    def decode_cursor(self, request):
+        try:
+            cursor = super().decode_cursor(request)
+        except NotFound:
+            return None  # a cursor we did not give out: the newest page
+        if cursor and cursor.position and not is_time(cursor.position):
+            return None
+        return cursor
+
+
+def _relative(url: str | None) -> str | None:
+    """The path and query of a link DRF built absolute (the page may be behind a proxy)."""
+    if url is None:
+        return None
+    parts = urlsplit(url)
+    return f"{parts.path}?{parts.query}" if parts.query else parts.path
+
+
+def statement_epochs(request, gpu_count: int) -> tuple[list[Epoch], StatementPages]:
+    pages = StatementPages()
+    pages.page_size = max(1, min(STATEMENT_EPOCHS, STATEMENT_ROWS // max(gpu_count, 1)))
+    epochs = Epoch.objects.filter(status=Epoch.Status.SETTLED).only("pk", "start", "end")
+    return pages.paginate_queryset(epochs, Request(request)), pages
 
 
 def _explain(entry: RewardEntry) -> str:
@@ -65,18 +106,14 @@ def rewards_page(request):
     series = ledger.daily_earnings(request.user, ledger.utc_day(since), days)
     figure = charts.daily_earnings(series)
 
-    epochs = list(
-        Epoch.objects.filter(status=Epoch.Status.SETTLED).order_by("-start")[:STATEMENT_EPOCHS]
-    )
     gpus = list(
         GPU.objects.filter(node__owner=request.user)
         .select_related("node", "mig_parent")
         .order_by("node__name", "node_id", "uuid")
     )
-    entries = RewardEntry.objects.filter(contributor=request.user, epoch__in=epochs).select_related(
-        "gpu"
-    )
-    held = HeldOut.objects.filter(contributor=request.user, epoch__in=epochs)
+    epochs, pages = statement_epochs(request, len(gpus))
+    entries = RewardEntry.objects.filter(contributor=request.user, epoch__in=epochs).order_by()
+    held = HeldOut.objects.filter(contributor=request.user, epoch__in=epochs).order_by()
     by_key: dict = defaultdict(dict)
     for entry in entries:
         by_key[(entry.epoch_id, entry.gpu_id)][entry.kind] = entry
@@ -110,6 +147,8 @@ def rewards_page(request):
             "days": days,
             "figure": embed(figure),
             "statement": statement,
+            "older_url": _relative(pages.get_next_link()),
+            "newer_url": _relative(pages.get_previous_link()),
             "period_total": sum(c + i for _, c, i in series),
         },
     )
@@ -120,46 +159,79 @@ def _cell(text: str) -> str:
     return f"'{text}" if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
 
 
-class _Echo:
-    def write(self, value):
-        return value
-
-
 CSV_COLUMNS = [
     "epoch_start", "epoch_end", "gpu_uuid", "gpu_name", "node", "kind", "units", "amount_wei",
     "amount_omnit", "seconds", "avg_utilization_pct", "weight", "gib_seconds", "pool_wei", "share",
 ]  # fmt: skip
 
 
+# The export reads the ledger a slice of epochs at a time (CSV_EPOCHS_PER_QUERY): each slice is
+# one query on the (contributor, epoch) index, so memory stays flat and the first bytes leave
+# at once however long the history. bench/pages measures the whole export of a heavy account.
+CSV_EPOCHS_PER_QUERY = 168
+
+
+def _omnit_plain(wei: int) -> str:
+    """Wei as OMNIT with all 18 decimals and no grouping, exact."""
+    sign = "-" if wei < 0 else ""
+    whole, fraction = divmod(abs(wei), 10**18)
+    return f"{sign}{whole}.{fraction:018d}"
+
+
+def csv_lines(contributor):
+    """The export's lines: a header, then every entry by epoch start, GPU uuid and kind."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(CSV_COLUMNS)
+    yield buffer.getvalue()
+    gpus: dict[int, tuple[str, str, str]] = {}
+
+    def learn(gpu_filter) -> None:
+        rows = GPU.objects.filter(gpu_filter).values_list("pk", "uuid", "name", "node__name")
+        gpus.update({pk: (_cell(u), _cell(name), _cell(node)) for pk, u, name, node in rows})
+
+    learn(Q(node__owner=contributor))
+    epochs = list(
+        Epoch.objects.filter(status=Epoch.Status.SETTLED)
+        .order_by("start")
+        .values_list("pk", "start", "end")
+    )
+    for first in range(0, len(epochs), CSV_EPOCHS_PER_QUERY):
+        chunk = epochs[first : first + CSV_EPOCHS_PER_QUERY]
+        times = {pk: (rfc3339(start), rfc3339(end)) for pk, start, end in chunk}
+        rank = {pk: position for position, (pk, _, _) in enumerate(chunk)}
+        entries = list(
+            RewardEntry.objects.filter(contributor=contributor, epoch_id__in=times)
+            .order_by()
+            .values_list("epoch_id", "gpu_id", "kind", "units", "amount_wei", "inputs")
+        )
+        if not entries:
+            continue
+        missing = {e[1] for e in entries} - gpus.keys()
+        if missing:  # a GPU that has left the contributor's nodes since it earned
+            learn(Q(pk__in=missing))
+        entries.sort(key=lambda e: (rank[e[0]], gpus[e[1]][0], e[2]))
+        buffer.seek(0)
+        buffer.truncate()
+        for epoch_id, gpu_id, kind, units, amount, i in entries:
+            writer.writerow(
+                [
+                    *times[epoch_id], *gpus[gpu_id], kind, units, str(amount),
+                    _omnit_plain(amount), i.get("seconds"), i.get("avg_utilization_pct"),
+                    i.get("weight"), i.get("gib_seconds"), i.get("pool_wei"), i.get("share"),
+                ]
+            )  # fmt: skip
+        yield buffer.getvalue()
+
+
 @require_GET
 @login_required
 def rewards_csv(request):
     """Every entry of the contributor, for accounting: wei exact, OMNIT with 18 decimals."""
-    writer = csv.writer(_Echo())
-
-    def rows():
-        yield writer.writerow(CSV_COLUMNS)
-        entries = (
-            RewardEntry.objects.filter(contributor=request.user)
-            .select_related("epoch", "gpu__node")
-            .order_by("epoch__start", "gpu__uuid", "kind")
-        )
-        for e in entries.iterator(chunk_size=2000):
-            i = e.inputs
-            yield writer.writerow(
-                [
-                    rfc3339(e.epoch.start),
-                    rfc3339(e.epoch.end),
-                    _cell(e.gpu.uuid), _cell(e.gpu.name), _cell(e.gpu.node.name), e.kind, e.units,
-                    str(e.amount_wei),
-                    omnit(e.amount_wei, 18).replace(",", ""), i.get("seconds"),
-                    i.get("avg_utilization_pct"), i.get("weight"), i.get("gib_seconds"),
-                    i.get("pool_wei"), i.get("share"),
-                ]
-            )  # fmt: skip
-
     stamp = datetime.now(UTC).strftime("%Y%m%d")
-    response = StreamingHttpResponse(rows(), content_type="text/csv; charset=utf-8")
+    response = StreamingHttpResponse(
+        csv_lines(request.user), content_type="text/csv; charset=utf-8"
+    )
     response["Content-Disposition"] = f'attachment; filename="omnitensor-rewards-{stamp}.csv"'
     return response
 

@@ -160,6 +160,9 @@ def pages(account: Account) -> list[str]:
         "/rewards/?days=90",
         "/rewards/export.csv",
         "/estimate/",
+        "/claims/",
+        "/api/v1/me/rewards",
+        "/api/v1/me/balance",
     ]
 
 

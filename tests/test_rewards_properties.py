@@ -21,6 +21,7 @@ from rewards.models import Epoch, Job, RewardEntry
 from rewards.settlement import split_pool
 from rewards.usage import Device, JobSpan, Reading, database_usage, python_usage, sql_usage
 from tests.siwe_helpers import ALICE, BOB
+from tests.support.agent_api import nvml_uuid
 from tests.test_rewards_scenarios import H100, Rig, attest, epoch_start, gpu, samples
 
 units_maps = st.dictionaries(
@@ -171,11 +172,12 @@ def settle_world(seed: int, batch_order: list[int], ingest_order: list[int]) -> 
     rnd = random.Random(seed)
     start = epoch_start()
     alice, bob = contributor_for_sign_in(ALICE.address), contributor_for_sign_in(BOB.address)
-    rig_a = Rig(alice, [gpu("GPU-a", H100)])
-    rig_b = Rig(bob, [gpu("GPU-b", H100)])
-    attest("job-a", "GPU-a", start + timedelta(seconds=rnd.randrange(0, 1800)))
+    gpu_a, gpu_b = nvml_uuid("a"), nvml_uuid("b")
+    rig_a = Rig(alice, [gpu(gpu_a, H100)])
+    rig_b = Rig(bob, [gpu(gpu_b, H100)])
+    attest("job-a", gpu_a, start + timedelta(seconds=rnd.randrange(0, 1800)))
     readings = {}
-    for uuid_ in ("GPU-a", "GPU-b"):
+    for uuid_ in (gpu_a, gpu_b):
         readings[uuid_] = []
         for s in sorted(rnd.sample(range(0, 3600, 7), 200)):
             readings[uuid_] += samples(
@@ -183,7 +185,7 @@ def settle_world(seed: int, batch_order: list[int], ingest_order: list[int]) -> 
                 used=rnd.randrange(0, 81559), job=rnd.choice([None, "job-a", "ghost"]),
             )  # fmt: skip
     # Odd chunks are alice's, even ones bob's, each half of one GPU's readings, interleaved.
-    a, b = readings["GPU-a"], readings["GPU-b"]
+    a, b = readings[gpu_a], readings[gpu_b]
     chunks = [b[0::2], a[0::2], b[1::2], a[1::2]]
     for index in batch_order:
         (rig_a if index % 2 else rig_b).report(chunks[index])

@@ -7,6 +7,7 @@ eth_account signs with a test key: the page, the portal and the signature are al
 import pytest
 from eth_account import Account
 from eth_account.messages import encode_defunct
+from playwright.sync_api import expect
 
 from contributors.models import Contributor
 from tests.siwe_helpers import ALICE, BOB
@@ -78,7 +79,8 @@ def test_fallback_signs_in_with_a_pasted_signature(page, live_server):
     page.get_by_label("Your wallet address").fill(BOB.address.lower())
     page.get_by_role("button", name="Show the message to sign").click()
     message_box = page.get_by_label("Message (sign exactly this text")
-    page.wait_for_function("document.querySelector('#manual-message').value.length > 0")
+    # Not wait_for_function: its polling evaluates a string, which the page's CSP forbids.
+    expect(message_box).not_to_have_value("")
     message = message_box.input_value()
 
     # What a hardware or command-line wallet does outside the browser.
