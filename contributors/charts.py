@@ -4,8 +4,10 @@ Pages embed `figure.to_json()` and plotly.js draws it; times are UTC ISO strings
 page turns into the browser's time zone before drawing.
 """
 
+import json
 from collections.abc import Iterable, Sequence
 from datetime import datetime
+from functools import cache
 
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
@@ -40,24 +42,28 @@ def live_utilization(series: Sequence[tuple[str, str, Sequence[tuple[str, float 
     Trace `meta` holds the uuid, so the page can extend each trace from /api/v1/me/gpus. The
     label is plain text (names come from agents) and shows as written, markup included.
     """
+    data = [
+        {"type": "scatter", "x": [t for t, _ in points], "y": [u for _, u in points],
+         "name": plotly_text(label), "meta": uuid, "mode": "lines",
+         "line": {"width": 2, "color": PALETTE[index % len(PALETTE)]}, "connectgaps": False,
+         # The name by reference: a label spliced into the template would be read as one
+         # (`%{...}` in a hostname would pull in other fields).
+         "hovertemplate": "%{y:.0f} %<extra>%{fullData.name}</extra>"}
+        for index, (uuid, label, points) in enumerate(series)
+    ]  # fmt: skip
+    # Plain data, not validated point by point (see gpu_history); the layout was, once.
+    return go.Figure(data=data, layout=_live_layout(), _validate=False)
+
+
+def _live_layout() -> dict:
+    return json.loads(_live_template())
+
+
+@cache
+def _live_template() -> str:
     fig = go.Figure()
-    for index, (uuid, label, points) in enumerate(series):
-        fig.add_trace(
-            go.Scatter(
-                x=[t for t, _ in points],
-                y=[u for _, u in points],
-                name=plotly_text(label),
-                meta=uuid,
-                mode="lines",
-                line={"width": 2, "color": PALETTE[index % len(PALETTE)]},
-                connectgaps=False,
-                # The name by reference: a label spliced into the template would be read as
-                # one (`%{...}` in a hostname would pull in other fields).
-                hovertemplate="%{y:.0f} %<extra>%{fullData.name}</extra>",
-            )
-        )
     fig.update_yaxes(title_text="GPU utilization (%)", range=[0, 100])
-    return _layout(fig, height=340)
+    return json.dumps(_layout(fig, height=340).layout.to_plotly_json())
 
 
 def with_gaps(points: Sequence[dict], gap_s: float) -> list[dict]:
@@ -133,39 +139,22 @@ def gpu_history(
     lines; `jobs` are (start, end or None, job id) marks of attested jobs, the ids shown as
     plain text.
     """
-    fig = make_subplots(
-        rows=4,
-        cols=1,
-        shared_xaxes=True,
-        vertical_spacing=0.05,
-        subplot_titles=("Utilization (%)", "Memory used (MiB)", "Temperature (°C)", "Power (W)"),
-    )
     if gap_s:
         points = with_gaps(points, gap_s)
     times = [p["t"] for p in points]
-    rows = (
-        ("utilization_gpu_pct", "utilization", "%{y:.0f} %"),
-        ("memory_used_mib", "memory", "%{y:.0f} MiB"),
-        ("temperature_c", "temperature", "%{y:.0f} °C"),
-        ("power_w", "power", "%{y:.0f} W"),
-    )
-    for row, (key, name, hover) in enumerate(rows, start=1):
-        fig.add_trace(
-            go.Scatter(
-                x=times,
-                y=[p.get(key) for p in points],
-                name=name,
-                mode="lines",
-                line={"width": 2, "color": PALETTE[row - 1]},
-                connectgaps=False,
-                hovertemplate=hover + "<extra></extra>",
-                showlegend=False,
-            ),
-            row=row,
-            col=1,
-        )
-    fig.update_yaxes(range=[0, 100], row=1, col=1)
-    fig.update_yaxes(range=[0, memory_total_mib], row=2, col=1)
+    layout = _four_rows_layout()
+    layout["yaxis"]["range"] = [0, 100]
+    layout["yaxis2"]["range"] = [0, memory_total_mib]
+    if x_range:  # the chosen range, even where the GPU has no data yet
+        for axis in ("xaxis", "xaxis2", "xaxis3", "xaxis4"):
+            layout[axis]["range"] = list(x_range)
+    data = [
+        {"type": "scatter", "x": times, "y": [p.get(key) for p in points], "name": name,
+         "mode": "lines", "line": {"width": 2, "color": PALETTE[row]}, "connectgaps": False,
+         "hovertemplate": hover + "<extra></extra>", "showlegend": False,
+         "xaxis": f"x{row + 1}" if row else "x", "yaxis": f"y{row + 1}" if row else "y"}
+        for row, (key, name, hover) in enumerate(HISTORY_ROWS)
+    ]  # fmt: skip
     # Shapes go in as one list: plotly re-validates every shape on each add_vrect/add_vline,
     # which made a month of epochs take a minute. Each shape spans all four rows (paper y).
     shapes = [
@@ -174,7 +163,7 @@ def gpu_history(
          "layer": "below"}
         for start, end, kind in merge_spans(periods, MAX_SPANS)
     ]  # fmt: skip
-    annotations = list(fig.layout.annotations)  # the subplot titles
+    annotations = layout["annotations"]  # the subplot titles
     for start, end, job_id in list(jobs)[:MAX_JOB_MARKS]:
         for moment, color in ((start, "#1f4fd6"), (end, "#6b7280")):
             if moment:
@@ -186,11 +175,37 @@ def gpu_history(
             {"x": start, "y": 1.0, "xref": "x", "yref": "paper", "text": plotly_text(job_id),
              "showarrow": False, "font": {"size": 10}, "xanchor": "left", "yanchor": "bottom"}
         )  # fmt: skip
-    fig.update_layout(shapes=shapes, annotations=annotations)
+    if shapes:
+        layout["shapes"] = shapes
+    # Built from plain data without plotly.py's validation, which took most of the page's time
+    # (4 × 720 points); the layout around it was built and validated once, below.
+    return go.Figure(data=data, layout=layout, _validate=False)
+
+
+HISTORY_ROWS = (
+    ("utilization_gpu_pct", "utilization", "%{y:.0f} %"),
+    ("memory_used_mib", "memory", "%{y:.0f} MiB"),
+    ("temperature_c", "temperature", "%{y:.0f} °C"),
+    ("power_w", "power", "%{y:.0f} W"),
+)
+
+
+@cache
+def _four_rows_template() -> str:
+    fig = make_subplots(
+        rows=4,
+        cols=1,
+        shared_xaxes=True,
+        vertical_spacing=0.05,
+        subplot_titles=("Utilization (%)", "Memory used (MiB)", "Temperature (°C)", "Power (W)"),
+    )
     _layout(fig, height=720)
-    if x_range:  # the chosen range, even where the GPU has no data yet
-        fig.update_xaxes(range=list(x_range))
-    return fig
+    return json.dumps(fig.layout.to_plotly_json())
+
+
+def _four_rows_layout() -> dict:
+    """The history figure's layout (four rows on one time axis), a fresh copy each call."""
+    return json.loads(_four_rows_template())
 
 
 def uptime_per_day(days: Sequence[tuple[str, float]]):

@@ -64,21 +64,29 @@ def series(gpu: GPU, range_name: str, now=None) -> dict:
         resolution = settings.AGENT_SAMPLE_INTERVAL_S
     else:
         model = GpuMinute if spec.source == "minute" else GpuHour
-        rows = model.objects.filter(gpu=gpu, start__gte=since, start__lte=now).order_by("start")
+        rows = (
+            model.objects.filter(gpu=gpu, start__gte=since, start__lte=now)
+            .order_by("start")
+            .values_list(
+                "start", "sum_util", "n_util", "sum_mem", "samples", "sum_temp", "n_temp",
+                "sum_power", "n_power", "max_util", "max_mem", "online_s",
+            )
+        )  # fmt: skip
         points = [
             {
-                "t": rfc3339(row.start),
-                "utilization_gpu_pct": _avg(row.sum_util, row.n_util),
-                "memory_used_mib": _avg(row.sum_mem, row.samples, 0),
-                "temperature_c": _avg(row.sum_temp, row.n_temp, 1),
-                "power_w": _avg(row.sum_power, row.n_power),
-                "max_utilization_gpu_pct": row.max_util,
-                "max_memory_used_mib": row.max_mem,
-                "samples": row.samples,
-                "online_s": round(row.online_s, 3),
+                "t": rfc3339(start),
+                "utilization_gpu_pct": _avg(sum_util, n_util),
+                "memory_used_mib": _avg(sum_mem, samples, 0),
+                "temperature_c": _avg(sum_temp, n_temp, 1),
+                "power_w": _avg(sum_power, n_power),
+                "max_utilization_gpu_pct": max_util,
+                "max_memory_used_mib": max_mem,
+                "samples": samples,
+                "online_s": round(online_s, 3),
             }
-            for row in rows
-        ]
+            for (start, sum_util, n_util, sum_mem, samples, sum_temp, n_temp, sum_power, n_power,
+                 max_util, max_mem, online_s) in rows
+        ]  # fmt: skip
         resolution = spec.resolution_s
     return {
         "uuid": gpu.uuid,

@@ -350,6 +350,12 @@ def endpoints(uuid: str, args) -> list[Endpoint]:
             "api",
             timeout=t,
         ),
+        Endpoint(
+            "/api/v1/me/rewards?limit=24 (largest page)",
+            "/api/v1/me/rewards?limit=24",
+            "api",
+            timeout=t,
+        ),
         Endpoint("/api/v1/me/balance", "/api/v1/me/balance", "api", timeout=t),
         Endpoint("/api/v1/me/claims", "/api/v1/me/claims", "api", timeout=t),
         Endpoint("/api/v1/me/wallets", "/api/v1/me/wallets", "api", timeout=t),

@@ -72,8 +72,8 @@ def _time_param(request, name: str):
 # /api/v1/me/rewards pages by epoch, newest first: a page holds every row of up to `limit`
 # epochs, so an epoch is never split across pages and a page costs two indexed queries
 # whatever the history (the ledger index is (contributor, epoch)).
-REWARDS_PAGE_EPOCHS = 24
-REWARDS_MAX_PAGE_EPOCHS = 48
+REWARDS_PAGE_EPOCHS = 12
+REWARDS_MAX_PAGE_EPOCHS = 24
 REWARDS_DEFAULT_RANGE = timedelta(days=30)
 
 
@@ -186,7 +186,7 @@ class MyRewardsView(APIView):
     explained, one page of epochs at a time, newest first.
 
     Without `from`, the range starts 30 days before `to` (or now). A page holds every row of
-    up to `limit` epochs (24, at most 48); `next` and `previous` are the URLs of the pages
+    up to `limit` epochs (12, at most 24); `next` and `previous` are the URLs of the pages
     beside it (null at either end). Held-out GPUs appear too, as `kind: "held_out"` with their
     `reason` and nothing earned. `totals` are the page's; `/api/v1/me/balance` has all time.
     """
