@@ -305,12 +305,11 @@ STATICFILES_DIRS = [BASE_DIR / "static"]
 STATICFILES_FINDERS = [
     "django.contrib.staticfiles.finders.FileSystemFinder",
     "django.contrib.staticfiles.finders.AppDirectoriesFinder",
-    "portal.staticfinders.PlotlyJsFinder",
 ]
 # Static files as production serves them: collected by `collectstatic` under hashed names,
 # compressed ahead (gzip and Brotli) and cached by browsers for a year (WhiteNoise marks hashed
 # names immutable). On unless DEBUG; `make run` turns it on for the demo after collecting, so
-# plotly.js (4.8 MB) travels as ~1 MB once. Off, files come straight from the source tree.
+# plotly.js (1.2 MB) travels as 330 kB once. Off, files come straight from the source tree.
 STATIC_MANIFEST = env_bool("STATIC_MANIFEST", not DEBUG)
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},

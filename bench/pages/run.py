@@ -108,12 +108,7 @@ def collect_static(env: dict) -> str | None:
     if run.returncode == 0:
         return None
     error = (run.stderr.strip().splitlines() or ["?"])[-1]
-    print(f"!!! collectstatic fails with the portal's settings: {error}")
-    print("    collecting with bench/pages/collect_settings.py instead (see its docstring)")
-    fixed = {**env, "DJANGO_SETTINGS_MODULE": "collect_settings",
-             "PYTHONPATH": os.pathsep.join([str(HERE), str(ROOT)])}  # fmt: skip
-    manage(fixed, "collectstatic", "--noinput", "-v0")
-    return f"collectstatic failed with the portal's settings ({error}); bench workaround used"
+    raise SystemExit(f"collectstatic fails with the portal's settings: {error}")
 
 
 # --- HTTP -----------------------------------------------------------------------------------
