@@ -10,11 +10,17 @@ from urllib.parse import quote
 
 import pytest
 from django.db import connection
+from hypothesis import settings as hypothesis_settings
 
 # Fixtures for real-browser tests (Chromium through Playwright).
 pytest_plugins = ["tests.browser"]
 
 BASE_DIR = Path(__file__).resolve().parent.parent
+
+# Property tests check behaviour, not speed (benchmarks do that): no per-example deadline, which
+# a loaded 2-core machine overruns at random.
+hypothesis_settings.register_profile("portal", deadline=None)
+hypothesis_settings.load_profile("portal")
 
 
 def database_url_for_test_db() -> str:
