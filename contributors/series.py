@@ -7,7 +7,7 @@ from django.conf import settings
 from django.utils import timezone
 
 from contributors.models import GPU, GpuHour, GpuMinute, Sample
-from portal.times import rfc3339
+from portal.lib.times import rfc3339
 
 
 @dataclass(frozen=True)

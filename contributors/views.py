@@ -19,8 +19,8 @@ from contributors import charts
 from contributors.models import GPU, EnrollmentCode, GpuHour, Node
 from contributors.series import RANGES, series
 from portal.demo import DEMO_CONTRIBUTORS, demo_runs
-from portal.figures import embed
-from portal.times import rfc3339, rfc3339_or_none
+from portal.lib.figures import embed
+from portal.lib.times import rfc3339, rfc3339_or_none
 from rewards.models import Epoch, HeldOut, Job, RewardEntry
 
 

@@ -25,7 +25,7 @@ from django.db.models import Min
 from django.utils import timezone
 
 from contributors.models import GPU, GpuFlag, Sample, TelemetryBatch
-from contributors.telemetry import stored_sample
+from contributors.telemetry.validation import stored_sample
 from rewards.catalog import Catalog
 from rewards.ledger import add_to_earning_days
 from rewards.models import Epoch, HeldOut, RewardEntry, RewardPolicy

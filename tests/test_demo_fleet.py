@@ -3,11 +3,11 @@
 import pytest
 from django.test import Client
 
-from contributors import ingest
 from contributors.models import GPU, GpuFlag, Node, Sample, TelemetryBatch
+from contributors.telemetry import store as ingest
 from portal.demo import DEMO_MACHINES, Fleet, demo_account
 from rewards.models import Job
-from tests.conftest import wait_for
+from tests.support.processes import wait_for
 
 pytestmark = [pytest.mark.processes, pytest.mark.django_db(transaction=True)]
 
