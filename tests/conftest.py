@@ -6,6 +6,7 @@ import uuid
 
 import pytest
 from django.test import Client
+from hypothesis import settings as hypothesis_settings
 
 from contributors.signin import contributor_for_sign_in
 from portal.celery_app import app as celery_app
@@ -15,6 +16,11 @@ from tests.support.siwe import ALICE, BOB
 
 # Fixtures for real-browser tests (Chromium through Playwright).
 pytest_plugins = ["tests.support.browser"]
+
+# Property tests check behaviour, not speed (benchmarks do that): no per-example deadline, which
+# a loaded 2-core machine overruns at random.
+hypothesis_settings.register_profile("portal", deadline=None)
+hypothesis_settings.load_profile("portal")
 
 
 @pytest.fixture(autouse=True)

@@ -1,5 +1,7 @@
 """The demo fleet enrolls and reports through the real HTTP API, and attests its jobs."""
 
+from importlib import import_module
+
 import pytest
 from django.test import Client
 
@@ -10,6 +12,23 @@ from rewards.models import Job
 from tests.support.processes import wait_for
 
 pytestmark = [pytest.mark.processes, pytest.mark.django_db(transaction=True)]
+
+
+@pytest.fixture(autouse=True)
+def gpu_catalog():
+    """The catalog as migrations seed it: a transactional test before this one may have
+    flushed the tables, and the fleet's GPUs must find their rated models."""
+    from django.apps import apps
+
+    from contributors.telemetry import inventory
+    from rewards.models import GpuModel
+
+    if not GpuModel.objects.exists():
+        for name in ("0003_seed_gpu_catalog", "0006_catalog_memory_power_values"):
+            import_module(f"rewards.migrations.{name}").seed(apps, None)
+    inventory.forget_catalog()
+    yield
+    inventory.forget_catalog()
 
 
 def test_fleet_reports_every_gpu_and_attests_jobs(live_server, settings, tmp_path):

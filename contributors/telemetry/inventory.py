@@ -40,6 +40,12 @@ def catalog() -> Catalog:
     return _catalog[1]
 
 
+def forget_catalog() -> None:
+    """Read the catalog again on next use (after it was replaced wholesale, as tests do)."""
+    global _catalog
+    _catalog = None
+
+
 @dataclass(frozen=True)
 class MemoryVerdict:
     total_mib: int  # what the GPU counts with
