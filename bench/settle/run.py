@@ -64,12 +64,12 @@ def load(url: str, gpus: int, seed: int = 8) -> int:
                  "NVIDIA L4", "NVIDIA RTX 6000 Ada Generation", "Some Unrated GPU"]  # fmt: skip
         with cur.copy(
             "COPY contributors_gpu (node_id, uuid, name, memory_total_mib, driver_version,"
-            " pci_bus_id, first_seen_at, enabled, last_job_id) FROM STDIN"
+            " pci_bus_id, first_seen_at, enabled, last_job_id, unrated) FROM STDIN"
         ) as copy:
             for i in range(gpus):
                 copy.write_row(
                     (nodes[i % len(nodes)], f"GPU-{i:08d}", names[i % len(names)], 81559, "",
-                     "", START, i % 500 != 7, "")
+                     "", START, i % 500 != 7, "", names[i % len(names)] == "Some Unrated GPU")
                 )  # fmt: skip
         cur.execute("SELECT id FROM contributors_gpu ORDER BY id")
         gpu_ids = [row[0] for row in cur.fetchall()]
