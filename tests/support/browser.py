@@ -12,7 +12,7 @@ from django.conf import settings as django_settings
 from django.test import Client
 
 CHROMIUM = os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium")
-SCREENSHOTS = Path(__file__).resolve().parent.parent / "var" / "screenshots"
+SCREENSHOTS = Path(__file__).resolve().parents[2] / "var" / "screenshots"
 
 CHROMIUM_ARGS = [
     "--no-sandbox",
