@@ -1,7 +1,6 @@
-"""Reward models: attested jobs, the GPU performance catalog, policies, epochs and the ledger.
-
-Claims and vouchers come later. DESIGN.md "Reward definitions" is the reference for all of it;
-`rewards.settlement` computes it.
+"""Reward models: attested jobs, the GPU performance catalog, policies, epochs, the ledger and
+its day totals, claims and their vouchers. DESIGN.md "Reward definitions" is the reference for
+all of it; `rewards.settlement` computes it.
 """
 
 from datetime import UTC, datetime

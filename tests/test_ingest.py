@@ -1,4 +1,5 @@
-"""The worker side of telemetry: `contributors.ingest` and its Celery tasks, sweeper included.
+"""The worker side of telemetry: `contributors.telemetry.store`, `dispatch` and their Celery
+tasks, sweeper included.
 
 Batches are created through the HTTP API. Tests that need other connections (threads, a real
 worker process) use `transactional_db`; there the API's on-commit enqueue really reaches the

@@ -310,8 +310,9 @@ def test_agent_requests_skip_the_middleware_only_pages_need(
 
 
 def test_a_batch_accepted_before_the_list_form_is_still_stored():
-    """Batches keep samples as lists (`telemetry.SAMPLE_FIELDS`); ones accepted by an earlier
-    release, with objects, may still be pending when a new worker starts."""
+    """Batches keep samples as lists (`contributors.telemetry.validation.stored_sample`); ones
+    accepted by an earlier release, with objects, may still be pending when a new worker
+    starts."""
     agent = Agent()
     gpu = GPU.objects.get(uuid=GPU_UUID)
     ts = minutes_ago(3).replace(microsecond=0)

@@ -2,9 +2,9 @@
 and a broker that is down (tests/test_resilience_agent.py: a web process killed under a running
 agent).
 
-The promise under test (DESIGN.md "Agent API (v1)", contributors/ingest.py): a batch answered
-202 is durable in the database, and every one of its samples ends up stored exactly once,
-whatever dies in between, because ingestion is idempotent and the sweeper asks for drains
+The promise under test (DESIGN.md "Agent API (v1)", contributors/telemetry/store.py): a batch
+answered 202 is durable in the database, and every one of its samples ends up stored exactly
+once, whatever dies in between, because ingestion is idempotent and the sweeper asks for drains
 when batches are left pending. The tests run real processes (Celery workers, a
 redis-server, gunicorn) against the test database, on both CI configurations.
 

@@ -1,5 +1,5 @@
 """End to end: the web process killed under a running agent, and every sample the agent
-produced is stored exactly once (DESIGN.md "Agent API (v1)", contributors/ingest.py). Real
+produced is stored exactly once (DESIGN.md "Agent API (v1)", contributors/telemetry/store.py). Real
 processes: gunicorn, a Celery worker and beat, and the node agent, against the test database.
 
 The test needs the set of samples the agent produced, but the spool deletes what the portal

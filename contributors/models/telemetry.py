@@ -12,7 +12,7 @@ class TelemetryBatch(models.Model):
 
     The API writes this row and answers 202; a worker turns `samples` into `Sample` rows and
     marks it processed in the same transaction. A crash anywhere before that commit leaves the
-    row pending, and the sweeper enqueues it again: nothing accepted is ever lost, and the
+    row pending, and the sweeper asks for a drain again: nothing accepted is ever lost, and the
     unique (GPU, ts) constraint on samples makes a second run count nothing twice.
     """
 
