@@ -8,24 +8,28 @@ exactly (`parse_message(text).to_text() == text`); to keep that true we also ref
 the ABNF allows but that have no field to hold them: a chain ID with leading zeros and a
 `Resources:` header with no resources.
 
-EIP-1271 contract wallets need an RPC call, which this module never makes: `verify` takes a
-`contract_wallet` hook that the portal backs with its chain (`contributors.eip1271`). EIP-6492
-(wallets not deployed yet) is out of scope. Nothing here imports Django, so it is testable on
-its own.
+This module holds the message (`SiweMessage`, `build_message`, `parse_message`) and `SiweError`;
+`contributors.siwe.uris` the RFC 3986 grammar, `contributors.siwe.verification` `verify`.
 """
 
 from __future__ import annotations
 
-import ipaddress
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import MISSING, dataclass, fields
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any, Literal
 
-from eth_account import Account
-from eth_account.messages import defunct_hash_message, encode_defunct
 from eth_utils import to_checksum_address
+
+from contributors.siwe.uris import (
+    _PCHARS_RE,
+    _SCHEME_RE,
+    _SUB_DELIMS,
+    _UNRESERVED,
+    _split_authority,
+    _split_uri,
+)
 
 ErrorCode = Literal[
     "malformed_message",
@@ -52,97 +56,16 @@ def _malformed(detail: str) -> SiweError:
     return SiweError("malformed_message", detail)
 
 
-# RFC 3986 character classes, spelled out so that nothing outside ASCII slips through `\w`/`\d`.
-_UNRESERVED = r"A-Za-z0-9\-._~"
-_SUB_DELIMS = r"!$&'()*+,;="
-_PCT = r"%[0-9A-Fa-f]{2}"
-_SCHEME_RE = re.compile(r"[A-Za-z][A-Za-z0-9+\-.]*")
-_USERINFO_RE = re.compile(rf"(?:[{_UNRESERVED}{_SUB_DELIMS}:]|{_PCT})*")
-_REG_NAME_RE = re.compile(rf"(?:[{_UNRESERVED}{_SUB_DELIMS}]|{_PCT})*")
-_IPVFUTURE_RE = re.compile(rf"[vV][0-9A-Fa-f]+\.[{_UNRESERVED}{_SUB_DELIMS}:]+")
-_PATH_RE = re.compile(rf"(?:[{_UNRESERVED}{_SUB_DELIMS}:@/]|{_PCT})*")
-_PCHARS_RE = re.compile(rf"(?:[{_UNRESERVED}{_SUB_DELIMS}:@]|{_PCT})*")
-_QUERY_RE = re.compile(rf"(?:[{_UNRESERVED}{_SUB_DELIMS}:@/?]|{_PCT})*")
-# RFC 3986 appendix B splits any string; the pieces are then checked one by one.
-_URI_SPLIT_RE = re.compile(r"([^:/?#]+):(?://([^/?#]*))?([^?#]*)(?:\?([^#]*))?(?:#(.*))?", re.S)
-_AUTHORITY_SPLIT_RE = re.compile(r"(?:([^@]*)@)?(\[[^\]]*\]|[^:]*)(?::(.*))?", re.S)
-_PORT_RE = re.compile(r"[0-9]*")
-
 # EIP-4361 ABNF: statement = *( reserved / unreserved / " " ); nonce = 8*( ALPHA / DIGIT ).
 _STATEMENT_RE = re.compile(rf"[{_UNRESERVED}{_SUB_DELIMS}:/?#\[\]@ ]*")
 _NONCE_RE = re.compile(r"[A-Za-z0-9]{8,}")
 _ADDRESS_RE = re.compile(r"0x[0-9a-fA-F]{40}")
 _CHAIN_ID_RE = re.compile(r"0|[1-9][0-9]{0,77}")
-_SIGNATURE_RE = re.compile(r"0x[0-9a-fA-F]{130}")
-# A contract wallet's signature is whatever bytes the wallet understands: any length, even hex.
-_ANY_SIGNATURE_RE = re.compile(r"0x(?:[0-9a-fA-F]{2})*")
-
-# contract_wallet(address, eip191_hash, signature) -> True (the wallet accepts the signature),
-# False (it refuses) or None (the address is no contract wallet, or no chain to ask); it raises
-# SiweError("bad_signature", ...) when the wallet cannot be asked.
-ContractWalletCheck = Callable[[str, bytes, bytes], bool | None]
 _DATETIME_RE = re.compile(
     r"([0-9]{4})-([0-9]{2})-([0-9]{2})[Tt]([0-9]{2}):([0-9]{2}):([0-9]{2})(?:\.([0-9]+))?"
     r"(?:[Zz]|([+-])([0-9]{2}):([0-9]{2}))"
 )
 _HEADER_SUFFIX = " wants you to sign in with your Ethereum account:"
-_DEFAULT_PORTS = {"http": 80, "https": 443, "ws": 80, "wss": 443}
-
-
-def _split_authority(authority: str) -> tuple[str | None, str, str | None] | None:
-    """(userinfo, host, port) of a valid RFC 3986 authority, or None."""
-    m = _AUTHORITY_SPLIT_RE.fullmatch(authority)
-    if m is None:
-        return None
-    userinfo, host, port = m.groups()
-    if userinfo is not None and not _USERINFO_RE.fullmatch(userinfo):
-        return None
-    if port is not None and not _PORT_RE.fullmatch(port):
-        return None
-    if host.startswith("["):
-        inner = host[1:-1]
-        if not _IPVFUTURE_RE.fullmatch(inner):
-            # Zone IDs ("%eth0") are RFC 6874, not RFC 3986; ipaddress would accept them.
-            if "%" in inner:
-                return None
-            try:
-                ipaddress.IPv6Address(inner)
-            except ValueError:
-                return None
-    elif not _REG_NAME_RE.fullmatch(host):
-        return None
-    return userinfo, host, port
-
-
-def _split_uri(uri: str) -> tuple[str, str | None] | None:
-    """(scheme, authority) of a valid absolute RFC 3986 URI, or None."""
-    m = _URI_SPLIT_RE.fullmatch(uri)
-    if m is None:
-        return None
-    scheme, authority, path, query, fragment = m.groups()
-    if not _SCHEME_RE.fullmatch(scheme) or not _PATH_RE.fullmatch(path):
-        return None
-    if authority is not None and _split_authority(authority) is None:
-        return None
-    if authority is None and path.startswith("//"):
-        return None
-    if any(part is not None and not _QUERY_RE.fullmatch(part) for part in (query, fragment)):
-        return None
-    return scheme, authority
-
-
-def _origin(uri: str) -> tuple[str, str, int | None] | None:
-    """Web origin (scheme, host, port) of a URI with an authority, default ports filled in."""
-    split = _split_uri(uri)
-    if split is None or split[1] is None:
-        return None
-    scheme, authority = split
-    parts = _split_authority(authority)
-    if parts is None or not parts[1]:
-        return None
-    _, host, port = parts
-    scheme = scheme.lower()
-    return scheme, host.lower(), int(port) if port else _DEFAULT_PORTS.get(scheme)
 
 
 def _parse_datetime(value: str, name: str) -> datetime:
@@ -290,27 +213,43 @@ def build_message(values: Mapping[str, Any]) -> str:
     return SiweMessage(**values).to_text()
 
 
+class _Lines:
+    """The message's lines and the index of the next one to read."""
+
+    def __init__(self, lines: list[str], pos: int) -> None:
+        self.lines = lines
+        self.pos = pos
+
+    def at_end(self) -> bool:
+        return self.pos >= len(self.lines)
+
+    def maybe(self, prefix: str) -> str | None:
+        """The next line after `prefix` (and move past it), or None if it does not start so."""
+        if not self.at_end() and self.lines[self.pos].startswith(prefix):
+            self.pos += 1
+            return self.lines[self.pos - 1][len(prefix) :]
+        return None
+
+    def take(self, prefix: str) -> str:
+        """As `maybe`, but the line must be there."""
+        value = self.maybe(prefix)
+        if value is None:
+            got = "end of message" if self.at_end() else repr(self.lines[self.pos])
+            raise _malformed(f"line {self.pos + 1}: expected {prefix.strip()!r}, got {got}")
+        return value
+
+
 def parse_message(text: str) -> SiweMessage:
     """Parse EIP-4361 text; anything the grammar does not allow raises malformed_message."""
     if not isinstance(text, str):
         raise _malformed("message must be a string")
     lines = text.split("\n")
-    pos = 0
+    head, pos = _parse_head(lines)
+    return SiweMessage(**head, **_parse_fields(_Lines(lines, pos)))
 
-    def maybe(prefix: str) -> str | None:
-        nonlocal pos
-        if pos < len(lines) and lines[pos].startswith(prefix):
-            pos += 1
-            return lines[pos - 1][len(prefix) :]
-        return None
 
-    def take(prefix: str) -> str:
-        value = maybe(prefix)
-        if value is None:
-            got = repr(lines[pos]) if pos < len(lines) else "end of message"
-            raise _malformed(f"line {pos + 1}: expected {prefix.strip()!r}, got {got}")
-        return value
-
+def _parse_head(lines: list[str]) -> tuple[dict[str, Any], int]:
+    """Scheme, domain, address and statement of the lines before `URI:`, and where that is."""
     if len(lines) < 5:
         raise _malformed("message is too short to be EIP-4361")
     if not lines[0].endswith(_HEADER_SUFFIX):
@@ -331,7 +270,12 @@ def parse_message(text: str) -> SiweMessage:
         if lines[4] != "":
             raise _malformed("statement must be a single line followed by an empty line")
         pos = 5
+    return {"scheme": scheme, "domain": domain, "address": address, "statement": statement}, pos
 
+
+def _parse_fields(cursor: _Lines) -> dict[str, Any]:
+    """The labelled fields from `URI:` to the end of the message, in the ABNF's order."""
+    take, maybe = cursor.take, cursor.maybe
     uri = take("URI: ")
     version = take("Version: ")
     chain_id_text = take("Chain ID: ")
@@ -340,116 +284,33 @@ def parse_message(text: str) -> SiweMessage:
     expiration_time = maybe("Expiration Time: ")
     not_before = maybe("Not Before: ")
     request_id = maybe("Request ID: ")
-    resources: list[str] = []
-    if pos < len(lines) and lines[pos] == "Resources:":
-        pos += 1
-        while pos < len(lines):
-            resources.append(take("- "))
-        if not resources:
-            raise _malformed("'Resources:' must be followed by at least one resource")
+    resources = _parse_resources(cursor)
+    lines, pos = cursor.lines, cursor.pos
     if pos != len(lines):
         raise _malformed(f"line {pos + 1}: unexpected {lines[pos]!r} (fields out of order?)")
 
     if not _CHAIN_ID_RE.fullmatch(chain_id_text):
         raise _malformed(f"Chain ID must be a decimal integer, no leading zeros: {chain_id_text!r}")
-    return SiweMessage(
-        scheme=scheme,
-        domain=domain,
-        address=address,
-        statement=statement,
-        uri=uri,
-        version=version,
-        chain_id=int(chain_id_text),
-        nonce=nonce,
-        issued_at=issued_at,
-        expiration_time=expiration_time,
-        not_before=not_before,
-        request_id=request_id,
-        resources=tuple(resources),
-    )
+    return {
+        "uri": uri,
+        "version": version,
+        "chain_id": int(chain_id_text),
+        "nonce": nonce,
+        "issued_at": issued_at,
+        "expiration_time": expiration_time,
+        "not_before": not_before,
+        "request_id": request_id,
+        "resources": resources,
+    }
 
 
-def verify(
-    message: SiweMessage | str,
-    signature: str,
-    *,
-    domain: str | None = None,
-    nonce: str | None = None,
-    chain_id: int | None = None,
-    now: datetime | None = None,
-    uri_origin: str | None = None,
-    contract_wallet: ContractWalletCheck | None = None,
-) -> SiweMessage:
-    """Check a signed message against what this server expects; return it if all holds.
-
-    Cheap checks run before signature recovery. `domain` is compared case-insensitively (hosts
-    are), `uri_origin` (e.g. "https://portal.example") by scheme, host and port, and also
-    against the message's optional scheme. An issued-at in the future is the caller's policy.
-    When the signature is not an EOA signature by the message's address, `contract_wallet`
-    (if given) is asked whether the address is an EIP-1271 wallet that accepts it, with the
-    EIP-191 hash of the exact text; without it such a signature is refused as before.
-    """
-    if isinstance(message, str):
-        text = message
-        message = parse_message(text)
-    else:
-        text = message.to_text()
-    if now is None:
-        now = datetime.now(UTC)
-    elif now.tzinfo is None or now.utcoffset() is None:
-        raise ValueError("now must be timezone-aware")
-
-    if domain is not None and message.domain.lower() != domain.lower():
-        raise SiweError("domain_mismatch", f"message is for {message.domain!r}, not {domain!r}")
-    if uri_origin is not None:
-        expected = _origin(uri_origin)
-        if expected is None:
-            raise ValueError(f"uri_origin is not an absolute URI with a host: {uri_origin!r}")
-        if message.scheme is not None and message.scheme.lower() != expected[0]:
-            raise SiweError("domain_mismatch", f"scheme {message.scheme!r} is not {expected[0]!r}")
-        if _origin(message.uri) != expected:
-            raise SiweError("uri_mismatch", f"URI {message.uri!r} is not on {uri_origin!r}")
-    if chain_id is not None and message.chain_id != chain_id:
-        raise SiweError("chain_mismatch", f"chain {message.chain_id} is not {chain_id}")
-    if nonce is not None and message.nonce != nonce:
-        raise SiweError("nonce_mismatch", "nonce does not match the one issued")
-    expires = message.expiration_time_dt
-    if expires is not None and now >= expires:
-        raise SiweError("expired", f"message expired at {message.expiration_time}")
-    not_before = message.not_before_dt
-    if not_before is not None and now < not_before:
-        raise SiweError("not_yet_valid", f"message is not valid before {message.not_before}")
-
-    eoa_error = _eoa_signature_error(text, signature, message.address)
-    if eoa_error is None:
-        return message
-    # Only a signature that is no EOA signature by the address reaches the contract wallet,
-    # and only there may it have another length than 65 bytes.
-    if (
-        contract_wallet is not None
-        and isinstance(signature, str)
-        and _ANY_SIGNATURE_RE.fullmatch(signature)
-    ):
-        digest = bytes(defunct_hash_message(text=text))
-        verdict = contract_wallet(message.address, digest, bytes.fromhex(signature[2:]))
-        if verdict is True:
-            return message
-        if verdict is False:
-            raise SiweError(
-                "bad_signature",
-                f"the contract wallet at {message.address} did not accept the signature (EIP-1271)",
-            )
-    raise eoa_error
-
-
-def _eoa_signature_error(text: str, signature: object, address: str) -> SiweError | None:
-    """None when `signature` is `address`'s EIP-191 signature of `text`, else why not."""
-    if not isinstance(signature, str) or not _SIGNATURE_RE.fullmatch(signature):
-        return SiweError("bad_signature", "signature is not 0x-prefixed 65-byte hex")
-    try:
-        signer = Account.recover_message(encode_defunct(text=text), signature=signature)
-    except Exception as exc:  # noqa: BLE001 - eth_keys/eth_utils raise several types here
-        return SiweError("bad_signature", f"signature cannot be recovered: {exc}")
-    if signer != address:
-        return SiweError("bad_signature", f"signed by {signer}, not {address}")
-    return None
+def _parse_resources(cursor: _Lines) -> tuple[str, ...]:
+    """The optional `Resources:` list; once it starts, every line to the end is a resource."""
+    resources: list[str] = []
+    if not cursor.at_end() and cursor.lines[cursor.pos] == "Resources:":
+        cursor.pos += 1
+        while not cursor.at_end():
+            resources.append(cursor.take("- "))
+        if not resources:
+            raise _malformed("'Resources:' must be followed by at least one resource")
+    return tuple(resources)
