@@ -9,7 +9,7 @@ def main() -> None:
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "portal.settings")
     from django.core.management import execute_from_command_line
 
-    from portal.recursion import restore_recursion_limit
+    from portal.lib.recursion import restore_recursion_limit
 
     restore_recursion_limit()
     execute_from_command_line(sys.argv)

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Fuzz the live JSON API against its own OpenAPI schema (/api/schema/, portal/openapi.py) with
+# Fuzz the live JSON API against its own OpenAPI schema (/api/schema/, <app>/api/schema.py) with
 # schemathesis: no answer may be a 5xx, every answer must match the schema documented for its
 # status, and data that breaks the schema (negative mode) must be refused with a 4xx. Runs a
 # real gunicorn on a throwaway SQLite database, so it needs no services.

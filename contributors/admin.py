@@ -207,7 +207,7 @@ class TelemetryBatchAdmin(admin.ModelAdmin):
 
     @admin.action(description="Process the selected batches again (pending or failed)")
     def requeue_batches(self, request, queryset):
-        from contributors.tasks import enqueue_ingest
+        from contributors.telemetry.dispatch import enqueue_ingest
 
         ids = list(
             queryset.exclude(status=TelemetryBatch.Status.PROCESSED).values_list("pk", flat=True)

@@ -12,8 +12,8 @@ from functools import cache
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from portal.figures import plotly_text
-from portal.times import rfc3339
+from portal.lib.figures import plotly_text
+from portal.lib.times import rfc3339
 
 PALETTE = ("#1f4fd6", "#d97706", "#15803d", "#b91c1c", "#7c3aed", "#0e7490", "#be185d", "#4d7c0f")
 BUSY_FILL = "rgba(31, 79, 214, 0.14)"

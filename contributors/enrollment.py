@@ -6,10 +6,9 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from contributors import tokens
-from contributors.inventory import register_gpus
 from contributors.models import EnrollmentCode, Node
-from portal.api_errors import Refused
+from contributors.telemetry.inventory import register_gpus
+from portal.lib.errors import Refused
 
 
 @dataclass(frozen=True)
@@ -21,9 +20,7 @@ class Enrolled:
 
 def enroll(code: str, hostname: str, agent_version: str, gpus: list) -> Enrolled:
     """Spend `code` and create the node with its GPUs; Refused says why not."""
-    row = (
-        EnrollmentCode.objects.select_related("owner").filter(code_hash=tokens.digest(code)).first()
-    )
+    row = EnrollmentCode.holding(code, EnrollmentCode.objects.select_related("owner"))
     if row is None:
         raise Refused(400, "invalid_enrollment_code", "This enrollment code is not valid.")
     if row.used_at is not None:

@@ -17,9 +17,9 @@ from django.utils import timezone
 from contributors import eip1271
 from contributors.models import Contributor, SignInNonce, Wallet
 from contributors.siwe import SiweError, SiweMessage, parse_message, verify
-from portal.api_errors import Refused
 from portal.demo import demo_addresses, demo_runs
-from portal.times import rfc3339
+from portal.lib.errors import Refused
+from portal.lib.times import rfc3339
 
 
 class SignInError(Refused):

@@ -19,8 +19,8 @@ from contributors import charts
 from contributors.models import GPU, EnrollmentCode, GpuHour, Node
 from contributors.series import RANGES, series
 from portal.demo import DEMO_CONTRIBUTORS, demo_runs
-from portal.figures import embed
-from portal.times import rfc3339, rfc3339_or_none
+from portal.lib.figures import embed
+from portal.lib.times import rfc3339, rfc3339_or_none
 from rewards.models import Epoch, HeldOut, Job, RewardEntry
 
 
@@ -158,6 +158,38 @@ def gpu_settings(request, uuid: str):
     return redirect("nodes")
 
 
+def _paid_periods(gpu, jobs: list, since, now) -> list[tuple[str, str, str]]:
+    """What the history shades: attested jobs (compute) and every idle payment in the range."""
+    paid_idle = RewardEntry.objects.filter(gpu=gpu, kind="idle", epoch__end__gte=since)
+    return [
+        (rfc3339(max(job.started_at, since)), rfc3339(job.ended_at or now), "compute")
+        for job in jobs
+    ] + [
+        (rfc3339(start), rfc3339(end), "idle")
+        for start, end, amount in paid_idle.values_list("epoch__start", "epoch__end", "amount_wei")
+        if amount > 0
+    ]
+
+
+def _online_per_day(gpu, now) -> list[tuple[str, float]]:
+    days: dict[str, float] = defaultdict(float)
+    hours = GpuHour.objects.filter(gpu=gpu, start__gte=now - timedelta(days=30))
+    for start, online in hours.values_list("start", "online_s"):
+        days[start.date().isoformat()] += online
+    return sorted(days.items())
+
+
+def _gpu_ledger(gpu) -> list:
+    """The GPU's entries and held-out rows of the last 24 settled epochs, newest first."""
+    last_epochs = list(Epoch.objects.filter(status=Epoch.Status.SETTLED).order_by("-start")[:24])
+    by_epoch: dict = {}
+    for entry in RewardEntry.objects.filter(gpu=gpu, epoch__in=last_epochs).select_related("epoch"):
+        by_epoch.setdefault(entry.epoch, {})[entry.kind] = entry
+    for row in HeldOut.objects.filter(gpu=gpu, epoch__in=last_epochs).select_related("epoch"):
+        by_epoch.setdefault(row.epoch, {})["held_out"] = row
+    return sorted(by_epoch.items(), key=lambda item: item[0].start, reverse=True)
+
+
 @require_GET
 @login_required
 def gpu_page(request, uuid: str):
@@ -177,41 +209,17 @@ def gpu_page(request, uuid: str):
         .filter(Q(ended_at__isnull=True) | Q(ended_at__gte=since), started_at__lte=now)
         .order_by("-started_at")[:50]
     )
-    # The ledger: the last 24 settled epochs; the shading: every idle payment in the range.
-    last_epochs = list(Epoch.objects.filter(status=Epoch.Status.SETTLED).order_by("-start")[:24])
-    entries = list(
-        RewardEntry.objects.filter(gpu=gpu, epoch__in=last_epochs).select_related("epoch")
-    )
-    held = list(HeldOut.objects.filter(gpu=gpu, epoch__in=last_epochs).select_related("epoch"))
-    paid_idle = RewardEntry.objects.filter(gpu=gpu, kind="idle", epoch__end__gte=since)
-    periods = [
-        (rfc3339(max(job.started_at, since)), rfc3339(job.ended_at or now), "compute")
-        for job in jobs
-    ] + [
-        (rfc3339(start), rfc3339(end), "idle")
-        for start, end, amount in paid_idle.values_list("epoch__start", "epoch__end", "amount_wei")
-        if amount > 0
-    ]
     figure = charts.gpu_history(
         data["points"],
         memory_total_mib=gpu.memory_total_mib,
         x_range=(rfc3339(since), rfc3339(now)),
         gap_s=max(2.5 * data["resolution_s"], settings.COVERAGE_MAX_GAP_S),
-        periods=periods,
+        periods=_paid_periods(gpu, jobs, since, now),
         jobs=[(rfc3339(j.started_at), rfc3339_or_none(j.ended_at), j.job_id) for j in jobs[:12]
               if j.started_at >= since],
     )  # fmt: skip
-    days: dict[str, float] = defaultdict(float)
-    hours = GpuHour.objects.filter(gpu=gpu, start__gte=now - timedelta(days=30))
-    for start, online in hours.values_list("start", "online_s"):
-        days[start.date().isoformat()] += online
-    uptime = charts.uptime_per_day(sorted(days.items()))
-    by_epoch: dict = {}
-    for entry in entries:
-        by_epoch.setdefault(entry.epoch, {})[entry.kind] = entry
-    for row in held:
-        by_epoch.setdefault(row.epoch, {})["held_out"] = row
-    ledger = sorted(by_epoch.items(), key=lambda item: item[0].start, reverse=True)
+    uptime = charts.uptime_per_day(_online_per_day(gpu, now))
+    ledger = _gpu_ledger(gpu)
     return render(
         request,
         "contributors/gpu.html",

@@ -9,7 +9,7 @@ import os
 from celery import Celery
 from kombu.transport import TRANSPORT_ALIASES
 
-from portal.recursion import restore_recursion_limit
+from portal.lib.recursion import restore_recursion_limit
 
 # `filesystem://` (the embedded default broker) means our atomic-write variant of kombu's.
 TRANSPORT_ALIASES["filesystem"] = "portal.kombu_filesystem:Transport"

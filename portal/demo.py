@@ -24,7 +24,7 @@ from eth_account import Account
 from eth_utils import keccak
 
 from contributors.models import EnrollmentCode, ServiceToken
-from portal.times import rfc3339, rfc3339_or_none
+from portal.lib.times import rfc3339, rfc3339_or_none
 
 log = logging.getLogger("portal.demo")
 

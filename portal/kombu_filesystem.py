@@ -44,7 +44,7 @@ class Channel(filesystem.Channel):
 
         Our own `_put` never leaves one; another writer (an older process during an upgrade, a
         full disk) might, and one bad file must not stop the worker: the batch it named is
-        still pending in the database, and the sweeper enqueues it again.
+        still pending in the database, and the sweeper asks for a drain again.
         """
         wanted = f"{queue}.msg"
         for name in sorted(os.listdir(self.data_folder_in)):

@@ -6,7 +6,7 @@ from urllib.parse import unquote
 from django.db import InterfaceError, OperationalError
 from django.http import HttpResponse
 
-from portal.api_errors import json_error
+from portal.lib.errors import json_error
 
 log = logging.getLogger(__name__)
 

@@ -230,11 +230,11 @@ CACHES = {"default": env.cache_url_config(env_str("CACHE_URL", f"filecache://{VA
 if CACHES["default"]["BACKEND"].endswith("FileBasedCache"):
     # Django culls a third of a file cache past MAX_ENTRIES (300 by default); the embedded
     # default keeps far more before culling. (Rate-limit counters are not in it: see
-    # portal/ratelimit.py.)
+    # portal/lib/ratelimit.py.)
     CACHES["default"].setdefault("OPTIONS", {}).setdefault("MAX_ENTRIES", 100_000)
 elif CACHES["default"]["BACKEND"].endswith("RedisCache"):
     # redis-py waits forever for a server that accepts but does not answer; a request must
-    # not. The portal works without the cache meanwhile (portal/hotcache.py).
+    # not. The portal works without the cache meanwhile (portal/lib/hotcache.py).
     _cache_options = CACHES["default"].setdefault("OPTIONS", {})
     _cache_options.setdefault("socket_connect_timeout", 1)
     _cache_options.setdefault("socket_timeout", 2)
@@ -369,17 +369,18 @@ CONTENT_SECURITY_POLICY = {
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "portal.authentication.JsonSessionAuthentication",
+        "portal.lib.authentication.JsonSessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
-    "DEFAULT_PARSER_CLASSES": ["portal.parsers.BoundedJSONParser"],
-    "EXCEPTION_HANDLER": "portal.api_errors.exception_handler",
-    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_PARSER_CLASSES": ["portal.lib.parsers.BoundedJSONParser"],
+    "EXCEPTION_HANDLER": "portal.lib.errors.exception_handler",
+    "DEFAULT_SCHEMA_CLASS": "portal.lib.schema.PortalSchema",
     "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
 }
 
-# The OpenAPI schema at /api/schema/ and its Swagger UI at /api/docs/ (portal/openapi.py).
+# The OpenAPI schema at /api/schema/ and its Swagger UI at /api/docs/: each app's
+# api/schema.py, applied on its views; what they share is in portal/lib/schema.py.
 SPECTACULAR_SETTINGS = {
     "TITLE": "OmniTensor contributor portal API",
     "VERSION": "1",

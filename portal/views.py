@@ -15,8 +15,8 @@ from django.views.decorators.http import require_GET
 from contributors import charts
 from contributors.models import GPU, Sample
 from portal import health
-from portal.figures import embed
-from portal.times import rfc3339
+from portal.lib.figures import embed
+from portal.lib.times import rfc3339
 from rewards.models import RewardEntry
 from rewards.wei import sum_wei
 

@@ -12,7 +12,7 @@ import os
 from django.core.handlers.wsgi import WSGIHandler
 from django.core.wsgi import get_wsgi_application
 
-from portal.recursion import restore_recursion_limit
+from portal.lib.recursion import restore_recursion_limit
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "portal.settings")
 

@@ -1,7 +1,7 @@
 from django.contrib import admin
 from django.db import models
 
-from portal.jsonbody import BoundedJSONDecoder
+from portal.lib.json_bodies import BoundedJSONDecoder
 from rewards.models import Epoch, GpuModel, HeldOut, Job, RewardEntry, RewardPolicy
 from rewards.wei import omnit
 

@@ -14,7 +14,7 @@ from django.conf import settings
 from eth_account import Account
 from eth_utils import is_address, to_checksum_address
 
-from portal.api_errors import Refused
+from portal.lib.errors import Refused
 
 ARTIFACTS = Path(__file__).resolve().parent.parent / "contracts" / "artifacts.json"
 

@@ -22,7 +22,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from contributors.models import Contributor
-from portal.api_errors import Refused
+from portal.lib.errors import Refused
 from rewards import chain
 from rewards.ledger import earned_wei
 from rewards.models import Claim, ClaimEvent

@@ -6,7 +6,7 @@ from django.shortcuts import render
 from django.views.decorators.csrf import ensure_csrf_cookie
 from django.views.decorators.http import require_GET
 
-from portal.api_errors import Refused
+from portal.lib.errors import Refused
 from rewards import chain
 from rewards.claims import balance_of
 from rewards.models import Claim

@@ -6,9 +6,9 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from contributors.models import GPU
-from contributors.plausible import normal_uuid
-from contributors.telemetry import parse_time
-from portal.api_errors import Refused
+from contributors.telemetry.validation import normal_uuid
+from portal.lib.errors import Refused
+from portal.lib.times import parse_time
 from rewards.models import Job
 
 MAX_JOB_ID_LEN = 128

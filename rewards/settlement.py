@@ -25,7 +25,7 @@ from django.db.models import Min
 from django.utils import timezone
 
 from contributors.models import GPU, GpuFlag, Sample, TelemetryBatch
-from contributors.telemetry import stored_sample
+from contributors.telemetry.validation import stored_sample
 from rewards.catalog import Catalog
 from rewards.ledger import add_to_earning_days
 from rewards.models import Epoch, HeldOut, RewardEntry, RewardPolicy
@@ -206,78 +206,14 @@ def settle(window: Window, now: datetime | None = None, method: str = "auto") ->
     now = now or timezone.now()
     if is_settled(window):
         return None
-    policy = window.policy
-    max_gap = timedelta(seconds=policy.max_gap_s)
+    max_gap = timedelta(seconds=window.policy.max_gap_s)
     usage, method = usage_for(window.start, window.end, max_gap, now, method)
 
     instances = GPU.objects.filter(mig_parent_id__in=list(usage)).values_list("pk", flat=True)
     gpus = GPU.objects.select_related("node").in_bulk(set(usage) | set(instances))
     reasons = held_out_reasons(gpus)
-    catalog = Catalog.load()
-
     earning = {pk: u for pk, u in usage.items() if pk not in reasons and pk in gpus}
-    compute = {}
-    idle = {}
-    weights = {}
-    for pk, use in earning.items():
-        weights[pk] = catalog.weight_for(gpus[pk].name)
-        if use.busy_us:
-            compute[pk] = compute_units(use, weights[pk])
-        if use.idle_us:
-            idle[pk] = idle_units(use)
-    uuid_of = {pk: gpus[pk].uuid for pk in earning}
-    compute_paid = split_pool(
-        policy.compute_pool_wei, {uuid_of[pk]: u for pk, u in compute.items()}
-    )
-    idle_paid = split_pool(policy.idle_pool_wei, {uuid_of[pk]: u for pk, u in idle.items()})
-    compute_total = sum(compute.values(), Fraction(0))
-    idle_total = sum(idle.values(), Fraction(0))
-
-    entries = []
-    for pk, units in compute.items():
-        use = earning[pk]
-        entries.append(
-            _entry(
-                pk,
-                gpus,
-                RewardEntry.Kind.COMPUTE,
-                units,
-                compute_paid[uuid_of[pk]],
-                {
-                    "seconds": seconds(use.busy_us),
-                    "avg_utilization_pct": rounded_decimal(
-                        use.busy_util_us / use.busy_us, places=6
-                    ),
-                    "null_utilization_seconds": seconds(use.null_util_us),
-                    "weight": decimal_string(Fraction(weights[pk])),
-                    "gib_seconds": None,
-                    "pool_wei": str(policy.compute_pool_wei),
-                    "total_units": decimal_string(compute_total),
-                    "share": _share(units, compute_total),
-                },
-            )
-        )
-    for pk, units in idle.items():
-        use = earning[pk]
-        entries.append(
-            _entry(
-                pk,
-                gpus,
-                RewardEntry.Kind.IDLE,
-                units,
-                idle_paid[uuid_of[pk]],
-                {
-                    "seconds": seconds(use.idle_us),
-                    "avg_utilization_pct": None,
-                    "weight": None,
-                    "gib_seconds": decimal_string(units),
-                    "committed_mib": gpus[pk].effective_committed_mib,
-                    "pool_wei": str(policy.idle_pool_wei),
-                    "total_units": decimal_string(idle_total),
-                    "share": _share(units, idle_total),
-                },
-            )
-        )
+    paid = _Payout.of(window.policy, earning, gpus)
     held = [
         HeldOut(
             gpu_id=pk,
@@ -289,7 +225,96 @@ def settle(window: Window, now: datetime | None = None, method: str = "auto") ->
         for pk, (reason, detail) in reasons.items()
         if pk in usage and pk in gpus
     ]
-    compute_sum, idle_sum = sum(compute_paid.values()), sum(idle_paid.values())
+    epoch = _record(window, paid, held, method, now)
+    if epoch is None:
+        log.info("epoch %s was settled by someone else", window.start.isoformat())
+        return None
+    log.info(
+        "settled epoch %s: %s entries, %s held out (%s)",
+        window.start.isoformat(),
+        len(paid.entries),
+        len(held),
+        method,
+    )
+    return epoch
+
+
+@dataclass
+class _Payout:
+    """What each pool pays the earning GPUs of one epoch, as unsaved ledger entries."""
+
+    entries: list[RewardEntry]
+    compute_total: Fraction
+    idle_total: Fraction
+    compute_paid_wei: int
+    idle_paid_wei: int
+
+    @classmethod
+    def of(cls, policy, earning: dict, gpus: dict) -> "_Payout":
+        catalog = Catalog.load()
+        compute, idle, weights = {}, {}, {}
+        for pk, use in earning.items():
+            weights[pk] = catalog.weight_for(gpus[pk].name)
+            if use.busy_us:
+                compute[pk] = compute_units(use, weights[pk])
+            if use.idle_us:
+                idle[pk] = idle_units(use)
+        uuid_of = {pk: gpus[pk].uuid for pk in earning}
+        compute_paid = split_pool(
+            policy.compute_pool_wei, {uuid_of[pk]: u for pk, u in compute.items()}
+        )
+        idle_paid = split_pool(policy.idle_pool_wei, {uuid_of[pk]: u for pk, u in idle.items()})
+        compute_total = sum(compute.values(), Fraction(0))
+        idle_total = sum(idle.values(), Fraction(0))
+        entries = [
+            _entry(pk, gpus, RewardEntry.Kind.COMPUTE, units, compute_paid[uuid_of[pk]],
+                   _compute_inputs(earning[pk], units, weights[pk], policy, compute_total))
+            for pk, units in compute.items()
+        ] + [
+            _entry(pk, gpus, RewardEntry.Kind.IDLE, units, idle_paid[uuid_of[pk]],
+                   _idle_inputs(earning[pk], units, gpus[pk], policy, idle_total))
+            for pk, units in idle.items()
+        ]  # fmt: skip
+        return cls(
+            entries,
+            compute_total,
+            idle_total,
+            sum(compute_paid.values()),
+            sum(idle_paid.values()),
+        )
+
+
+def _compute_inputs(use, units: Fraction, weight, policy, total: Fraction) -> dict:
+    return {
+        "seconds": seconds(use.busy_us),
+        "avg_utilization_pct": rounded_decimal(use.busy_util_us / use.busy_us, places=6),
+        "null_utilization_seconds": seconds(use.null_util_us),
+        "weight": decimal_string(Fraction(weight)),
+        "gib_seconds": None,
+        "pool_wei": str(policy.compute_pool_wei),
+        "total_units": decimal_string(total),
+        "share": _share(units, total),
+    }
+
+
+def _idle_inputs(use, units: Fraction, gpu: GPU, policy, total: Fraction) -> dict:
+    return {
+        "seconds": seconds(use.idle_us),
+        "avg_utilization_pct": None,
+        "weight": None,
+        "gib_seconds": decimal_string(units),
+        "committed_mib": gpu.effective_committed_mib,
+        "pool_wei": str(policy.idle_pool_wei),
+        "total_units": decimal_string(total),
+        "share": _share(units, total),
+    }
+
+
+def _record(window: Window, paid: _Payout, held: list, method: str, now) -> Epoch | None:
+    """The epoch, its entries, held-out rows and day totals in one transaction; None when
+    another settlement of the same window won (the epoch's start is unique)."""
+    policy = window.policy
+    entries = paid.entries
     try:
         with transaction.atomic():
             epoch = Epoch.objects.create(
@@ -300,12 +325,12 @@ def settle(window: Window, now: datetime | None = None, method: str = "auto") ->
                 max_gap_s=policy.max_gap_s,
                 compute_pool_wei=policy.compute_pool_wei,
                 idle_pool_wei=policy.idle_pool_wei,
-                compute_units=decimal_string(compute_total),
-                idle_units=decimal_string(idle_total),
-                compute_paid_wei=compute_sum,
-                idle_paid_wei=idle_sum,
-                compute_unallocated_wei=policy.compute_pool_wei - compute_sum,
-                idle_unallocated_wei=policy.idle_pool_wei - idle_sum,
+                compute_units=decimal_string(paid.compute_total),
+                idle_units=decimal_string(paid.idle_total),
+                compute_paid_wei=paid.compute_paid_wei,
+                idle_paid_wei=paid.idle_paid_wei,
+                compute_unallocated_wei=policy.compute_pool_wei - paid.compute_paid_wei,
+                idle_unallocated_wei=policy.idle_pool_wei - paid.idle_paid_wei,
                 gpu_count=len({e.gpu_id for e in entries}),
                 held_out_count=len(held),
                 method=method,
@@ -321,16 +346,8 @@ def settle(window: Window, now: datetime | None = None, method: str = "auto") ->
             if won != 1:
                 raise IntegrityError("the epoch changed status while being settled")
     except IntegrityError:
-        log.info("epoch %s was settled by someone else", window.start.isoformat())
         return None
     epoch.refresh_from_db()
-    log.info(
-        "settled epoch %s: %s entries, %s held out (%s)",
-        window.start.isoformat(),
-        len(entries),
-        len(held),
-        method,
-    )
     return epoch
 
 

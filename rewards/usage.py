@@ -16,7 +16,7 @@ report the whole device's memory, instances included, and counting both would pa
 MiB twice.
 
 `python_usage` is the reference implementation; `sql_usage` computes the same figures in one
-window-function pass on PostgreSQL (`tests/test_rewards_usage.py` checks they agree exactly).
+window-function pass on PostgreSQL (`tests/test_rewards_properties.py` checks they agree exactly).
 """
 
 from collections import defaultdict

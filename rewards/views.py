@@ -19,10 +19,10 @@ from rest_framework.pagination import CursorPagination
 from rest_framework.request import Request
 
 from contributors.models import GPU
-from portal.figures import embed
-from portal.times import rfc3339
+from portal.lib.figures import embed
+from portal.lib.times import rfc3339
 from rewards import charts, ledger
-from rewards.api.views import is_time
+from rewards.api.entries import is_time
 from rewards.display import omnit
 from rewards.models import Epoch, GpuModel, HeldOut, RewardEntry
 

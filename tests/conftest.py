@@ -1,39 +1,26 @@
-"""Shared fixtures: real worker processes that see the test database, broker and cache."""
+"""Fixtures shared by the portal's tests: a clean cache and roomy limits for every test, the
+contributors most tests sign in as, and real worker processes that see the test database.
+Helpers that are not fixtures live in tests/support/."""
 
-import os
-import subprocess
-import sys
-import time
 import uuid
-from pathlib import Path
-from urllib.parse import quote
 
 import pytest
-from django.db import connection
+from django.test import Client
 from hypothesis import settings as hypothesis_settings
 
-# Fixtures for real-browser tests (Chromium through Playwright).
-pytest_plugins = ["tests.browser"]
+from contributors.signin import contributor_for_sign_in
+from portal.celery_app import app as celery_app
+from tests.support.agent_api import H100, Agent, enroll
+from tests.support.processes import WorkerProcess, reaping
+from tests.support.siwe import ALICE, BOB
 
-BASE_DIR = Path(__file__).resolve().parent.parent
+# Fixtures for real-browser tests (Chromium through Playwright).
+pytest_plugins = ["tests.support.browser"]
 
 # Property tests check behaviour, not speed (benchmarks do that): no per-example deadline, which
 # a loaded 2-core machine overruns at random.
 hypothesis_settings.register_profile("portal", deadline=None)
 hypothesis_settings.load_profile("portal")
-
-
-def database_url_for_test_db() -> str:
-    """A DATABASE_URL naming the database this test run uses (pytest-django's test database)."""
-    db = connection.settings_dict
-    if db["ENGINE"] == "django.db.backends.sqlite3":
-        return f"sqlite:///{db['NAME']}"
-    user = quote(db.get("USER") or "", safe="")
-    password = quote(db.get("PASSWORD") or "", safe="")
-    auth = f"{user}:{password}@" if password else (f"{user}@" if user else "")
-    host = db.get("HOST") or "127.0.0.1"
-    port = f":{db['PORT']}" if db.get("PORT") else ""
-    return f"postgres://{auth}{host}{port}/{db['NAME']}"
 
 
 @pytest.fixture(autouse=True)
@@ -42,12 +29,12 @@ def _fresh_cache():
     remember a drain flag for a moment: every test starts without them."""
     from django.core.cache import cache
 
-    from contributors import tasks
-    from portal import ratelimit
+    from contributors.telemetry import dispatch
+    from portal.lib import ratelimit
 
     cache.clear()
     ratelimit.clear()
-    tasks._flag_seen_at.clear()
+    dispatch.forget()
 
 
 @pytest.fixture(autouse=True)
@@ -60,50 +47,33 @@ def _roomy_address_limits(settings):
     settings.SIWE_NONCE_RATE_PER_MIN = 10_000
 
 
-class WorkerProcess:
-    """A `celery -A portal worker` process consuming one queue of its own."""
+@pytest.fixture
+def alice():
+    """The contributor who signs in with ALICE's wallet (modules may rebind `alice` to what
+    they need of her, such as a signed-in client)."""
+    return contributor_for_sign_in(ALICE.address)
 
-    def __init__(self, queue: str, log_path: Path, extra_env: dict | None = None):
-        self.queue = queue
-        self.log_path = log_path
-        self.extra_env = extra_env or {}
-        self.proc: subprocess.Popen | None = None
 
-    def start(self) -> "WorkerProcess":
-        env = {
-            **os.environ,
-            "DEBUG": "true",
-            "DATABASE_URL": database_url_for_test_db(),
-            "PYTHONUNBUFFERED": "1",
-            **self.extra_env,
-        }
-        cmd = [
-            sys.executable, "-m", "celery", "-A", "portal", "worker",
-            "--queues", self.queue, "--concurrency", "1", "--loglevel", "INFO",
-            "--without-gossip", "--without-mingle", "--without-heartbeat",
-            "--hostname", f"{self.queue}@%h",
-        ]  # fmt: skip
-        self.log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
-        self.proc = subprocess.Popen(
-            cmd, cwd=BASE_DIR, env=env, stdout=self.log, stderr=subprocess.STDOUT
-        )
-        return self
+@pytest.fixture
+def bob():
+    return contributor_for_sign_in(BOB.address)
 
-    def stop(self, sig_kill: bool = False) -> None:
-        if self.proc and self.proc.poll() is None:
-            if sig_kill:
-                self.proc.kill()
-            else:
-                self.proc.terminate()
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=10)
-        self.log.close()
 
-    def output(self) -> str:
-        return self.log_path.read_text(errors="replace")
+@pytest.fixture
+def staff(django_user_model):
+    """A client signed in as a network admin (a superuser)."""
+    admin = django_user_model.objects.create_superuser(
+        username="network-admin", email="", password="a long enough admin password"
+    )
+    client = Client()
+    client.force_login(admin)
+    return client
+
+
+@pytest.fixture
+def agent(alice):
+    """alice's node with one GPU (`H100`), enrolled through the agent API."""
+    return Agent(enroll(alice, [H100]))
 
 
 @pytest.fixture
@@ -114,12 +84,27 @@ def worker(tmp_path):
     process.stop()
 
 
-def wait_for(predicate, timeout: float = 60.0, interval: float = 0.1, message: str = ""):
-    """Poll `predicate` until it returns something truthy, or fail after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    pytest.fail(message or f"condition not met within {timeout} s")
+@pytest.fixture
+def reaper():
+    """Cleanups of real processes and brokers, run at teardown in reverse order, every one."""
+    with reaping() as reaper:
+        yield reaper
+
+
+@pytest.fixture
+def parking_queue():
+    """Route this process's enqueues to a queue nobody consumes; yields a function that purges
+    it and returns how many messages it held."""
+    name = f"parked-{uuid.uuid4().hex[:12]}"
+    previous = celery_app.conf.task_default_queue
+    celery_app.conf.task_default_queue = name
+
+    def purge() -> int:
+        with celery_app.connection_for_write() as conn:
+            return conn.default_channel.queue_purge(name) or 0
+
+    try:
+        yield purge
+    finally:
+        celery_app.conf.task_default_queue = previous
+        purge()

@@ -10,8 +10,7 @@ from django.test import Client
 
 from contributors.models import Contributor, Wallet
 from portal.demo import demo_account
-from tests.siwe_helpers import ALICE, BOB, CAROL, make_message, sign
-from tests.test_signin_api import get_nonce, post_json, sign_in
+from tests.support.siwe import ALICE, BOB, CAROL, link, post_json, sign_in
 
 pytestmark = pytest.mark.django_db
 
@@ -21,14 +20,6 @@ STRONG_KEY = "x7#pQ2!vL9@wR4$zT8^mN3&bK6*yH1(gF5)dS0_aJ-cE+uI=oP{lM}nB[vC]xZ;"
 
 def browser() -> Client:
     return Client(enforce_csrf_checks=True)
-
-
-def link(client, account):
-    nonce = get_nonce(client)["nonce"]
-    message = make_message(account, nonce)
-    return post_json(
-        client, "/api/v1/me/wallets", {"message": message, "signature": sign(account, message)}
-    )
 
 
 def unlink(client, account):

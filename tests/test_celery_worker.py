@@ -14,7 +14,7 @@ from django.test import Client
 
 from contributors.models import Contributor
 from portal import tasks
-from tests.conftest import wait_for
+from tests.support.processes import wait_for
 
 pytestmark = [pytest.mark.processes, pytest.mark.django_db(transaction=True)]
 

@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from contributors import charts
-from portal.times import rfc3339
+from portal.lib.times import rfc3339
 from rewards import charts as reward_charts
 from rewards.display import omnit
 

@@ -17,8 +17,9 @@ from contributors.signin import contributor_for_sign_in
 from rewards import chain
 from rewards.models import Claim
 from rewards.vouchers import Voucher
-from tests.claims_helpers import OMNIT, balance, credit, post_claim, report_tx, signed_in
-from tests.siwe_helpers import ALICE, BOB
+from tests.support.claims import balance, credit, post_claim, report_tx
+from tests.support.rewards import OMNIT
+from tests.support.siwe import ALICE, BOB, signed_in
 
 pytestmark = pytest.mark.django_db
 
@@ -32,11 +33,6 @@ def configured(settings):
     settings.DISTRIBUTOR_ADDRESS = DISTRIBUTOR.lower()
     settings.CLAIM_SIGNER_KEY = "0x" + "42" * 32
     settings.OMNIT_TOKEN_ADDRESS = ""
-
-
-@pytest.fixture
-def alice():
-    return contributor_for_sign_in(ALICE.address)
 
 
 def test_config_is_public(configured):

@@ -7,8 +7,10 @@ from django.core.cache import cache
 
 from contributors.signin import contributor_for_sign_in
 from rewards.models import Claim
-from tests.claims_helpers import OMNIT, credit, start_evm
-from tests.siwe_helpers import ALICE
+from tests.support.browser import sign_in
+from tests.support.claims import credit, start_evm
+from tests.support.rewards import OMNIT
+from tests.support.siwe import ALICE
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
@@ -30,18 +32,6 @@ def evm(settings, monkeypatch):
     return start_evm(settings, monkeypatch)
 
 
-def sign_in(page, live_server, contributor):
-    from django.conf import settings as django_settings
-    from django.test import Client
-
-    client = Client()
-    client.force_login(contributor)
-    cookie = client.cookies[django_settings.SESSION_COOKIE_NAME].value
-    page.context.add_cookies(
-        [{"name": django_settings.SESSION_COOKIE_NAME, "value": cookie, "url": live_server.url}]
-    )
-
-
 def test_claim_button_pays_and_history_shows_the_confirmed_tx(page, live_server, evm):
     alice = contributor_for_sign_in(ALICE.address)
     credit(alice, 42 * OMNIT)
@@ -54,7 +44,7 @@ def test_claim_button_pays_and_history_shows_the_confirmed_tx(page, live_server,
     page.expose_function("__walletSend", send)
     page.expose_function("__walletChainId", lambda: hex(evm.w3.eth.chain_id))
     page.add_init_script(f"window.__account = {ALICE.address.lower()!r};" + PROVIDER)
-    sign_in(page, live_server, alice)
+    sign_in(page.context, live_server, alice)
 
     page.goto(f"{live_server.url}/claims/")
     assert "42" in page.locator("#claimable").inner_text()

@@ -9,13 +9,12 @@ import time
 
 import pytest
 
-from contributors.signin import contributor_for_sign_in, link_wallet
+from contributors.signin import link_wallet
 from rewards import watcher
 from rewards.models import ChainCursor, Claim, ClaimEvent
 from rewards.vouchers import Voucher
-from tests.claims_helpers import (
+from tests.support.claims import (
     CONFIRMATIONS,
-    OMNIT,
     REVERTS,
     balance,
     credit,
@@ -23,26 +22,28 @@ from tests.claims_helpers import (
     post_claim,
     report_tx,
     revert_data,
-    signed_in,
     start_evm,
 )
-from tests.siwe_helpers import ALICE, BOB, CAROL
-from tests.test_rewards_scenarios import A1, Rig, epoch_start, gpu, ingest_all, samples, settle
+from tests.support.rewards import (
+    A1,
+    H100,
+    IDLE_POOL,
+    OMNIT,
+    Rig,
+    epoch_start,
+    gpu,
+    ingest_all,
+    samples,
+    settle,
+)
+from tests.support.siwe import ALICE, BOB, CAROL, signed_in
 
 pytestmark = pytest.mark.django_db
-
-IDLE_POOL = 250 * OMNIT
-H100 = {"name": "NVIDIA H100 80GB HBM3", "memory_total_mib": 81559}
 
 
 @pytest.fixture
 def evm(settings, monkeypatch):
     return start_evm(settings, monkeypatch)
-
-
-@pytest.fixture
-def alice():
-    return contributor_for_sign_in(ALICE.address)
 
 
 def reverts_with(evm, tx: dict, error: str, sender=None) -> None:

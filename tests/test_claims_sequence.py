@@ -14,15 +14,8 @@ import pytest
 from contributors.signin import contributor_for_sign_in, link_wallet
 from rewards.claims import balance_of
 from rewards.models import Claim
-from tests.claims_helpers import (
-    REVERTS,
-    credit,
-    post_claim,
-    report_tx,
-    signed_in,
-    start_evm,
-)
-from tests.siwe_helpers import ALICE, BOB
+from tests.support.claims import REVERTS, credit, post_claim, report_tx, start_evm
+from tests.support.siwe import ALICE, BOB, signed_in
 
 pytestmark = pytest.mark.django_db
 

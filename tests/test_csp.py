@@ -10,11 +10,9 @@ import re
 from html.parser import HTMLParser
 
 import pytest
-from django.test import Client
 from django.urls import reverse
 
-from contributors.signin import contributor_for_sign_in
-from tests.siwe_helpers import ALICE
+from tests.support import siwe
 from tests.support.markup_agent import reported_machine
 
 pytestmark = pytest.mark.django_db
@@ -86,25 +84,8 @@ def assert_strict(response) -> Scripts:
 
 
 @pytest.fixture
-def owner():
-    return contributor_for_sign_in(ALICE.address)
-
-
-@pytest.fixture
-def signed_in(owner):
-    client = Client()
-    client.force_login(owner)
-    return client
-
-
-@pytest.fixture
-def staff(django_user_model):
-    admin = django_user_model.objects.create_superuser(
-        username="network-admin", email="", password="a long enough admin password"
-    )
-    client = Client()
-    client.force_login(admin)
-    return client
+def signed_in(alice):
+    return siwe.signed_in(alice)
 
 
 @pytest.mark.parametrize("path", ["/", "/signin/", "/estimate/"])
@@ -113,8 +94,8 @@ def test_public_pages_run_only_the_portals_script_files(client, path):
     assert all("src" in s or s.get("type") == "application/json" for s in page.scripts)
 
 
-def test_the_contributors_pages_run_only_the_portals_script_files(owner, signed_in):
-    machine = reported_machine(owner)
+def test_the_contributors_pages_run_only_the_portals_script_files(alice, signed_in):
+    machine = reported_machine(alice)
     paths = [
         "/dashboard/",
         "/nodes/",
@@ -137,8 +118,8 @@ def test_the_page_that_shows_a_new_enrollment_code_runs_no_inline_script(signed_
     assert all("src" in s or s.get("type") == "application/json" for s in page.scripts)
 
 
-def test_the_admin_runs_under_the_same_policy(owner, staff):
-    reported_machine(owner)
+def test_the_admin_runs_under_the_same_policy(alice, staff):
+    reported_machine(alice)
     for name in ("index", "contributors_node_changelist", "contributors_gpu_changelist"):
         assert_strict(staff.get(reverse(f"admin:{name}")))
 

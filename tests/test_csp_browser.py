@@ -8,13 +8,10 @@ Data comes through the real agent and scheduler APIs (tests/support/markup_agent
 import re
 
 import pytest
-from django.conf import settings as django_settings
-from django.test import Client
 from playwright.sync_api import expect
 
 from contributors.models import Node
-from contributors.signin import contributor_for_sign_in
-from tests.siwe_helpers import ALICE
+from tests.support.browser import sign_in
 from tests.support.markup_agent import GPU_NAMES, HOSTNAME, JOB_ID, reported_machine
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
@@ -37,13 +34,8 @@ CHART_DRAWN = """(selector) => {
 
 
 @pytest.fixture
-def owner():
-    return contributor_for_sign_in(ALICE.address)
-
-
-@pytest.fixture
-def machine(owner):
-    return reported_machine(owner)
+def machine(alice):
+    return reported_machine(alice)
 
 
 @pytest.fixture
@@ -58,16 +50,6 @@ def watched(page):
     page.on("dialog", on_dialog)
     page.add_init_script(WATCH)
     return page
-
-
-def sign_in(context, live_server, user) -> None:
-    """Put a real session of `user` in the browser context's cookie jar."""
-    client = Client()
-    client.force_login(user)
-    name = django_settings.SESSION_COOKIE_NAME
-    context.add_cookies(
-        [{"name": name, "value": client.cookies[name].value, "url": live_server.url}]
-    )
 
 
 def assert_clean(page) -> None:

@@ -5,11 +5,11 @@ from importlib import import_module
 import pytest
 from django.test import Client
 
-from contributors import ingest
 from contributors.models import GPU, GpuFlag, Node, Sample, TelemetryBatch
+from contributors.telemetry import store as ingest
 from portal.demo import DEMO_MACHINES, Fleet, demo_account
 from rewards.models import Job
-from tests.conftest import wait_for
+from tests.support.processes import wait_for
 
 pytestmark = [pytest.mark.processes, pytest.mark.django_db(transaction=True)]
 
@@ -20,15 +20,15 @@ def gpu_catalog():
     flushed the tables, and the fleet's GPUs must find their rated models."""
     from django.apps import apps
 
-    from contributors import plausible
+    from contributors.telemetry import inventory
     from rewards.models import GpuModel
 
     if not GpuModel.objects.exists():
         for name in ("0003_seed_gpu_catalog", "0006_catalog_memory_power_values"):
             import_module(f"rewards.migrations.{name}").seed(apps, None)
-    plausible.forget_catalog()
+    inventory.forget_catalog()
     yield
-    plausible.forget_catalog()
+    inventory.forget_catalog()
 
 
 def test_fleet_reports_every_gpu_and_attests_jobs(live_server, settings, tmp_path):

@@ -18,8 +18,7 @@ from contributors import eip1271
 from contributors.models import Contributor, SignInNonce, Wallet
 from contributors.siwe import SiweError, verify
 from rewards import chain
-from tests.siwe_helpers import ALICE, BOB, CAROL, make_message, sign
-from tests.test_signin_api import get_nonce, post_json, sign_in
+from tests.support.siwe import ALICE, BOB, CAROL, get_nonce, make_message, post_json, sign, sign_in
 
 pytestmark = pytest.mark.django_db
 
@@ -48,7 +47,7 @@ def evm():
 
 @pytest.fixture
 def on_chain(evm, settings, monkeypatch):
-    """The portal's chain is the eth-tester one (as tests/claims_helpers.start_evm does)."""
+    """The portal's chain is the eth-tester one (as tests/support/claims.start_evm does)."""
     settings.WEB3_PROVIDER_URI = "eth-tester://in-process"
     monkeypatch.setattr(chain, "provider_factory", lambda: evm.provider)
     return evm

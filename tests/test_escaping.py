@@ -14,12 +14,9 @@ import re
 from html.parser import HTMLParser
 
 import pytest
-from django.test import Client
 from django.urls import reverse
 
 from contributors import charts
-from contributors.signin import contributor_for_sign_in
-from tests.siwe_helpers import ALICE
 from tests.support.markup_agent import (
     AGENT_VERSION,
     DRIVER_VERSION,
@@ -31,6 +28,7 @@ from tests.support.markup_agent import (
     TEMPLATE,
     reported_machine,
 )
+from tests.support.siwe import signed_in
 
 pytestmark = pytest.mark.django_db
 
@@ -109,30 +107,13 @@ def assert_plotly_shows_as_text(label: str, original: str) -> None:
 
 
 @pytest.fixture
-def owner():
-    return contributor_for_sign_in(ALICE.address)
+def machine(alice):
+    return reported_machine(alice)
 
 
 @pytest.fixture
-def machine(owner):
-    return reported_machine(owner)
-
-
-@pytest.fixture
-def client_of(owner):
-    client = Client()
-    client.force_login(owner)
-    return client
-
-
-@pytest.fixture
-def admin_client_(django_user_model):
-    admin = django_user_model.objects.create_superuser(
-        username="network-admin", email="", password="a long enough admin password"
-    )
-    client = Client()
-    client.force_login(admin)
-    return client
+def client_of(alice):
+    return signed_in(alice)
 
 
 # --- the contributor's pages ------------------------------------------------------------------
@@ -217,19 +198,19 @@ ADMIN_PAGES = {
 
 
 @pytest.mark.parametrize("name", ADMIN_PAGES)
-def test_admin_lists_show_agent_names_as_text(machine, admin_client_, name):
-    response = admin_client_.get(reverse(f"admin:{name}"))
+def test_admin_lists_show_agent_names_as_text(machine, staff, name):
+    response = staff.get(reverse(f"admin:{name}"))
 
     assert response.status_code == 200
     assert_text_not_markup(response.content.decode(), *ADMIN_PAGES[name])
 
 
-def test_admin_node_and_gpu_pages_show_agent_names_as_text(machine, admin_client_):
+def test_admin_node_and_gpu_pages_show_agent_names_as_text(machine, staff):
     node = machine.agent.node
     gpu = node.gpus.order_by("uuid").first()
 
-    node_page = admin_client_.get(reverse("admin:contributors_node_change", args=[node.pk]))
-    gpu_page = admin_client_.get(reverse("admin:contributors_gpu_change", args=[gpu.pk]))
+    node_page = staff.get(reverse("admin:contributors_node_change", args=[node.pk]))
+    gpu_page = staff.get(reverse("admin:contributors_gpu_change", args=[gpu.pk]))
 
     assert_text_not_markup(node_page.content.decode(), *GPU_NAMES)
     assert_text_not_markup(gpu_page.content.decode(), gpu.name)
@@ -249,8 +230,8 @@ FORMULAS = {
 }
 
 
-def test_csv_cells_a_spreadsheet_would_compute_are_text(owner, client_of):
-    reported_machine(owner, hostname=FORMULAS["hostname"], gpu_names=FORMULAS["gpus"])
+def test_csv_cells_a_spreadsheet_would_compute_are_text(alice, client_of):
+    reported_machine(alice, hostname=FORMULAS["hostname"], gpu_names=FORMULAS["gpus"])
 
     response = client_of.get("/rewards/export.csv")
 

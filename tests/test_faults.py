@@ -24,22 +24,19 @@ from django.core.cache import cache
 from django.test import Client
 from django.utils import timezone
 
-from contributors import tasks
 from contributors.models import TelemetryBatch
+from contributors.telemetry import dispatch
+from tests.support.brokers import RedisServer, purge_queues, unique_queue
 from tests.support.posting import PENDING, PROCESSED, TELEMETRY, EnrolledNode
 from tests.support.processes import (
     BeatProcess,
-    RedisServer,
     WebProcess,
     free_port,
     http_request,
     portal_env,
-    purge_queues,
-    reaping,
     sigkill_tree,
     start_worker,
     tail,
-    unique_queue,
     wait_until,
 )
 
@@ -48,12 +45,6 @@ DEAD_REDIS = "redis://127.0.0.1:1/0"
 # What "a few seconds" means in these tests: beyond the new process's own start-up, storing
 # resumes within this (the lease of a dead drain lasts 3 s; the sweeper looks every 5 s).
 FEW_SECONDS = 6.0
-
-
-@pytest.fixture
-def reaper():
-    with reaping() as reaper:
-        yield reaper
 
 
 def needs_redis_server():
@@ -250,27 +241,17 @@ def ready_at(worker, timeout: float = 90) -> float:
     return time.time()
 
 
-def report(title: str, **figures: float) -> None:
-    shown = ", ".join(f"{name.replace('_', ' ')} {value:.2f} s" for name, value in figures.items())
-    print(f"\n[faults] {title}: {shown}")
-
-
-@pytest.mark.processes
-@pytest.mark.django_db(transaction=True)
-def test_a_killed_worker_costs_seconds_with_and_without_traffic(tmp_path, reaper):
-    queue = unique_queue("worker-kill")
-    reaper.add(purge_queues, queue)
-    env = portal_env(queue, WORKER_HEARTBEAT_S="3600")
+def start_web_and_beat(reaper, tmp_path, env: dict) -> WebProcess:
+    """The portal under gunicorn and Celery beat, with `env`; both stopped at teardown."""
     web = WebProcess(free_port(), tmp_path / "web.log", env).start()
     reaper.add(web.kill)
     beat = BeatProcess(tmp_path, env).start()
     reaper.add(beat.stop)
-    workers = iter(range(1, 10))
+    return web
 
-    def new_worker():
-        return start_worker(reaper, queue, tmp_path / f"worker-{next(workers)}.log", env)
 
-    worker = new_worker()
+def reporting_agent(reaper, web: WebProcess, worker) -> tuple[EnrolledNode, HttpAgent]:
+    """A node of two GPUs whose agent reports to `web`, once `worker` has stored some of it."""
     node = EnrolledNode.enroll(gpus=2)
     agent = HttpAgent(f"{web.url}{TELEMETRY}", node)
     agent.start()
@@ -282,6 +263,28 @@ def test_a_killed_worker_costs_seconds_with_and_without_traffic(tmp_path, reaper
         worker.log_path,
         web.log_path,
     )
+    return node, agent
+
+
+def report(title: str, **figures: float) -> None:
+    shown = ", ".join(f"{name.replace('_', ' ')} {value:.2f} s" for name, value in figures.items())
+    print(f"\n[faults] {title}: {shown}")
+
+
+@pytest.mark.processes
+@pytest.mark.django_db(transaction=True)
+def test_a_killed_worker_costs_seconds_with_and_without_traffic(tmp_path, reaper):
+    queue = unique_queue("worker-kill")
+    reaper.add(purge_queues, queue)
+    env = portal_env(queue, WORKER_HEARTBEAT_S="3600")
+    web = start_web_and_beat(reaper, tmp_path, env)
+    workers = iter(range(1, 10))
+
+    def new_worker():
+        return start_worker(reaper, queue, tmp_path / f"worker-{next(workers)}.log", env)
+
+    worker = new_worker()
+    node, agent = reporting_agent(reaper, web, worker)
 
     # 1. Under traffic: SIGKILL the whole worker (pool included), start a new one at once.
     killed = time.time()
@@ -307,7 +310,7 @@ def test_a_killed_worker_costs_seconds_with_and_without_traffic(tmp_path, reaper
     sigkill_tree(worker.proc)
     agent.running.clear()
     time.sleep(0.5)  # the agent's last report in flight is answered
-    leased = cache.get(tasks.DRAIN_FLAG.format(slot=slot)) is not None
+    leased = cache.get(dispatch.DRAIN_FLAG.format(slot=slot)) is not None
     for _ in range(2):  # batches the dead drain's lease says are covered
         assert agent.post_one() == 202
     waiting = node.batches().filter(status=PENDING).count()
@@ -341,22 +344,9 @@ def test_redis_killed_under_traffic_answers_no_500_and_costs_seconds(tmp_path, r
     env = portal_env(
         queue, CELERY_BROKER_URL=redis.url, CACHE_URL=redis.cache_url, WORKER_HEARTBEAT_S="3600"
     )
-    web = WebProcess(free_port(), tmp_path / "web.log", env).start()
-    reaper.add(web.kill)
-    beat = BeatProcess(tmp_path, env).start()
-    reaper.add(beat.stop)
+    web = start_web_and_beat(reaper, tmp_path, env)
     worker = start_worker(reaper, queue, tmp_path / "worker.log", env)
-    node = EnrolledNode.enroll(gpus=2)
-    agent = HttpAgent(f"{web.url}{TELEMETRY}", node)
-    agent.start()
-    reaper.add(agent.stop)
-    wait_until(
-        lambda: node.batches().filter(status=PROCESSED).count() >= 10,
-        90,
-        "storing never started",
-        worker.log_path,
-        web.log_path,
-    )
+    node, agent = reporting_agent(reaper, web, worker)
 
     # Down longer than a drain runs (INGEST_DRAIN_MAX_S): the drain at work when Redis died
     # goes on storing without it, then cannot hand over; storing stops until Redis is back.

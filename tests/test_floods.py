@@ -10,16 +10,9 @@ from django.test import Client
 
 from contributors import tokens
 from contributors.models import SignInNonce
-from contributors.signin import contributor_for_sign_in
-from tests.siwe_helpers import ALICE
 from tests.support.agent_api import ENROLL, JOBS, TELEMETRY, Agent, batch, enroll, h100, sample
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture
-def alice():
-    return contributor_for_sign_in(ALICE.address)
 
 
 def made_up_token() -> str:

@@ -9,22 +9,10 @@ from django.core.management import call_command
 from django.utils import timezone
 
 from contributors.models import GPU, GpuFlag, Node, NodeFlag, Sample
-from contributors.signin import contributor_for_sign_in
 from rewards.models import HeldOut, RewardEntry
-from tests.siwe_helpers import ALICE, BOB
 from tests.support.agent_api import Agent, batch, enroll, h100, sample
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture
-def alice():
-    return contributor_for_sign_in(ALICE.address)
-
-
-@pytest.fixture
-def bob():
-    return contributor_for_sign_in(BOB.address)
 
 
 @pytest.fixture

@@ -1,4 +1,5 @@
-"""The worker side of telemetry: `contributors.ingest` and its Celery tasks, sweeper included.
+"""The worker side of telemetry: `contributors.telemetry.store`, `dispatch` and their Celery
+tasks, sweeper included.
 
 Batches are created through the HTTP API. Tests that need other connections (threads, a real
 worker process) use `transactional_db`; there the API's on-commit enqueue really reaches the
@@ -6,112 +7,27 @@ broker, so it is routed to a queue of the test's own: a real worker's, or a park
 the test counts and purges.
 """
 
-import json
 import re
 import threading
 import uuid
-from datetime import UTC, timedelta
+from datetime import timedelta
 
 import pytest
 from django.conf import settings
 from django.core.cache import cache
 from django.db import connection
-from django.test import Client
 from django.utils import timezone
 
-from contributors import ingest, tasks
-from contributors.models import GPU, EnrollmentCode, Sample, TelemetryBatch
-from contributors.signin import contributor_for_sign_in
-from portal import hotcache
+from contributors import tasks
+from contributors.models import GPU, Sample, TelemetryBatch
+from contributors.telemetry import dispatch
+from contributors.telemetry import store as ingest
 from portal.celery_app import app as celery_app
-from tests.conftest import WorkerProcess, wait_for
-from tests.siwe_helpers import ALICE
+from portal.lib import hotcache
+from tests.support.ingest import GPU_UUID, Agent, accepted, age, batch
+from tests.support.processes import WorkerProcess, wait_for
 
 pytestmark = pytest.mark.django_db
-
-GPU_UUID = "GPU-0c0ffee0-0000-4000-8000-000000000001"
-
-
-def iso(moment) -> str:
-    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
-
-
-class Agent:
-    def __init__(self):
-        owner = contributor_for_sign_in(ALICE.address)
-        code = EnrollmentCode.issue(owner)[1]
-        body = {
-            "enrollment_code": code,
-            "hostname": "rig-1",
-            "agent_version": "0.1.0",
-            "gpus": [
-                {"uuid": GPU_UUID, "name": "NVIDIA A100-SXM4-40GB", "memory_total_mib": 40960}
-            ],
-        }
-        response = Client().post("/api/v1/agent/enroll", body, content_type="application/json")
-        assert response.status_code == 201, response.content
-        self.node_id = response.json()["node_id"]
-        self.token = response.json()["node_token"]
-
-    def send(self, body: dict, client: Client | None = None):
-        return (client or Client()).post(
-            "/api/v1/agent/telemetry",
-            json.dumps(body),
-            content_type="application/json",
-            headers={"Authorization": f"Bearer {self.token}"},
-        )
-
-    def batch_row(self, body: dict) -> TelemetryBatch:
-        return TelemetryBatch.objects.get(node_id=self.node_id, batch_id=body["batch_id"])
-
-
-def batch(count: int, start=None) -> dict:
-    start = start or timezone.now() - timedelta(minutes=10)
-    samples = [
-        {
-            "gpu_uuid": GPU_UUID,
-            "ts": iso(start + timedelta(seconds=10 * i)),
-            "utilization_gpu_pct": float(i % 101),
-            "memory_used_mib": 1000 + i,
-            "memory_total_mib": 40960,
-        }
-        for i in range(count)
-    ]
-    return {"batch_id": str(uuid.uuid4()), "sent_at": iso(timezone.now()), "samples": samples}
-
-
-def accepted(agent: Agent, body: dict, capture) -> TelemetryBatch:
-    with capture(execute=False) as callbacks:
-        response = agent.send(body)
-    assert response.status_code == 202, response.content
-    assert len(callbacks) == 1
-    return agent.batch_row(body)
-
-
-def age(row: TelemetryBatch, seconds: float) -> None:
-    TelemetryBatch.objects.filter(pk=row.pk).update(
-        received_at=timezone.now() - timedelta(seconds=seconds)
-    )
-
-
-@pytest.fixture
-def parking_queue():
-    """Route this process's enqueues to a queue nobody consumes; yields a function that purges
-    it and returns how many messages it held."""
-    name = f"parked-{uuid.uuid4().hex[:12]}"
-    previous = celery_app.conf.task_default_queue
-    celery_app.conf.task_default_queue = name
-
-    def purge() -> int:
-        with celery_app.connection_for_write() as conn:
-            return conn.default_channel.queue_purge(name) or 0
-
-    try:
-        yield purge
-    finally:
-        celery_app.conf.task_default_queue = previous
-        purge()
-
 
 # --- ingest in-process -----------------------------------------------------------------------
 
@@ -209,7 +125,7 @@ def test_sweeper_asks_for_drains_once_a_batch_waits_too_long(
         stale = accepted(agent, batch(4), django_capture_on_commit_callbacks)
         age(stale, 3600)
         # A drain of slot 0 holds its lease: that slot is not asked again.
-        hotcache.add_flag(tasks.DRAIN_FLAG.format(slot=0), 60)
+        hotcache.add_flag(dispatch.DRAIN_FLAG.format(slot=0), 60)
         sent = tasks.sweep_pending_batches()
     finally:
         celery_app.conf.task_always_eager = previous
@@ -338,7 +254,7 @@ def test_a_real_worker_sweeps_a_batch_whose_task_was_lost(
     age(lost_row, 3600)
     # What DRAIN_FLAG_TTL_S does to the lease of a drain nobody runs: it lapses.
     for slot in range(settings.INGEST_DRAINS):
-        cache.delete(tasks.DRAIN_FLAG.format(slot=slot))
+        cache.delete(dispatch.DRAIN_FLAG.format(slot=slot))
 
     tasks.sweep_pending_batches.apply_async(queue=own_worker.queue)
 

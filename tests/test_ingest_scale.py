@@ -14,10 +14,12 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from contributors import ingest, rollups, tasks
+from contributors import tasks
 from contributors.models import GPU, GpuHour, GpuMinute, Node, RollupDue, Sample, TelemetryBatch
+from contributors.telemetry import rollups
+from contributors.telemetry import store as ingest
 from portal.schedule import beat_schedule
-from tests.test_ingest import GPU_UUID, Agent, accepted, batch, iso, parking_queue  # noqa: F401
+from tests.support.ingest import GPU_UUID, Agent, accepted, batch
 
 pytestmark = pytest.mark.django_db
 
@@ -104,7 +106,7 @@ def test_a_gpu_deleted_after_its_batch_was_accepted_fails_that_batch_alone(
 def test_one_drain_message_per_slot_until_that_drain_has_looked_again(
     transactional_db,
     settings,
-    parking_queue,  # noqa: F811
+    parking_queue,
 ):
     settings.INGEST_DRAINS = 1
     agent = Agent()
@@ -214,7 +216,7 @@ def other_connection() -> psycopg.Connection:
     return psycopg.connect(**params, autocommit=True)
 
 
-def test_only_one_rollup_run_works_at_a_time(transactional_db, parking_queue):  # noqa: F811
+def test_only_one_rollup_run_works_at_a_time(transactional_db, parking_queue):
     postgres_only()
     agent = Agent()
     assert agent.send(batch(3, minutes_ago(20))).status_code == 202
@@ -235,7 +237,7 @@ def test_only_one_rollup_run_works_at_a_time(transactional_db, parking_queue):  
 
 def test_a_dropped_database_connection_answers_503_not_500(
     transactional_db,
-    parking_queue,  # noqa: F811
+    parking_queue,
 ):
     postgres_only()
     agent = Agent()
@@ -288,7 +290,7 @@ def wsgi(path: str, body: bytes = b"", token: str = "", method: str = "POST", qu
 
 def test_agent_requests_skip_the_middleware_only_pages_need(
     transactional_db,
-    parking_queue,  # noqa: F811
+    parking_queue,
 ):
     import json
 
@@ -308,8 +310,9 @@ def test_agent_requests_skip_the_middleware_only_pages_need(
 
 
 def test_a_batch_accepted_before_the_list_form_is_still_stored():
-    """Batches keep samples as lists (`telemetry.SAMPLE_FIELDS`); ones accepted by an earlier
-    release, with objects, may still be pending when a new worker starts."""
+    """Batches keep samples as lists (`contributors.telemetry.validation.stored_sample`); ones
+    accepted by an earlier release, with objects, may still be pending when a new worker
+    starts."""
     agent = Agent()
     gpu = GPU.objects.get(uuid=GPU_UUID)
     ts = minutes_ago(3).replace(microsecond=0)

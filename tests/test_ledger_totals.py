@@ -15,8 +15,8 @@ from rewards import ledger, settlement
 from rewards.claims import balance_of
 from rewards.models import EarningDay, Epoch, RewardEntry, RewardPolicy
 from rewards.wei import sum_wei
-from tests.siwe_helpers import ALICE, BOB, CAROL
 from tests.support.agent_api import nvml_uuid
+from tests.support.siwe import ALICE, BOB, CAROL
 
 pytestmark = pytest.mark.django_db
 

@@ -14,7 +14,7 @@ from django.utils import timezone
 from contributors import tokens
 from contributors.models import Contributor, EnrollmentCode, Node, ServiceToken, Wallet
 from contributors.signin import contributor_for_sign_in, link_wallet
-from tests.siwe_helpers import ALICE, BOB
+from tests.support.siwe import ALICE, BOB
 
 pytestmark = pytest.mark.django_db
 

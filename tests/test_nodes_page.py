@@ -6,8 +6,7 @@ import pytest
 from django.test import Client
 
 from contributors.models import GPU, Node
-from tests.siwe_helpers import ALICE, BOB
-from tests.test_signin_api import sign_in
+from tests.support.siwe import ALICE, BOB, sign_in
 
 pytestmark = pytest.mark.django_db
 

@@ -1,22 +1,18 @@
 """The contributor's pages in headless Chromium: charts drawn with no console errors, the live
 chart moving as batches arrive, local times, phone width and a basic accessibility check.
 
-Data comes through the real agent and scheduler APIs (tests/test_pages_queries.py's Account).
+Data comes through the real agent and scheduler APIs (tests/support/accounts.py).
 """
 
 from datetime import datetime, timedelta
 
 import pytest
-from django.conf import settings as django_settings
-from django.test import Client
 from django.utils import timezone
 
 from contributors.models import GPU
-from contributors.signin import contributor_for_sign_in
-from tests.browser import SCREENSHOTS
-from tests.siwe_helpers import ALICE
-from tests.test_pages_queries import small_account
-from tests.test_rewards_scenarios import ingest_all, samples
+from tests.support.accounts import small_account
+from tests.support.browser import SCREENSHOTS, sign_in
+from tests.support.rewards import ingest_all, samples
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
@@ -28,22 +24,8 @@ CHART_DRAWN = """(selector) => {
 
 
 @pytest.fixture
-def alice():
-    return contributor_for_sign_in(ALICE.address)
-
-
-@pytest.fixture
 def account(alice):
     return small_account(alice)
-
-
-def sign_in(context, live_server, user) -> None:
-    """Put a real session of `user` in the browser context's cookie jar."""
-    client = Client()
-    client.force_login(user)
-    name = django_settings.SESSION_COOKIE_NAME
-    cookie = {"name": name, "value": client.cookies[name].value, "url": live_server.url}
-    context.add_cookies([cookie])
 
 
 def pages_of(account) -> dict[str, tuple[str, str]]:

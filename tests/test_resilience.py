@@ -1,32 +1,24 @@
-"""Faults injected into real processes: telemetry survives a killed worker, a lost broker queue,
-a broker that is down, and a web process killed under a running agent.
+"""Faults injected into real processes: telemetry survives a killed worker, a lost broker queue
+and a broker that is down (tests/test_resilience_agent.py: a web process killed under a running
+agent).
 
-The promise under test (DESIGN.md "Agent API (v1)", contributors/ingest.py): a batch answered
-202 is durable in the database, and every one of its samples ends up stored exactly once,
-whatever dies in between, because ingestion is idempotent and the sweeper asks for drains
-when batches are left pending. The tests run real processes (Celery workers and beat, a
-redis-server, gunicorn, the node agent) against the test database, on both CI configurations.
+The promise under test (DESIGN.md "Agent API (v1)", contributors/telemetry/store.py): a batch
+answered 202 is durable in the database, and every one of its samples ends up stored exactly
+once, whatever dies in between, because ingestion is idempotent and the sweeper asks for drains
+when batches are left pending. The tests run real processes (Celery workers, a
+redis-server, gunicorn) against the test database, on both CI configurations.
 
-The processes, and brokers of the tests' own, come from tests/support/processes.py;
-tests/test_faults.py measures how long storing stops when a worker or Redis dies.
-
-The end-to-end test needs the set of samples the agent produced, but the spool deletes what the
-portal accepted; it runs the agent's own `main()` with a tap that appends every sample handed to
-`Spool.add` to a file, and reads the spool's SQLite tables for what is left.
+The processes come from tests/support/processes.py, brokers of the tests' own from
+tests/support/brokers.py; tests/test_faults.py measures how long storing stops when a worker or
+Redis dies.
 """
 
-import json
 import logging
-import os
 import shutil
-import sqlite3
-import subprocess
-import sys
 import time
 import uuid
 from contextlib import contextmanager
-from datetime import UTC, datetime, timedelta
-from pathlib import Path
+from datetime import timedelta
 
 import pytest
 from django.conf import settings
@@ -34,13 +26,21 @@ from django.core.cache import cache
 from django.db import connection, transaction
 from django.utils import timezone
 
-from contributors import ingest
 from contributors import tasks as tasks_module
 from contributors.api import agent as agent_api
-from contributors.models import GPU, Contributor, EnrollmentCode, Node, Sample, TelemetryBatch
+from contributors.models import GPU, TelemetryBatch
 from contributors.tasks import ingest_batch, sweep_pending_batches
+from contributors.telemetry import store as ingest
 from portal import tasks as portal_tasks
 from portal.celery_app import app as celery_app
+from tests.support.brokers import (
+    FilesystemBroker,
+    RedisServer,
+    forget_drain_flags,
+    producer_using,
+    purge_queues,
+    unique_queue,
+)
 from tests.support.posting import (
     PENDING,
     PROCESSED,
@@ -52,31 +52,16 @@ from tests.support.posting import (
 )
 from tests.support.processes import (
     WEB_WORKERS,
-    BeatProcess,
-    FilesystemBroker,
-    RedisServer,
     WebProcess,
-    forget_drain_flags,
     free_port,
     http_post,
     portal_env,
-    producer_using,
-    purge_queues,
-    reaping,
     sigkill_tree,
     start_worker,
-    tail,
-    unique_queue,
     wait_until,
 )
 
 pytestmark = [pytest.mark.processes, pytest.mark.django_db(transaction=True)]
-
-
-@pytest.fixture
-def reaper():
-    with reaping() as reaper:
-        yield reaper
 
 
 @pytest.fixture
@@ -365,139 +350,3 @@ def test_filesystem_worker_survives_a_message_caught_mid_write(tmp_path, reaper)
         return cache.get(portal_tasks.PING_KEY.format(token=token))
 
     wait_until(ran, 30, "the worker never ran the task sent after the half-written message")
-
-
-# --- 3. end to end: the web process killed under a running agent -----------------------------
-
-AGENT_TAP = """\
-import json, os, sys
-from omnitensor_agent import spool
-from omnitensor_agent.cli import main
-
-_add = spool.Spool.add
-
-def add(self, samples):
-    with open(os.environ["AGENT_SAMPLE_TAP"], "a") as tap:
-        for sample in samples:
-            tap.write(json.dumps(sample) + "\\n")
-    return _add(self, samples)
-
-spool.Spool.add = add
-sys.exit(main())
-"""
-
-
-def read_spool(path: Path) -> dict:
-    db = sqlite3.connect(path, timeout=30)
-    try:
-        return {
-            "samples": db.execute("SELECT COUNT(*) FROM samples").fetchone()[0],
-            "batches": db.execute("SELECT batch_id, attempts FROM batches").fetchall(),
-            "counters": dict(db.execute("SELECT name, value FROM counters").fetchall()),
-        }
-    finally:
-        db.close()
-
-
-def test_agent_delivers_every_sample_once_across_a_killed_web_process(tmp_path, reaper):
-    queue = unique_queue("e2e")
-    reaper.add(purge_queues, queue)
-    port = free_port()
-    env = portal_env(
-        queue,
-        AGENT_SAMPLE_INTERVAL_S="1",
-        AGENT_REPORT_INTERVAL_S="2",
-        # The sweeper (beat -> worker) re-enqueues a batch left pending for 3 s, every second:
-        # a web process killed between its commit and its enqueue leaves exactly that.
-        INGEST_SWEEP_EVERY_S="1",
-        INGEST_SWEEP_AFTER_S="3",
-        WORKER_HEARTBEAT_S="3600",
-    )
-    web = WebProcess(port, tmp_path / "web.log", env).start()
-    reaper.add(web.kill)
-    worker = start_worker(reaper, queue, tmp_path / "worker.log", env)
-    beat = BeatProcess(tmp_path, env).start()
-    reaper.add(beat.stop)
-
-    owner = Contributor.objects.create(username=f"resilience-{uuid.uuid4().hex[:12]}")
-    _, code = EnrollmentCode.issue(owner)
-    config, spool_path, tap = tmp_path / "config.json", tmp_path / "spool.db", tmp_path / "tap"
-    agent_env = {
-        **os.environ,
-        "XDG_CONFIG_HOME": str(tmp_path / "xdg-config"),
-        "XDG_STATE_HOME": str(tmp_path / "xdg-state"),
-        "AGENT_SAMPLE_TAP": str(tap),
-        "PYTHONUNBUFFERED": "1",
-    }
-    paths = ["--config", str(config), "--spool", str(spool_path)]
-    enrolled = subprocess.run(
-        [
-            str(Path(sys.executable).with_name("omnitensor-agent")), "enroll",
-            "--portal", web.url, "--code", code, *paths, "--collector", "simulate",
-            "--simulate", "2",
-        ],
-        env=agent_env, capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
-    assert enrolled.returncode == 0, enrolled.stderr + tail(web.log_path)
-    node = Node.objects.get(owner=owner)
-    assert json.loads(config.read_text())["report_interval_s"] == 2
-
-    (tmp_path / "agent_tap.py").write_text(AGENT_TAP)
-    agent_log = tmp_path / "agent.log"
-    with open(agent_log, "ab") as log:
-        agent = subprocess.Popen(
-            [sys.executable, str(tmp_path / "agent_tap.py"), "run", "--duration", "28", *paths],
-            env=agent_env, stdout=log, stderr=subprocess.STDOUT,
-        )  # fmt: skip
-    reaper.add(sigkill_tree, agent)
-
-    batches = TelemetryBatch.objects.filter(node=node)
-    wait_until(
-        lambda: batches.count() >= 2,
-        20,
-        "the agent delivered nothing",
-        agent_log,
-        web.log_path,
-    )
-    web.kill()
-    accepted_before_kill = batches.count()
-
-    # Down until the agent has seen it: a batch it has tried to send three times (two
-    # failures, with the agent's backoff between them: some seconds of outage).
-    def agent_retried():
-        return any(attempts >= 3 for _, attempts in read_spool(spool_path)["batches"])
-
-    wait_until(agent_retried, 20, "the agent never retried", agent_log, interval=0.2)
-    web.start()
-
-    assert agent.wait(timeout=90) == 0, tail(agent_log)
-    assert batches.count() > accepted_before_kill, "nothing was delivered after the restart"
-    wait_until(
-        lambda: not batches.filter(status=PENDING).exists(),
-        30,
-        "batches left pending",
-        worker.log_path,
-        tmp_path / "beat.log",
-    )
-
-    produced = [json.loads(line) for line in tap.read_text().splitlines()]
-    produced_keys = {(s["gpu_uuid"], datetime.fromisoformat(s["ts"])) for s in produced}
-    assert len(produced_keys) == len(produced), "the agent produced a (gpu, ts) twice"
-    gpus = {g.uuid for g in node.gpus.all()}
-    assert {u for u, _ in produced_keys} == gpus and len(gpus) == 2
-
-    spool = read_spool(spool_path)
-    assert spool["samples"] == 0 and spool["batches"] == [], spool
-    assert spool["counters"].get("sent") == len(produced), spool
-    assert not spool["counters"].get("dropped") and not spool["counters"].get("rejected"), spool
-
-    stored = {
-        (u, ts.astimezone(UTC))
-        for u, ts in Sample.objects.filter(gpu__node=node).values_list("gpu__uuid", "ts")
-    }
-    assert stored == produced_keys, (
-        f"{len(produced_keys - stored)} produced samples missing, "
-        f"{len(stored - produced_keys)} stored that were never produced"
-    )
-    assert Sample.objects.filter(gpu__node=node).count() == len(produced)
-    assert set(batches.values_list("status", flat=True)) == {PROCESSED}

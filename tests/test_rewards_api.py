@@ -6,32 +6,25 @@ import pytest
 from django.core.management import call_command
 from django.test import Client
 
-from tests.test_rewards_scenarios import (
+from tests.support.agent_api import iso
+from tests.support.rewards import (
     A1,
     H100,
     IDLE_POOL,
     Rig,
-    alice,  # noqa: F401 - fixture
-    bob,  # noqa: F401 - fixture
     epoch_start,
     gpu,
     ingest_all,
-    iso,
     rewards_of,
     samples,
 )
+from tests.support.siwe import signed_in
 
 pytestmark = pytest.mark.django_db
 
 
-def signed_in(contributor) -> Client:
-    client = Client()
-    client.force_login(contributor)
-    return client
-
-
 @pytest.fixture
-def two_epochs(alice):  # noqa: F811
+def two_epochs(alice):
     first, second = epoch_start(4), epoch_start(3)
     rig = Rig(alice, [gpu(A1, H100)])
     rig.report(samples(A1, first, used=1024) + samples(A1, second, used=1024))
@@ -47,7 +40,7 @@ def test_rewards_need_a_session():
     assert Client().get("/api/v1/me/balance").json()["error"] == "not_authenticated"
 
 
-def test_rewards_filter_epochs_by_start(alice, two_epochs):  # noqa: F811
+def test_rewards_filter_epochs_by_start(alice, two_epochs):
     first, second = two_epochs
     assert len(rewards_of(alice)["entries"]) == 2
     only_second = rewards_of(alice, **{"from": iso(second)})
@@ -57,7 +50,7 @@ def test_rewards_filter_epochs_by_start(alice, two_epochs):  # noqa: F811
     assert [e["epoch_start"] for e in only_first["entries"]] == [iso(first)]
 
 
-def test_a_bad_time_is_refused_in_the_api_error_shape(alice):  # noqa: F811
+def test_a_bad_time_is_refused_in_the_api_error_shape(alice):
     response = signed_in(alice).get("/api/v1/me/rewards", {"from": "yesterday"})
     assert response.status_code == 400
     assert response.json() == {
@@ -67,7 +60,7 @@ def test_a_bad_time_is_refused_in_the_api_error_shape(alice):  # noqa: F811
     }
 
 
-def test_balance_is_everything_earned_while_no_claims_exist(alice, bob, two_epochs):  # noqa: F811
+def test_balance_is_everything_earned_while_no_claims_exist(alice, bob, two_epochs):
     body = signed_in(alice).get("/api/v1/me/balance").json()
     assert body == {
         "earned_wei": str(2 * IDLE_POOL),

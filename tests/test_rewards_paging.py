@@ -16,12 +16,11 @@ from django.test import Client
 from django.utils import timezone
 
 from contributors.models import GPU, Node
-from contributors.signin import contributor_for_sign_in
 from rewards import views as reward_pages
-from rewards.api import views as reward_api
+from rewards.api import entries as reward_api
 from rewards.models import Epoch, HeldOut, RewardEntry
-from tests.siwe_helpers import ALICE, BOB
 from tests.support.agent_api import nvml_uuid
+from tests.support.siwe import signed_in
 
 pytestmark = pytest.mark.django_db
 
@@ -30,22 +29,6 @@ HOUR = timedelta(hours=1)
 
 def iso(moment: datetime) -> str:
     return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
-
-
-@pytest.fixture
-def alice():
-    return contributor_for_sign_in(ALICE.address)
-
-
-@pytest.fixture
-def bob():
-    return contributor_for_sign_in(BOB.address)
-
-
-def signed_in(contributor) -> Client:
-    client = Client()
-    client.force_login(contributor)
-    return client
 
 
 def machine(owner, tag: str, gpus: int) -> list[GPU]:

@@ -13,16 +13,16 @@ from django.db import connection, transaction
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from contributors import ingest
 from contributors.models import GPU, Sample, TelemetryBatch
 from contributors.signin import contributor_for_sign_in
+from contributors.telemetry import store as ingest
 from rewards import settlement
 from rewards.models import Epoch, Job, RewardEntry
 from rewards.settlement import split_pool
 from rewards.usage import Device, JobSpan, Reading, database_usage, python_usage, sql_usage
-from tests.siwe_helpers import ALICE, BOB
 from tests.support.agent_api import nvml_uuid
-from tests.test_rewards_scenarios import H100, Rig, attest, epoch_start, gpu, samples
+from tests.support.rewards import H100, Rig, attest, epoch_start, gpu, samples
+from tests.support.siwe import ALICE, BOB
 
 units_maps = st.dictionaries(
     st.text("abcdefGPU-0123456789", min_size=1, max_size=8),

@@ -8,8 +8,7 @@ from django.contrib.sessions.models import Session
 from django.test import Client
 
 from contributors.models import Node
-from tests.siwe_helpers import ALICE
-from tests.test_signin_api import sign_in
+from tests.support.siwe import ALICE, sign_in
 
 pytestmark = pytest.mark.django_db
 

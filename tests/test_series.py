@@ -13,18 +13,12 @@ from hypothesis import HealthCheck, given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
-from contributors import ingest, retention, rollups
-from contributors.models import (
-    GPU,
-    EnrollmentCode,
-    GpuHour,
-    GpuMinute,
-    Sample,
-    TelemetryBatch,
-)
+from contributors import retention
+from contributors.models import GPU, EnrollmentCode, GpuHour, GpuMinute, Sample, TelemetryBatch
 from contributors.series import MAX_RAW_POINTS
-from tests.siwe_helpers import ALICE, BOB
-from tests.test_signin_api import sign_in
+from contributors.telemetry import rollups
+from contributors.telemetry import store as ingest
+from tests.support.siwe import ALICE, BOB, sign_in
 
 pytestmark = pytest.mark.django_db
 

@@ -8,7 +8,16 @@ from django.test import Client
 from django.utils import timezone
 
 from contributors.models import Contributor, SignInNonce, Wallet
-from tests.siwe_helpers import ALICE, BOB, make_message, rfc3339, sign
+from tests.support.siwe import (
+    ALICE,
+    BOB,
+    get_nonce,
+    make_message,
+    post_json,
+    rfc3339,
+    sign,
+    sign_in,
+)
 
 pytestmark = pytest.mark.django_db
 
@@ -17,27 +26,6 @@ pytestmark = pytest.mark.django_db
 def browser():
     """A client that behaves like a page: it holds the csrftoken cookie and echoes it."""
     return Client(enforce_csrf_checks=True)
-
-
-def get_nonce(client) -> dict:
-    response = client.get("/auth/nonce")
-    assert response.status_code == 200
-    return response.json()
-
-
-def post_json(client, url, body, **extra):
-    token = client.cookies["csrftoken"].value if "csrftoken" in client.cookies else ""
-    return client.post(
-        url, body, content_type="application/json", headers={"X-CSRFToken": token}, **extra
-    )
-
-
-def sign_in(client, account=ALICE, **overrides):
-    nonce = get_nonce(client)["nonce"]
-    message = make_message(account, nonce, **overrides)
-    return post_json(
-        client, "/auth/verify", {"message": message, "signature": sign(account, message)}
-    )
 
 
 def test_nonce_gives_everything_needed_to_build_the_message(browser):

@@ -10,7 +10,7 @@ from eth_account.messages import encode_defunct
 from playwright.sync_api import expect
 
 from contributors.models import Contributor
-from tests.siwe_helpers import ALICE, BOB
+from tests.support.siwe import ALICE, BOB
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 

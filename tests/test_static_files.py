@@ -12,8 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import BASE_DIR, database_url_for_test_db, wait_for
-from tests.support.processes import free_port, tail
+from tests.support.processes import BASE_DIR, database_url_for_test_db, free_port, tail, wait_for
 
 pytestmark = [pytest.mark.processes, pytest.mark.django_db(transaction=True)]
 

@@ -4,25 +4,26 @@ import pytest
 from django.test import Client
 
 from contributors.models import Wallet
-from tests.siwe_helpers import ALICE, BOB, CAROL, make_message, sign
-from tests.test_signin_api import get_nonce, post_json, sign_in
+from tests.support.siwe import (
+    ALICE,
+    BOB,
+    CAROL,
+    get_nonce,
+    link,
+    make_message,
+    post_json,
+    sign,
+    sign_in,
+    signed_in_with_wallet,
+)
 
 pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
 def alice():
-    client = Client(enforce_csrf_checks=True)
-    assert sign_in(client, ALICE).status_code == 200
-    return client
-
-
-def link(client, account):
-    nonce = get_nonce(client)["nonce"]
-    message = make_message(account, nonce)
-    return post_json(
-        client, "/api/v1/me/wallets", {"message": message, "signature": sign(account, message)}
-    )
+    """A page signed in with ALICE's wallet."""
+    return signed_in_with_wallet(ALICE)
 
 
 def delete(client, path):

@@ -13,7 +13,7 @@ import shutil
 import tempfile
 
 CHROMIUM = os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium")
-# As tests/browser.py launches it.
+# As tests/support/browser.py launches it.
 CHROMIUM_ARGS = [
     "--no-sandbox",
     "--disable-gpu",

@@ -11,13 +11,17 @@ from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from contributors import enrollment, telemetry, tokens
+from contributors import enrollment
+from contributors.api import agent_schema as doc
 from contributors.models import Node
-from contributors.tasks import request_drain
-from portal import hotcache, ratelimit
-from portal.api_errors import ApiError
-from portal.client_ip import client_ip
-from portal.jsonbody import read_json_object
+from contributors.telemetry import intake
+from contributors.telemetry.dispatch import request_drain
+from contributors.telemetry.validation import MAX_INVENTORY
+from portal.lib import ratelimit
+from portal.lib.bearer import bearer_token, refuse_bad_token
+from portal.lib.client_ip import client_ip
+from portal.lib.errors import ApiError
+from portal.lib.json_bodies import read_json_object
 
 MAX_ENROLL_BODY = 256 * 1024
 
@@ -25,42 +29,17 @@ MAX_ENROLL_BODY = 256 * 1024
 AGENT_REALM = 'Bearer realm="omnitensor-agent"'
 
 
-def bearer_token(request, realm: str = AGENT_REALM) -> str:
-    header = request.META.get("HTTP_AUTHORIZATION", "")
-    scheme, _, token = header.partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
-        raise ApiError(
-            401,
-            "invalid_token",
-            "Send the token as 'Authorization: Bearer …'.",
-            headers={"WWW-Authenticate": realm},
-        )
-    return token.strip()
-
-
-def refuse_bad_token(request, detail: str, realm: str = AGENT_REALM) -> None:
-    """401 for a token that is not valid; 429 with Retry-After once a client address has sent
-    BAD_TOKEN_RATE_PER_MIN of them in a minute (guessing tokens, or a fleet misconfigured)."""
-    ratelimit.enforce(
-        "bad_token",
-        client_ip(request),
-        settings.BAD_TOKEN_RATE_PER_MIN,
-        "Too many requests with tokens that are not valid from this address; try again later.",
-    )
-    raise ApiError(401, "invalid_token", detail, headers={"WWW-Authenticate": realm})
-
-
 def _refuse_token(request, found: bool, revoked: bool) -> None:
     if not found:
         refuse_bad_token(
-            request, "This token is not valid (a rotated token stops working at once)."
+            request, "This token is not valid (a rotated token stops working at once).", AGENT_REALM
         )
     if revoked:
         raise ApiError(403, "token_revoked", "This node was revoked by its owner or an admin.")
 
 
 def authenticated_node(request) -> Node:
-    node = Node.authenticate(bearer_token(request))
+    node = Node.authenticate(bearer_token(request, AGENT_REALM))
     _refuse_token(request, node is not None, node is not None and node.is_revoked)
     return node
 
@@ -89,6 +68,7 @@ class AgentView(APIView):
 
 
 class EnrollView(AgentView):
+    @doc.ENROLL
     def post(self, request):
         ratelimit.enforce(
             "enroll",
@@ -108,7 +88,7 @@ class EnrollView(AgentView):
             errors.append({"field": "hostname", "error": "printable, at most 255 characters"})
         if not isinstance(version, str) or len(version) > 50 or not version.isprintable():
             errors.append({"field": "agent_version", "error": "printable, at most 50 characters"})
-        if not isinstance(gpus, list) or len(gpus) > telemetry.MAX_INVENTORY:
+        if not isinstance(gpus, list) or len(gpus) > MAX_INVENTORY:
             errors.append({"field": "gpus", "error": "a list of GPUs"})
         if errors:
             raise ApiError(400, "validation_failed", "The enrollment has invalid fields.", errors)
@@ -125,77 +105,25 @@ class EnrollView(AgentView):
 
 
 class TelemetryView(AgentView):
-    """The hottest path of the portal. The usual report of a known agent costs one Redis round
-    trip (rate limit, and the agent as remembered: `telemetry.KnownAgent`) and one INSERT that
-    also checks the token; anything else takes the full path, which reads the node and its
-    GPUs in one query. A worker stores the samples later (`contributors.ingest`).
+    """The hottest path of the portal (`contributors.telemetry.intake`): the batch is stored,
+    answered, and a drain asked for once it is committed."""
 
-    The token is checked before the body is read: a remembered entry exists only for the
-    digest of a token that authenticated, and any other token is looked up first, so a token
-    that is not valid costs a hash and one indexed lookup, never a read or a parse."""
-
+    @doc.TELEMETRY
     def post(self, request):
-        token = bearer_token(request)
-        digest = tokens.digest(token)
-        remembered_key = telemetry.KnownAgent.CACHE_KEY.format(digest=digest)
-        agent_node = None
-        try:
-            remembered = ratelimit.enforce(
-                "telemetry",
-                digest,
-                settings.TELEMETRY_RATE_PER_MIN,
-                f"At most {settings.TELEMETRY_RATE_PER_MIN} telemetry requests a minute per node.",
-                fetch=remembered_key,
-            )
-        except ApiError:
-            # Throttled: a token that is not (or no longer) valid hears that first, as agents
-            # stop on 401/403 but only wait on 429.
-            self._authenticated(request, token, digest, remembered_key)
-            raise
-        known = telemetry.KnownAgent.loads(remembered)
-        if known is None:
-            agent_node = self._authenticated(request, token, digest, remembered_key)
-        body = read_json_object(request, settings.TELEMETRY_MAX_BODY_BYTES, "batch_too_large")
-        outcome = None if known is None else telemetry.accept_known(known, digest, body)
-        if outcome is None:
-            if agent_node is None:
-                agent_node = self._authenticated(request, token, digest, remembered_key)
-            outcome = self._full_path(agent_node, body, remembered_key)
+        outcome = intake.receive(
+            bearer_token(request, AGENT_REALM),
+            read_body=lambda: read_json_object(
+                request, settings.TELEMETRY_MAX_BODY_BYTES, "batch_too_large"
+            ),
+            refuse_token=lambda found, revoked: _refuse_token(request, found, revoked),
+        )
         if outcome.enqueue:
-            node_pk = outcome.batch.node_id
-            transaction.on_commit(lambda: request_drain(node_pk))
+            transaction.on_commit(lambda: request_drain(outcome.node_id))
         return Response(outcome.body, status=outcome.status)
-
-    @staticmethod
-    def _authenticated(request, token: str, digest: str, remembered_key: str):
-        """The token's node and GPUs, or the 401/403 (429 past the bad-token limit). A token
-        that is not valid leaves nothing in the cache: its counter and entry are dropped."""
-        agent_node = telemetry.authenticate(token)
-        if agent_node is None or agent_node.revoked:
-            hotcache.delete(remembered_key)
-            ratelimit.forget("telemetry", digest)
-        _refuse_token(
-            request, agent_node is not None, agent_node is not None and agent_node.revoked
-        )
-        return agent_node
-
-    @staticmethod
-    def _full_path(agent_node, body: dict, remembered_key: str) -> telemetry.Outcome:
-        outcome = telemetry.accept(agent_node.node, body, gpu_rows=agent_node.gpu_rows)
-        if outcome.status != 202 or "rejected_gpus" in outcome.body:
-            return outcome
-        gpus = body.get("gpus") or []
-        # Remember the node as it now stands (its inventory may just have changed).
-        remembered = telemetry.KnownAgent(
-            node_id=agent_node.node.pk,
-            gpus=outcome.gpus,
-            inventory=telemetry.inventory_fingerprint(gpus) if gpus else "",
-        )
-        hotcache.set_text(remembered_key, remembered.dumps(), telemetry.KnownAgent.TTL_S)
-        return outcome
 
 
 class ConfigView(AgentView):
+    @doc.CONFIG
     def get(self, request):
         node = authenticated_node(request)
         return Response(

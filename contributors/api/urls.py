@@ -1,8 +1,8 @@
+"""The contributors' API: sign-in under /auth/, the agent API and /me under /api/v1/."""
+
 from django.urls import path
 
 from contributors.api import agent, views
-from rewards.api import claims as claims_api
-from rewards.api.views import MyBalanceView, MyRewardsView, SchedulerJobsView
 
 auth_urlpatterns = [
     path("nonce", views.NonceView.as_view(), name="auth-nonce"),
@@ -11,11 +11,10 @@ auth_urlpatterns = [
     path("demo", views.DemoSignInView.as_view(), name="auth-demo"),
 ]
 
-api_urlpatterns = [
+urlpatterns = [
     path("agent/enroll", agent.EnrollView.as_view(), name="agent-enroll"),
     path("agent/telemetry", agent.TelemetryView.as_view(), name="agent-telemetry"),
     path("agent/config", agent.ConfigView.as_view(), name="agent-config"),
-    path("scheduler/jobs", SchedulerJobsView.as_view(), name="scheduler-jobs"),
     path("me", views.MeView.as_view(), name="api-me"),
     path("me/gpus", views.MyGpusView.as_view(), name="api-my-gpus"),
     path("me/gpus/<path:uuid>/series", views.MyGpuSeriesView.as_view(), name="api-gpu-series"),
@@ -25,14 +24,5 @@ api_urlpatterns = [
         "me/wallets/<str:address>/payout",
         views.PayoutWalletView.as_view(),
         name="api-wallet-payout",
-    ),
-    path("me/rewards", MyRewardsView.as_view(), name="api-my-rewards"),
-    path("me/balance", MyBalanceView.as_view(), name="api-my-balance"),
-    path("claims/config", claims_api.ClaimsConfigView.as_view(), name="api-claims-config"),
-    path("me/claims", claims_api.MyClaimsView.as_view(), name="api-my-claims"),
-    path(
-        "me/claims/<int:claim_id>/transaction",
-        claims_api.ClaimTransactionView.as_view(),
-        name="api-my-claim-transaction",
     ),
 ]

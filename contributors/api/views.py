@@ -11,14 +11,15 @@ from rest_framework.views import APIView
 
 from contributors import signin
 from contributors.addresses import checksummed
+from contributors.api import schema as doc
 from contributors.models import GPU, Wallet
-from portal import ratelimit
-from portal.api_errors import ApiError
-from portal.authentication import JsonSessionAuthentication as SessionAuthentication
-from portal.authentication import unreadable_body_is_a_400
-from portal.client_ip import client_ip
-from portal.jsonbody import read_json_object, require_strings
-from portal.times import rfc3339, rfc3339_or_none
+from portal.lib import ratelimit
+from portal.lib.authentication import JsonSessionAuthentication as SessionAuthentication
+from portal.lib.authentication import unreadable_body_is_a_400
+from portal.lib.client_ip import client_ip
+from portal.lib.errors import ApiError
+from portal.lib.json_bodies import read_json_object, require_strings
+from portal.lib.times import rfc3339, rfc3339_or_none
 
 MAX_SIGNIN_BODY = 16 * 1024
 
@@ -71,6 +72,7 @@ class NonceView(APIView):
     authentication_classes = []
     permission_classes = [AllowAny]
 
+    @doc.NONCE
     def get(self, request):
         # Each nonce is a row until it expires: an address gets a bounded number a minute.
         ratelimit.enforce(
@@ -108,6 +110,7 @@ class VerifyView(APIView):
     authentication_classes = []
     permission_classes = [AllowAny]
 
+    @doc.VERIFY
     def post(self, request):
         enforce_csrf(request)
         message = signed_message(request)
@@ -125,6 +128,7 @@ class LogoutView(APIView):
     authentication_classes = []
     permission_classes = [AllowAny]
 
+    @doc.LOGOUT
     def post(self, request):
         enforce_csrf(request)
         logout(request._request)
@@ -137,6 +141,7 @@ class MeView(APIView):
     authentication_classes = [SessionAuthentication]
     permission_classes = [IsAuthenticated]
 
+    @doc.ME
     def get(self, request):
         return Response(me_json(request.user))
 
@@ -147,9 +152,11 @@ class WalletsView(APIView):
     authentication_classes = [SessionAuthentication]
     permission_classes = [IsAuthenticated]
 
+    @doc.WALLETS_LIST
     def get(self, request):
         return Response([wallet_json(w) for w in request.user.wallets.all()])
 
+    @doc.WALLETS_LINK
     def post(self, request):
         message = signed_message(request)
         wallet, created = signin.link_wallet(request.user, message.address)
@@ -171,6 +178,7 @@ class WalletView(APIView):
     authentication_classes = [SessionAuthentication]
     permission_classes = [IsAuthenticated]
 
+    @doc.WALLET_UNLINK
     def delete(self, request, address: str):
         wallet = _own_wallet(request, address)
         signin.unlink_wallet(request.user, wallet.address)
@@ -183,6 +191,7 @@ class MyGpusView(APIView):
     authentication_classes = [SessionAuthentication]
     permission_classes = [IsAuthenticated]
 
+    @doc.MY_GPUS
     def get(self, request):
         now = timezone.now()
         gpus = (
@@ -220,6 +229,7 @@ class MyGpuSeriesView(APIView):
     authentication_classes = [SessionAuthentication]
     permission_classes = [IsAuthenticated]
 
+    @doc.GPU_SERIES
     def get(self, request, uuid: str):
         from contributors.series import RANGES, series
 
@@ -238,6 +248,7 @@ class PayoutWalletView(APIView):
     authentication_classes = [SessionAuthentication]
     permission_classes = [IsAuthenticated]
 
+    @doc.WALLET_PAYOUT
     def post(self, request, address: str):
         wallet = _own_wallet(request, address)
         wallet.make_payout()
@@ -254,6 +265,7 @@ class DemoSignInView(APIView):
     authentication_classes = []
     permission_classes = [AllowAny]
 
+    @doc.DEMO
     def post(self, request):
         from portal.demo import DEMO_CONTRIBUTORS, demo_account
 

@@ -6,11 +6,12 @@ from rest_framework.permissions import AllowAny, IsAuthenticated
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from portal.api_errors import ApiError
-from portal.authentication import JsonSessionAuthentication as SessionAuthentication
-from portal.jsonbody import read_json_object, require_strings
-from portal.times import rfc3339_or_none
+from portal.lib.authentication import JsonSessionAuthentication as SessionAuthentication
+from portal.lib.errors import ApiError
+from portal.lib.json_bodies import read_json_object, require_strings
+from portal.lib.times import rfc3339_or_none
 from rewards import chain, claims
+from rewards.api import schema as doc
 from rewards.models import Claim
 
 TX_HASH = re.compile(r"^0x[0-9a-fA-F]{64}$")
@@ -57,6 +58,7 @@ class ClaimsConfigView(APIView):
     authentication_classes = []
     permission_classes = [AllowAny]
 
+    @doc.CLAIMS_CONFIG
     def get(self, request):
         cfg = chain.config()
         return Response(
@@ -75,10 +77,12 @@ class MyClaimsView(APIView):
     authentication_classes = [SessionAuthentication]
     permission_classes = [IsAuthenticated]
 
+    @doc.MY_CLAIMS_LIST
     def get(self, request):
         rows = Claim.objects.filter(contributor=request.user)[:200]
         return Response({"claims": [claim_json(c) for c in rows]})
 
+    @doc.MY_CLAIMS_ISSUE
     def post(self, request):
         claim = claims.issue(request.user)
         return Response(voucher_json(claim), status=201)
@@ -90,6 +94,7 @@ class ClaimTransactionView(APIView):
     authentication_classes = [SessionAuthentication]
     permission_classes = [IsAuthenticated]
 
+    @doc.MY_CLAIM_TRANSACTION
     def post(self, request, claim_id: int):
         (tx_hash,) = require_strings(read_json_object(request, 4096), "tx_hash")
         if not TX_HASH.match(tx_hash):

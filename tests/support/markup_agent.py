@@ -11,12 +11,12 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from django.core.management import call_command
-from django.test import Client
 from django.utils import timezone
 
-from contributors import ingest
-from contributors.models import ServiceToken, TelemetryBatch
-from tests.support.agent_api import JOBS, Agent, batch, enroll, iso, nvml_uuid, sample
+from contributors.models import TelemetryBatch
+from contributors.telemetry import store as ingest
+from tests.support.agent_api import Agent, batch, enroll, iso, nvml_uuid, sample
+from tests.support.rewards import attest
 
 IMG = "<img src=x onerror=alert(1)>"
 LINK = '<a href="javascript:alert(1)">x</a>'
@@ -41,21 +41,6 @@ class Machine:
     epoch_start: datetime  # the settled hour its GPUs worked in
 
 
-def attest(job_id: str, gpu_uuid: str, started_at: datetime, ended_at: datetime) -> None:
-    token = ServiceToken.issue("scheduler")[1]
-    body = {
-        "job_id": job_id,
-        "gpu_uuid": gpu_uuid,
-        "kind": "training",
-        "started_at": iso(started_at),
-        "ended_at": iso(ended_at),
-    }
-    response = Client().post(
-        JOBS, body, content_type="application/json", headers={"Authorization": f"Bearer {token}"}
-    )
-    assert response.status_code == 201, response.content
-
-
 def reported_machine(
     owner,
     *,
@@ -76,7 +61,8 @@ def reported_machine(
 
     now = timezone.now()
     start = now.replace(minute=0, second=0, microsecond=0) - timedelta(hours=2)
-    attest(job_id, uuids[0], start, start + timedelta(hours=1))
+    attested = attest(job_id, uuids[0], start, start + timedelta(hours=1))
+    assert attested.status_code == 201, attested.content
     readings = {"memory_used_mib": 1024, "memory_total_mib": RTX_4090_MIB, "power_w": 250.0}
     samples = []
     for index, uuid in enumerate(uuids):

@@ -2,7 +2,7 @@
 
 from django.core.management.base import BaseCommand, CommandError
 
-from contributors.telemetry import parse_time
+from portal.lib.times import parse_time
 from rewards import settlement
 from rewards.wei import omnit
 

@@ -1,0 +1,42 @@
+"""The people and machines of the network, by topic: accounts (contributors, wallets, sign-in
+nonces), the fleet (nodes, GPUs, enrollment codes, service tokens, flags) and telemetry
+(batches, samples, rollups)."""
+
+from contributors.models.accounts import Contributor, SignInNonce, Wallet, validate_eth_address
+from contributors.models.fleet import (
+    GPU,
+    EnrollmentCode,
+    GpuFlag,
+    HashedToken,
+    Node,
+    NodeFlag,
+    ServiceToken,
+    is_recent,
+)
+from contributors.models.telemetry import (
+    GpuHour,
+    GpuMinute,
+    RollupDue,
+    Sample,
+    TelemetryBatch,
+)
+
+__all__ = [
+    "GPU",
+    "Contributor",
+    "EnrollmentCode",
+    "GpuFlag",
+    "GpuHour",
+    "GpuMinute",
+    "HashedToken",
+    "Node",
+    "NodeFlag",
+    "RollupDue",
+    "Sample",
+    "ServiceToken",
+    "SignInNonce",
+    "TelemetryBatch",
+    "Wallet",
+    "is_recent",
+    "validate_eth_address",
+]

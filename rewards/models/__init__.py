@@ -1,0 +1,23 @@
+"""Reward models, by topic: attested jobs (`jobs`), the GPU performance catalog and reward
+policies (`catalog`), epochs, the ledger and its day totals (`ledger`), and claims with their
+vouchers, events and the watcher's cursor (`claims`). DESIGN.md "Reward definitions" is the
+reference for all of it; `rewards.settlement` computes it.
+"""
+
+from rewards.models.catalog import GpuModel, RewardPolicy
+from rewards.models.claims import ChainCursor, Claim, ClaimEvent
+from rewards.models.jobs import Job
+from rewards.models.ledger import EarningDay, Epoch, HeldOut, RewardEntry
+
+__all__ = [
+    "ChainCursor",
+    "Claim",
+    "ClaimEvent",
+    "EarningDay",
+    "Epoch",
+    "GpuModel",
+    "HeldOut",
+    "Job",
+    "RewardEntry",
+    "RewardPolicy",
+]

@@ -1,0 +1,13 @@
+"""The rewards pages: the statement and its CSV export, the estimate, claims."""
+
+from django.urls import path
+
+from rewards import views
+from rewards.claims_page import claims_page
+
+urlpatterns = [
+    path("rewards/", views.rewards_page, name="rewards"),
+    path("rewards/export.csv", views.rewards_csv, name="rewards-csv"),
+    path("estimate/", views.estimate_page, name="estimate"),
+    path("claims/", claims_page, name="claims"),
+]
