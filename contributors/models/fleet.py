@@ -280,7 +280,23 @@ class ServiceToken(HashedToken):
         return cls.holding(token, cls.objects.filter(scope=scope, revoked_at__isnull=True))
 
 
-class GpuFlag(models.Model):
+class ReviewFlag(models.Model):
+    """What GPU and node flags share: a detail, when it opened and was last seen, and who
+    cleared it when (an open flag has no `cleared_at`). Admins clear both kinds alike."""
+
+    detail = models.TextField(blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    last_seen_at = models.DateTimeField(default=timezone.now)
+    cleared_at = models.DateTimeField(null=True, blank=True)
+    cleared_by = models.ForeignKey(
+        Contributor, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+
+    class Meta:
+        abstract = True
+
+
+class GpuFlag(ReviewFlag):
     """Something about a GPU that an admin should look at: it holds the GPU out of rewards
     until an admin clears it. Opened by what the GPU's own node reported (implausible
     telemetry) or by an admin; never by another node (a known uuid is not a weapon:
@@ -300,13 +316,6 @@ class GpuFlag(models.Model):
         related_name="+",
         help_text="The node whose report opened the flag.",
     )
-    detail = models.TextField(blank=True)
-    created_at = models.DateTimeField(default=timezone.now)
-    last_seen_at = models.DateTimeField(default=timezone.now)
-    cleared_at = models.DateTimeField(null=True, blank=True)
-    cleared_by = models.ForeignKey(
-        Contributor, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
-    )
 
     class Meta:
         ordering = ["-created_at"]
@@ -322,7 +331,7 @@ class GpuFlag(models.Model):
         return f"{self.get_reason_display()}: {self.gpu.uuid}"
 
 
-class NodeFlag(models.Model):
+class NodeFlag(ReviewFlag):
     """Something a node did that an admin should review, e.g. reporting GPU uuids that belong
     to other nodes. It holds nothing out: the GPUs' owners keep earning, and the node's
     samples for those GPUs are refused one by one. One open flag per (node, reason); repeated
@@ -337,13 +346,6 @@ class NodeFlag(models.Model):
     reason = models.CharField(max_length=30, choices=Reason.choices)
     gpu_uuids = models.JSONField(default=list, blank=True, help_text="The uuids it named.")
     reports = models.PositiveIntegerField(default=1, help_text="Reports that named them.")
-    detail = models.TextField(blank=True)
-    created_at = models.DateTimeField(default=timezone.now)
-    last_seen_at = models.DateTimeField(default=timezone.now)
-    cleared_at = models.DateTimeField(null=True, blank=True)
-    cleared_by = models.ForeignKey(
-        Contributor, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
-    )
 
     class Meta:
         ordering = ["-last_seen_at"]
