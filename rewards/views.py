@@ -14,15 +14,13 @@ from django.http import StreamingHttpResponse
 from django.shortcuts import render
 from django.utils import timezone
 from django.views.decorators.http import require_GET
-from rest_framework.exceptions import NotFound
-from rest_framework.pagination import CursorPagination
 from rest_framework.request import Request
 
 from contributors.models import GPU
 from portal.lib.figures import embed
 from portal.lib.times import rfc3339
 from rewards import charts, ledger
-from rewards.api.entries import is_time
+from rewards.api.entries import EpochPages
 from rewards.display import omnit
 from rewards.models import Epoch, GpuModel, HeldOut, RewardEntry
 
@@ -32,20 +30,11 @@ STATEMENT_EPOCHS = 24
 STATEMENT_ROWS = 384
 
 
-class StatementPages(CursorPagination):
-    """Pages of settled epochs, newest first, behind an opaque `?statement=` cursor."""
+class StatementPages(EpochPages):
+    """The statement's pages behind `?statement=`; a cursor we did not give out shows the
+    newest page."""
 
-    ordering = "-start"
     cursor_query_param = "statement"
-
-    def decode_cursor(self, request):
-        try:
-            cursor = super().decode_cursor(request)
-        except NotFound:
-            return None  # a cursor we did not give out: the newest page
-        if cursor and cursor.position and not is_time(cursor.position):
-            return None
-        return cursor
 
 
 def _relative(url: str | None) -> str | None:

@@ -26,26 +26,38 @@ REWARDS_MAX_PAGE_EPOCHS = 24
 REWARDS_DEFAULT_RANGE = timedelta(days=30)
 
 
-class EpochCursor(CursorPagination):
-    """Opaque cursors over settled epochs (DRF's keyset pagination on the unique start)."""
+class EpochPages(CursorPagination):
+    """Opaque cursors over settled epochs, newest first (DRF's keyset pagination on the unique
+    start). DRF checks a cursor's encoding; its position must also be a time, or the query
+    would fail: `bad_cursor` says what any other cursor gets."""
 
     ordering = "-start"
-    page_size = REWARDS_PAGE_EPOCHS
 
     def decode_cursor(self, request):
-        # DRF checks the encoding; the position must also be a time, or the query would fail.
         try:
             cursor = super().decode_cursor(request)
         except NotFound:
-            cursor = False
-        if cursor is False or (cursor and cursor.position and not is_time(cursor.position)):
-            raise ApiError(
-                400,
-                "invalid_cursor",
-                "cursor is not one this API gave out; follow `next` or `previous` as given.",
-                [{"field": "cursor", "error": "a cursor from a previous page"}],
-            )
+            return self.bad_cursor()
+        if cursor and cursor.position and not is_time(cursor.position):
+            return self.bad_cursor()
         return cursor
+
+    def bad_cursor(self):
+        return None  # the first page
+
+
+class EpochCursor(EpochPages):
+    """The API's pages: a cursor it did not give out is a 400."""
+
+    page_size = REWARDS_PAGE_EPOCHS
+
+    def bad_cursor(self):
+        raise ApiError(
+            400,
+            "invalid_cursor",
+            "cursor is not one this API gave out; follow `next` or `previous` as given.",
+            [{"field": "cursor", "error": "a cursor from a previous page"}],
+        )
 
 
 def is_time(text: str) -> bool:
