@@ -1,5 +1,7 @@
-"""Admin for contributors, wallets, nodes and GPUs: what network admins look at daily."""
+"""Admin for contributors, wallets, nodes and GPUs: what network admins look at daily,
+proof-of-GPU challenges and exemptions included."""
 
+from django import forms
 from django.contrib import admin, messages
 from django.contrib.auth.admin import UserAdmin
 from django.db.models import Count
@@ -7,15 +9,19 @@ from django.utils import timezone
 
 from contributors.models import (
     GPU,
+    Challenge,
     Contributor,
     EnrollmentCode,
+    Exemption,
     GpuFlag,
     Node,
     NodeFlag,
+    Probe,
     ServiceToken,
     TelemetryBatch,
     Wallet,
 )
+from contributors.verification import challenges
 
 
 class WalletInline(admin.TabularInline):
@@ -111,8 +117,120 @@ class GPUAdmin(admin.ModelAdmin):
     list_filter = ("enabled", "unrated", "name", "driver_version")
     search_fields = ("uuid", "name", "node__name", "node__owner__username", "pci_bus_id")
     list_select_related = ("node", "node__owner")
-    readonly_fields = ("first_seen_at", "last_seen_at")
+    readonly_fields = ("first_seen_at", "last_seen_at", "next_challenge_at")
     raw_id_fields = ("node", "mig_parent")
+    actions = ["challenge_now"]
+
+    @admin.action(description="Issue a proof-of-GPU challenge now")
+    def challenge_now(self, request, queryset):
+        if not challenges.enabled():
+            self.message_user(request, "GPU_VERIFICATION is off.", messages.WARNING)
+            return
+        issued = sum(
+            challenges.issue(gpu, Challenge.Trigger.ADMIN, by=request.user) is not None
+            for gpu in queryset.filter(mig_parent__isnull=True)
+        )
+        self.message_user(
+            request,
+            f"Issued {issued} challenge(s); they reach the agents with their next report. "
+            "MIG instances are verified through their physical GPU.",
+            messages.SUCCESS,
+        )
+
+
+@admin.register(Challenge)
+class ChallengeAdmin(admin.ModelAdmin):
+    """Every challenge and its result; read only (the protocol writes them)."""
+
+    list_display = (
+        "public_id",
+        "gpu",
+        "trigger",
+        "status",
+        "reason",
+        "throughput",
+        "issued_at",
+        "decided_at",
+    )
+    list_filter = ("status", "reason", "trigger")
+    search_fields = ("public_id", "gpu__uuid", "node__name", "node__owner__username")
+    list_select_related = ("gpu",)
+    date_hierarchy = "issued_at"
+    exclude = ("seed",)
+
+    def get_readonly_fields(self, request, obj=None):
+        return [f.name for f in Challenge._meta.fields if f.name != "seed"]
+
+    def has_add_permission(self, request):
+        return False  # issue from the GPU list: "Issue a proof-of-GPU challenge now"
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    @admin.display(description="throughput vs expected")
+    def throughput(self, obj) -> str:
+        if obj.measured_ops_per_s is None:
+            return "—"
+        tera = challenges.TERA
+        return (
+            f"{obj.measured_ops_per_s / tera:,.1f} / {obj.expected_ops_per_s / tera:,.0f} TOPS "
+            f"({obj.throughput_ratio:.0%})"
+        )
+
+
+class ExemptionForm(forms.ModelForm):
+    class Meta:
+        model = Exemption
+        fields = ("gpu", "reason")
+
+    def clean(self):
+        cleaned = super().clean()
+        gpu = cleaned.get("gpu")
+        others = Exemption.objects.filter(gpu=gpu, revoked_at__isnull=True)
+        if self.instance.pk:
+            others = others.exclude(pk=self.instance.pk)
+        if gpu is not None and others.exists():
+            # The one-open-exemption constraint names revoked_at, which the form does not
+            # show, so Django's own constraint check skips it.
+            raise forms.ValidationError("This GPU is exempt already; revoke that one first.")
+        return cleaned
+
+
+@admin.register(Exemption)
+class ExemptionAdmin(admin.ModelAdmin):
+    """A GPU that earns without proof-of-GPU challenges, and the admin's reason."""
+
+    list_display = ("gpu", "reason", "granted_by", "granted_at", "revoked_at")
+    list_filter = (("revoked_at", admin.EmptyFieldListFilter),)
+    search_fields = ("gpu__uuid", "reason")
+    raw_id_fields = ("gpu",)
+    form = ExemptionForm
+    readonly_fields = ("granted_by", "granted_at", "revoked_at")
+    actions = ["revoke"]
+
+    def save_model(self, request, obj, form, change):
+        if not change:
+            obj.granted_by = request.user
+        super().save_model(request, obj, form, change)
+
+    @admin.action(description="Revoke the selected exemptions")
+    def revoke(self, request, queryset):
+        count = queryset.filter(revoked_at__isnull=True).update(revoked_at=timezone.now())
+        self.message_user(request, f"Revoked {count} exemption(s).", messages.SUCCESS)
+
+
+@admin.register(Probe)
+class ProbeAdmin(admin.ModelAdmin):
+    list_display = ("gpu", "at", "allocated_mib", "ok", "received_at")
+    list_filter = ("ok",)
+    search_fields = ("gpu__uuid",)
+    list_select_related = ("gpu",)
+
+    def has_add_permission(self, request):
+        return False  # the scheduler reports them: POST /api/v1/scheduler/probes
+
+    def has_change_permission(self, request, obj=None):
+        return False
 
 
 class OpenFlagFilter(admin.SimpleListFilter):

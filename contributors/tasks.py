@@ -89,3 +89,29 @@ def prune_signin_nonces() -> int:
     cutoff = timezone.now() - timedelta(seconds=settings.SIWE_NONCE_TTL_S * 2)
     deleted, _ = SignInNonce.objects.filter(issued_at__lt=cutoff).delete()
     return deleted
+
+
+@shared_task(
+    name="contributors.check_challenge",
+    ignore_result=True,
+    acks_late=True,
+    autoretry_for=TRANSIENT_ERRORS,
+    retry_backoff=1,
+    retry_backoff_max=30,
+    max_retries=8,
+)
+def check_challenge(challenge_pk: int) -> str:
+    """Decide a revealed proof-of-GPU challenge (`verification.challenges.check`); a
+    redelivered task finds it decided and does nothing."""
+    from contributors.verification import challenges
+
+    decided = challenges.check(challenge_pk)
+    return "" if decided is None else decided.status
+
+
+@shared_task(name="contributors.sweep_challenges", ignore_result=True)
+def sweep_challenges() -> dict:
+    """Fail challenges past their deadlines, recheck lost checks, issue the ones due."""
+    from contributors.verification import challenges
+
+    return challenges.sweep()

@@ -16,8 +16,9 @@ from django.views.decorators.csrf import ensure_csrf_cookie
 from django.views.decorators.http import require_GET, require_POST
 
 from contributors import charts
-from contributors.models import GPU, EnrollmentCode, GpuHour, Node
+from contributors.models import GPU, Challenge, EnrollmentCode, GpuHour, Node
 from contributors.series import RANGES, series
+from contributors.verification import challenges
 from portal.demo import DEMO_CONTRIBUTORS, demo_runs
 from portal.lib.figures import embed
 from portal.lib.times import rfc3339, rfc3339_or_none
@@ -190,6 +191,37 @@ def _gpu_ledger(gpu) -> list:
     return sorted(by_epoch.items(), key=lambda item: item[0].start, reverse=True)
 
 
+def verification_of(gpu, now) -> dict | None:
+    """What the GPU page says of its proof-of-GPU state: standing, the last pass, the open
+    challenge, recent failures and why. None when verification is off."""
+    if not challenges.enabled():
+        return None
+    physical = gpu.mig_parent or gpu
+    standing = challenges.standing([physical.pk], now)[physical.pk]
+    recent = list(
+        Challenge.objects.filter(gpu=physical)
+        .exclude(status=Challenge.Status.CANCELLED)
+        .order_by("-issued_at")[:8]
+    )
+    last_pass = next((c for c in recent if c.status == Challenge.Status.PASSED), None)
+    if last_pass is None:
+        last_pass = (
+            Challenge.objects.filter(gpu=physical, status=Challenge.Status.PASSED)
+            .order_by("-decided_at")
+            .first()
+        )
+    return {
+        "physical": physical,
+        "standing": standing,
+        "last_pass": last_pass,
+        "open": next((c for c in recent if c.is_open), None),
+        "recent": recent,
+        "valid_until": last_pass.decided_at + timedelta(seconds=settings.GPU_VERIFICATION_VALID_S)
+        if last_pass
+        else None,
+    }
+
+
 @require_GET
 @login_required
 def gpu_page(request, uuid: str):
@@ -220,6 +252,7 @@ def gpu_page(request, uuid: str):
     )  # fmt: skip
     uptime = charts.uptime_per_day(_online_per_day(gpu, now))
     ledger = _gpu_ledger(gpu)
+    verification = verification_of(gpu, now)
     return render(
         request,
         "contributors/gpu.html",
@@ -234,5 +267,6 @@ def gpu_page(request, uuid: str):
             "points": len(data["points"]),
             "source": data["source"],
             "resolution_s": data["resolution_s"],
+            "verification": verification,
         },
     )

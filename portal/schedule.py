@@ -15,6 +15,11 @@ def beat_schedule() -> dict:
             "schedule": float(settings.INGEST_SWEEP_EVERY_S),
             "options": {"expires": float(settings.INGEST_SWEEP_EVERY_S)},
         },
+        "sweep-challenges": {
+            "task": "contributors.sweep_challenges",
+            "schedule": float(settings.GPU_VERIFICATION_SWEEP_S),
+            "options": {"expires": float(settings.GPU_VERIFICATION_SWEEP_S)},
+        },
         "refresh-rollups": {
             "task": "contributors.refresh_rollups",
             "schedule": float(settings.ROLLUP_EVERY_S),

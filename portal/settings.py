@@ -441,6 +441,39 @@ TELEMETRY_POWER_FACTOR_PCT = env_int("TELEMETRY_POWER_FACTOR_PCT", 150, minimum=
 # A GPU moves to a new node of the same contributor (a machine re-installed) when its node is
 # revoked or has been offline this long.
 GPU_MOVE_AFTER_OFFLINE_S = env_int("GPU_MOVE_AFTER_OFFLINE_S", 600, minimum=0)
+
+# Proof of GPU (agent/PROOF.md). Off: rewards pay for what agents report, as before (networks
+# that verify hardware another way; tests of other features).
+GPU_VERIFICATION = env_bool("GPU_VERIFICATION", True)
+# Challenge size: n×n int8 matrices, and as many rounds as make GPU_VERIFICATION_WORK_S of
+# work at the claimed model's expected throughput (catalog int8_tops × EFFICIENCY_PCT %, the
+# share of the peak the reference PyTorch backend reaches), at most MAX_ROUNDS.
+GPU_VERIFICATION_N = env_int("GPU_VERIFICATION_N", 8192, minimum=64)
+GPU_VERIFICATION_WORK_S = env_int("GPU_VERIFICATION_WORK_S", 2, minimum=1)
+GPU_VERIFICATION_MAX_ROUNDS = env_int("GPU_VERIFICATION_MAX_ROUNDS", 4096, minimum=1)
+GPU_VERIFICATION_EFFICIENCY_PCT = env_int("GPU_VERIFICATION_EFFICIENCY_PCT", 25, minimum=1)
+GPU_VERIFICATION_DEFAULT_TOPS = env_int("GPU_VERIFICATION_DEFAULT_TOPS", 100, minimum=1)
+# Rows the portal checks per challenge: work skipped on a share f of the rows passes with
+# probability f^CHECKS.
+GPU_VERIFICATION_CHECKS = env_int("GPU_VERIFICATION_CHECKS", 16, minimum=1)
+# Commit within DEADLINE_FACTOR × the expected work time + ALLOWANCE_S (latency, start-up)
+# of delivery; reveal within REVEAL_S of the commit.
+GPU_VERIFICATION_DEADLINE_FACTOR = env_int("GPU_VERIFICATION_DEADLINE_FACTOR", 3, minimum=1)
+GPU_VERIFICATION_ALLOWANCE_S = env_int("GPU_VERIFICATION_ALLOWANCE_S", 15, minimum=1)
+GPU_VERIFICATION_REVEAL_S = env_int("GPU_VERIFICATION_REVEAL_S", 60, minimum=1)
+# Passed checks below SLOW_PCT % of the expected throughput fail as slow_for_model; only
+# judged when the expected work time is at least MIN_TIMED_S (tiny demo challenges are not).
+GPU_VERIFICATION_SLOW_PCT = env_int("GPU_VERIFICATION_SLOW_PCT", 50, minimum=1)
+GPU_VERIFICATION_MIN_TIMED_S = env_int("GPU_VERIFICATION_MIN_TIMED_S", 1, minimum=0)
+# Random re-verification: exponential intervals with this mean, never longer than half of
+# VALID_S; a pass counts for VALID_S; after a failure a new challenge comes RETRY_S later.
+GPU_VERIFICATION_INTERVAL_S = env_int("GPU_VERIFICATION_INTERVAL_S", 6 * 3600, minimum=60)
+GPU_VERIFICATION_VALID_S = env_int("GPU_VERIFICATION_VALID_S", 24 * 3600, minimum=120)
+GPU_VERIFICATION_RETRY_S = env_int("GPU_VERIFICATION_RETRY_S", 3600, minimum=10)
+# How often the sweep fails missed deadlines and issues the challenges that are due.
+GPU_VERIFICATION_SWEEP_S = env_int("GPU_VERIFICATION_SWEEP_S", 15, minimum=1)
+# A successful scheduler probe caps the GPU's idle memory for this long.
+GPU_PROBE_VALID_S = env_int("GPU_PROBE_VALID_S", 24 * 3600, minimum=60)
 # Per client address, per minute: enrollment attempts, and requests with a node or service
 # token that is not valid (429 with Retry-After past them).
 ENROLL_RATE_PER_MIN = env_int("ENROLL_RATE_PER_MIN", 20, minimum=1)

@@ -14,6 +14,7 @@ from django.views.decorators.http import require_GET
 
 from contributors import charts
 from contributors.models import GPU, Sample
+from contributors.verification import challenges
 from portal import health
 from portal.lib.figures import embed
 from portal.lib.times import rfc3339
@@ -80,7 +81,16 @@ def dashboard(request):
         .select_related("node")
         .order_by("node__name", "node_id", "uuid")
     )
-    rows = [{"gpu": gpu, "status": gpu.status(now)} for gpu in gpus]
+    standing = challenges.standing(sorted({gpu.mig_parent_id or gpu.pk for gpu in gpus}), now)
+    rows = [
+        {
+            "gpu": gpu,
+            "status": gpu.status(now),
+            "standing": standing.get(gpu.mig_parent_id or gpu.pk),
+        }
+        for gpu in gpus
+    ]
+    unverified = [row for row in rows if row["standing"] and not row["standing"].verified]
     since = now - timedelta(minutes=settings.DASHBOARD_LIVE_MINUTES)
     recent: dict[int, list] = {gpu.pk: [] for gpu in gpus}
     for gpu_id, ts, util in (
@@ -106,6 +116,7 @@ def dashboard(request):
         {
             "rows": rows,
             "online": sum(1 for row in rows if row["status"] == "online"),
+            "unverified": unverified,
             "earned_24h": earned_24h,
             "figure": embed(figure),
             "live_ms": settings.DASHBOARD_REFRESH_S * 1000,

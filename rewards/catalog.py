@@ -19,6 +19,7 @@ class Spec:
     weight: Decimal
     memory_sizes_gib: tuple[int, ...] = ()
     board_power_w: int | None = None
+    int8_tops: int | None = None
 
     @property
     def max_memory_mib(self) -> int | None:
@@ -32,14 +33,14 @@ class Catalog:
         # Longest pattern first; among equal lengths the alphabetically first, so it is stable.
         specs = []
         for pattern, weight, *hardware in rows:
-            sizes, power = [*hardware, None, None][:2]
+            sizes, power, tops = [*hardware, None, None, None][:3]
             sizes = tuple(int(s) for s in (sizes or []) if isinstance(s, int | float) and s > 0)
-            specs.append(Spec(pattern.casefold(), weight, sizes, power))
+            specs.append(Spec(pattern.casefold(), weight, sizes, power, tops))
         self.rows = sorted(specs, key=lambda r: (-len(r.pattern), r.pattern))
 
     @classmethod
     def load(cls) -> "Catalog":
-        columns = ("pattern", "weight", "memory_sizes_gib", "board_power_w")
+        columns = ("pattern", "weight", "memory_sizes_gib", "board_power_w", "int8_tops")
         return cls(list(GpuModel.objects.values_list(*columns)))
 
     def spec(self, name: str) -> Spec:

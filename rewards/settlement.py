@@ -6,7 +6,10 @@
 - **Usage** (coverage, busy, idle): `rewards.usage`.
 - **Compute units** = Σ busy seconds * utilization/100 * weight (null utilization = 0).
 - **Idle units** = Σ idle seconds * available committed MiB / 1024 (GiB·s).
-- **Out of the epoch**: disabled or flagged GPUs earn nothing; the reason is recorded.
+- **Out of the epoch**: GPUs without a valid proof-of-GPU verification at the epoch's end
+  (`contributors.verification.challenges.standing`), whose last scheduler probe failed, that
+  are flagged or disabled earn nothing; the reason is recorded.
+- **Idle memory** counts at most what the last valid successful scheduler probe allocated.
 - **Pools**: `floor(pool * units / Σunits)`, then the leftover wei one each by largest
   remainder, ties by GPU uuid ascending. A pool nobody earned is recorded unallocated.
 - **Ledger**: one entry per (epoch, GPU, kind), written once, in the same transaction as the
@@ -20,12 +23,14 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from fractions import Fraction
 
+from django.conf import settings
 from django.db import IntegrityError, transaction
-from django.db.models import Min
+from django.db.models import Min, OuterRef, Subquery
 from django.utils import timezone
 
-from contributors.models import GPU, GpuFlag, Sample, TelemetryBatch
+from contributors.models import GPU, GpuFlag, Probe, Sample, TelemetryBatch
 from contributors.telemetry.validation import stored_sample
+from contributors.verification import challenges
 from rewards.catalog import Catalog
 from rewards.ledger import add_to_earning_days
 from rewards.models import Epoch, HeldOut, RewardEntry, RewardPolicy
@@ -170,9 +175,30 @@ def split_pool(pool_wei: int, units: dict[str, Fraction]) -> dict[str, int]:
 # --- holding out ----------------------------------------------------------------------------
 
 
-def held_out_reasons(gpus: dict[int, GPU]) -> dict[int, tuple[str, str]]:
-    """Physical GPU pk → (reason, detail) for those that earn nothing this epoch."""
+WHAT_TO_DO = {
+    HeldOut.Reason.UNVERIFIED: " Keep the agent running: it answers challenges by itself, and "
+    "`omnitensor-agent verify` tests the GPU on the machine.",
+    HeldOut.Reason.VERIFICATION_FAILED: " A new challenge follows within "
+    "GPU_VERIFICATION_RETRY_S; run `omnitensor-agent verify` on the machine to see why.",
+}
+
+
+def held_out_reasons(gpus: dict[int, GPU], at: datetime) -> dict[int, tuple[str, str]]:
+    """Physical GPU pk → (reason, detail) for those that earn nothing in the epoch ending
+    `at`; the first reason found wins: verification, a failed probe, a flag, disabled."""
     reasons = {}
+    physical = sorted({g.mig_parent_id or pk for pk, g in gpus.items()})
+    for pk, standing in challenges.standing(physical, at).items():
+        if not standing.verified:
+            retry = f"{settings.GPU_VERIFICATION_RETRY_S // 60} minutes"
+            todo = WHAT_TO_DO[standing.reason].replace("GPU_VERIFICATION_RETRY_S", retry)
+            reasons[pk] = (standing.reason, standing.detail + todo)
+    for pk in failed_probes(physical, at):
+        reasons.setdefault(
+            pk,
+            (HeldOut.Reason.PROBE_FAILED, "The network's scheduler could not allocate the "
+             "memory it offers; it earns again after a successful probe."),
+        )  # fmt: skip
     flagged = (
         GpuFlag.objects.filter(gpu_id__in=list(gpus), cleared_at__isnull=True)
         .order_by("created_at")
@@ -188,6 +214,17 @@ def held_out_reasons(gpus: dict[int, GPU]) -> dict[int, tuple[str, str]]:
             what = "This GPU" if physical == gpu.pk else f"Its MIG instance {gpu.uuid}"
             reasons[physical] = (HeldOut.Reason.DISABLED, f"{what} was disabled by its owner.")
     return reasons
+
+
+def failed_probes(gpu_ids: list[int], at: datetime) -> list[int]:
+    """GPUs whose last scheduler probe before `at` failed."""
+    last_ok = Subquery(
+        Probe.objects.filter(gpu_id=OuterRef("pk"), at__lt=at)
+        .order_by("-at", "-pk")
+        .values("ok")[:1]
+    )
+    rows = GPU.objects.filter(pk__in=gpu_ids).annotate(last_ok=last_ok).filter(last_ok=False)
+    return list(rows.values_list("pk", flat=True))
 
 
 # --- settling one epoch ---------------------------------------------------------------------
@@ -211,7 +248,7 @@ def settle(window: Window, now: datetime | None = None, method: str = "auto") ->
 
     instances = GPU.objects.filter(mig_parent_id__in=list(usage)).values_list("pk", flat=True)
     gpus = GPU.objects.select_related("node").in_bulk(set(usage) | set(instances))
-    reasons = held_out_reasons(gpus)
+    reasons = held_out_reasons(gpus, window.end)
     earning = {pk: u for pk, u in usage.items() if pk not in reasons and pk in gpus}
     paid = _Payout.of(window.policy, earning, gpus)
     held = [

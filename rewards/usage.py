@@ -5,7 +5,8 @@ This is DESIGN.md "Coverage", "Busy", and the sums behind "Compute units" and "I
 - a sample covers `[ts, min(next_ts, ts + max_gap))`, clipped to the epoch;
 - the part of that inside an attested job for the same physical GPU, while the sample names
   that job, is busy (a running job counts up to the settlement);
-- every other covered part is idle time, worth `min(committed_mib, total - used)` MiB.
+- every other covered part is idle time, worth `min(committed_mib, total - used)` MiB, where
+  a valid successful scheduler probe caps `committed_mib` at the memory it really allocated.
 
 Times are integers of microseconds and utilization is the decimal the agent sent (a float's
 shortest repr, e.g. 87.5 or 33.3), so every sum here is exact.
@@ -24,9 +25,10 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from fractions import Fraction
 
+from django.conf import settings
 from django.db import connection, transaction
 
-from contributors.models import GPU, Sample
+from contributors.models import GPU, Probe, Sample
 from rewards.models import Job
 
 ONE_US = timedelta(microseconds=1)
@@ -152,18 +154,30 @@ def python_usage(
 # --- loading from the database ------------------------------------------------------------
 
 
-def load_devices(pks) -> dict[int, Device]:
+def load_devices(pks, caps: dict[int, int] | None = None) -> dict[int, Device]:
+    """The devices, their committed memory capped by a valid scheduler probe (`probe_caps`)."""
+    caps = caps or {}
     rows = GPU.objects.filter(pk__in=list(pks)).values_list(
         "pk", "mig_parent_id", "committed_memory_mib", "memory_total_mib"
     )
-    return {
-        pk: Device(
-            pk=pk,
-            physical=parent or pk,
-            committed_mib=total if committed is None else min(committed, total),
-        )
-        for pk, parent, committed, total in rows
-    }
+    devices = {}
+    for pk, parent, committed, total in rows:
+        committed = total if committed is None else min(committed, total)
+        if pk in caps:
+            committed = min(committed, caps[pk])
+        devices[pk] = Device(pk=pk, physical=parent or pk, committed_mib=committed)
+    return devices
+
+
+def probe_caps(end: datetime) -> dict[int, int]:
+    """Physical GPU pk → MiB its idle memory may count at most: the last scheduler probe
+    before `end`, when it succeeded and is still valid (`GPU_PROBE_VALID_S`)."""
+    valid = timedelta(seconds=settings.GPU_PROBE_VALID_S)
+    latest = {}
+    rows = Probe.objects.filter(at__lt=end, at__gte=end - valid).order_by("gpu_id", "-at", "-pk")
+    for gpu_id, at, mib, ok in rows.values_list("gpu_id", "at", "allocated_mib", "ok"):
+        latest.setdefault(gpu_id, (at, mib, ok))
+    return {gpu: mib for gpu, (_at, mib, ok) in latest.items() if ok}
 
 
 def load_jobs(start: datetime, end: datetime, now: datetime) -> dict[str, JobSpan]:
@@ -197,7 +211,7 @@ def database_usage(
 ) -> dict[int, Usage]:
     """The reference implementation over the stored samples."""
     readings = list(readings_in(start, end, max_gap))
-    devices = load_devices({r.device for r in readings})
+    devices = load_devices({r.device for r in readings}, probe_caps(end))
     return python_usage(readings, devices, load_jobs(start, end, now), start, end, max_gap)
 
 
@@ -209,10 +223,13 @@ def database_usage(
 # float8 -> text -> numeric, the text being the shortest repr, as Python's repr() in
 # `utilization`.
 _USAGE_SQL = """
-WITH dev AS (
-    SELECT id, COALESCE(mig_parent_id, id) AS phys, mig_parent_id IS NOT NULL AS instance,
-           LEAST(COALESCE(committed_memory_mib, memory_total_mib), memory_total_mib) AS committed
-    FROM contributors_gpu
+WITH cap AS (
+    SELECT * FROM unnest(%(cap_ids)s::bigint[], %(cap_mib)s::bigint[]) AS c(gpu_id, mib)
+), dev AS (
+    SELECT g.id, COALESCE(g.mig_parent_id, g.id) AS phys, g.mig_parent_id IS NOT NULL AS instance,
+           LEAST(COALESCE(g.committed_memory_mib, g.memory_total_mib), g.memory_total_mib,
+                 cap.mib) AS committed
+    FROM contributors_gpu g LEFT JOIN cap ON cap.gpu_id = g.id
 ), job AS (
     SELECT j.job_id, COALESCE(g.mig_parent_id, g.id) AS phys,
            round(date_part('epoch', j.started_at - %(start)s) * 1000000)::bigint AS ja,
@@ -263,7 +280,10 @@ def sql_usage(
     """The same figures as `database_usage`, computed by PostgreSQL in one pass."""
     if connection.vendor != "postgresql":
         raise NotImplementedError("the one-pass usage query is written for PostgreSQL")
+    caps = probe_caps(end)
     params = {
+        "cap_ids": list(caps),
+        "cap_mib": list(caps.values()),
         "start": start,
         "end": end,
         "low": start - max_gap,

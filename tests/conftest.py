@@ -2,6 +2,7 @@
 contributors most tests sign in as, and real worker processes that see the test database.
 Helpers that are not fixtures live in tests/support/."""
 
+import os
 import uuid
 
 import pytest
@@ -13,6 +14,11 @@ from portal.celery_app import app as celery_app
 from tests.support.agent_api import H100, Agent, enroll
 from tests.support.processes import WorkerProcess, reaping
 from tests.support.siwe import ALICE, BOB
+
+# Proof of GPU is on by default; tests of other features run without it (as a network that
+# verifies hardware another way would), and so do the processes they start. Tests of it are
+# marked `gpu_verification`.
+os.environ["GPU_VERIFICATION"] = "false"
 
 # Fixtures for real-browser tests (Chromium through Playwright).
 pytest_plugins = ["tests.support.browser"]
@@ -35,6 +41,11 @@ def _fresh_cache():
     cache.clear()
     ratelimit.clear()
     dispatch.forget()
+
+
+@pytest.fixture(autouse=True)
+def _gpu_verification(settings, request):
+    settings.GPU_VERIFICATION = request.node.get_closest_marker("gpu_verification") is not None
 
 
 @pytest.fixture(autouse=True)

@@ -24,7 +24,8 @@ def gpu_catalog():
     from rewards.models import GpuModel
 
     if not GpuModel.objects.exists():
-        for name in ("0003_seed_gpu_catalog", "0006_catalog_memory_power_values"):
+        seeds = ("0003_seed_gpu_catalog", "0006_catalog_memory_power_values", "0008_proof_of_gpu")
+        for name in seeds:
             import_module(f"rewards.migrations.{name}").seed(apps, None)
     inventory.forget_catalog()
     yield

@@ -1,4 +1,5 @@
-"""The agent API (DESIGN.md "Agent API (v1)"): enroll, telemetry, config.
+"""The agent API (DESIGN.md "Agent API (v1)"): enroll, telemetry, config, and the proof-of-GPU
+challenges' commit and reveal (agent/PROOF.md).
 
 Third-party agents rely on these status and error codes; change them only with a new version.
 """
@@ -17,6 +18,8 @@ from contributors.models import Node
 from contributors.telemetry import intake
 from contributors.telemetry.dispatch import request_drain
 from contributors.telemetry.validation import MAX_INVENTORY
+from contributors.verification import challenges
+from contributors.verification.proof import LEAF_BYTES
 from portal.lib import ratelimit
 from portal.lib.bearer import bearer_token, refuse_bad_token
 from portal.lib.client_ip import client_ip
@@ -139,5 +142,90 @@ class ConfigView(AgentView):
                     }
                     for gpu in node.gpus.all()
                 ],
-            }
+                "challenges": challenges.waiting_for(node),
+            },
+            headers={"Cache-Control": "no-store"},
         )
+
+
+# --- proof of GPU (agent/PROOF.md) ------------------------------------------------------------
+
+MAX_CHALLENGE_BODY = 512 * 1024
+MAX_PATH = 64  # a tree of 2^64 leaves is far beyond any challenge
+
+
+def _hex(value, length: int) -> bool:
+    return (
+        isinstance(value, str)
+        and len(value) == length
+        and all(c in "0123456789abcdef" for c in value)
+    )
+
+
+class ChallengeCommitView(AgentView):
+    """POST /api/v1/agent/challenges/{id}/commit: the Merkle root, before the deadline."""
+
+    @doc.CHALLENGE_COMMIT
+    def post(self, request, challenge_id):
+        node = authenticated_node(request)
+        challenge = challenges.of_node(node, challenge_id)
+        body = read_json_object(request, 4096)
+        root, elapsed = body.get("root"), body.get("elapsed_s")
+        errors = []
+        if not _hex(root, 64):
+            errors.append({"field": "root", "error": "64 lowercase hex digits"})
+        if (
+            isinstance(elapsed, bool)
+            or not isinstance(elapsed, int | float)
+            or not 0 <= elapsed <= 86400
+        ):
+            errors.append({"field": "elapsed_s", "error": "seconds, 0 to 86400"})
+        if errors:
+            raise ApiError(400, "validation_failed", "The commit has invalid fields.", errors)
+        answer = challenges.commit(challenge, root, float(elapsed))
+        return Response(answer, headers={"Cache-Control": "no-store"})
+
+
+class ChallengeRevealView(AgentView):
+    """POST /api/v1/agent/challenges/{id}/reveal: the requested rows' leaves and paths; a
+    worker checks them (202)."""
+
+    @doc.CHALLENGE_REVEAL
+    def post(self, request, challenge_id):
+        node = authenticated_node(request)
+        challenge = challenges.of_node(node, challenge_id)
+        body = read_json_object(request, MAX_CHALLENGE_BODY)
+        items = body.get("rows")
+        if not isinstance(items, list) or len(items) > challenge.checks:
+            raise ApiError(
+                400,
+                "validation_failed",
+                "The reveal has invalid fields.",
+                [{"field": "rows", "error": f"a list of at most {challenge.checks} rows"}],
+            )
+        rows, errors = {}, []
+        for index, item in enumerate(items):
+            error = _reveal_error(item, challenge)
+            if error:
+                errors.append({"index": index, "error": error})
+            else:
+                rows[(item["round"], item["row"])] = (item["leaf"], item["path"])
+        if errors:
+            raise ApiError(400, "validation_failed", "The reveal has invalid rows.", errors)
+        challenges.reveal(challenge, rows)
+        return Response({"status": "revealed"}, status=202)
+
+
+def _reveal_error(item, challenge) -> str:
+    if not isinstance(item, dict):
+        return "an object with round, row, leaf and path"
+    r, i, leaf, path = (item.get(k) for k in ("round", "row", "leaf", "path"))
+    if isinstance(r, bool) or not isinstance(r, int) or not 0 <= r < challenge.rounds:
+        return f"round: 0 to {challenge.rounds - 1}"
+    if isinstance(i, bool) or not isinstance(i, int) or not 0 <= i < challenge.n:
+        return f"row: 0 to {challenge.n - 1}"
+    if not _hex(leaf, 2 * LEAF_BYTES):
+        return f"leaf: {2 * LEAF_BYTES} lowercase hex digits"
+    if not isinstance(path, list) or len(path) > MAX_PATH or not all(_hex(h, 64) for h in path):
+        return f"path: at most {MAX_PATH} hashes of 64 lowercase hex digits"
+    return ""

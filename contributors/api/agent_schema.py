@@ -142,11 +142,29 @@ class SampleRejectionSerializer(serializers.Serializer):
     )
 
 
+class ChallengeSerializer(serializers.Serializer):
+    challenge_id = serializers.UUIDField()
+    gpu_uuid = serializers.CharField(help_text="The physical GPU that must do the work.")
+    seed = serializers.CharField(help_text="64 hex digits.")
+    n = serializers.IntegerField(help_text="Matrix size, a multiple of 64.")
+    rounds = serializers.IntegerField()
+    commit_deadline = serializers.DateTimeField(
+        help_text="Counted from the first delivery; a later commit fails (`late_commit`)."
+    )
+    commit_within_s = serializers.FloatField(help_text="Seconds left until the deadline.")
+
+
 class TelemetryResponseSerializer(serializers.Serializer):
     batch_id = serializers.UUIDField()
     accepted = serializers.IntegerField(min_value=0)
     rejected = SampleRejectionSerializer(many=True)
     rejected_gpus = GpuRejectionSerializer(many=True, required=False)
+    challenges = ChallengeSerializer(
+        many=True,
+        required=False,
+        help_text="Proof-of-GPU challenges waiting for this node (agent/PROOF.md); absent when "
+        "none. Repeated in every answer until committed.",
+    )
 
 
 class ConfigGpuSerializer(serializers.Serializer):
@@ -160,6 +178,9 @@ class AgentConfigSerializer(serializers.Serializer):
     sample_interval_s = serializers.IntegerField()
     report_interval_s = serializers.IntegerField()
     gpus = ConfigGpuSerializer(many=True)
+    challenges = ChallengeSerializer(
+        many=True, help_text="Proof-of-GPU challenges waiting for this node (agent/PROOF.md)."
+    )
 
 
 # The GPU `.ci/schemathesis.sh` enrolls, so that the examples name a GPU the node owns.
@@ -277,5 +298,99 @@ CONFIG = extend_schema(
         200: OpenApiResponse(AgentConfigSerializer, description="The configuration."),
         401: INVALID_TOKEN,
         403: TOKEN_REVOKED,
+    },
+)
+
+
+# --- proof of GPU -----------------------------------------------------------------------------
+
+PROOF_DOC = (
+    "The protocol, with its generator, hashing and test vectors, is published with the agent: "
+    "`agent/PROOF.md` and `agent/proof-vectors.json` in the portal's repository. In short: "
+    "int8 matrices `A_r` (per round) and `B` from SplitMix64 words keyed by "
+    "sha256(seed + label); products `C_r = A_r @ B` exactly in int32; row digests "
+    "`Σ_j w_j (c_j + s_j)² mod 2^64`; leaves of 64 row digests; one sha256 Merkle tree."
+)
+
+
+class CommitRequestSerializer(serializers.Serializer):
+    root = serializers.CharField(min_length=64, max_length=64, help_text="Lowercase hex.")
+    elapsed_s = serializers.FloatField(
+        min_value=0, max_value=86400, help_text="The device's own timing."
+    )
+
+
+class RevealRowRefSerializer(serializers.Serializer):
+    round = serializers.IntegerField(min_value=0)
+    row = serializers.IntegerField(min_value=0)
+
+
+class CommitResponseSerializer(serializers.Serializer):
+    reveal = RevealRowRefSerializer(many=True, help_text="Drawn at random when the commit came.")
+    reveal_deadline = serializers.DateTimeField()
+
+
+class RevealRowSerializer(RevealRowRefSerializer):
+    leaf = serializers.CharField(
+        min_length=1024, max_length=1024, help_text="The row's leaf: 64 digests, lowercase hex."
+    )
+    path = serializers.ListField(
+        child=serializers.CharField(min_length=64, max_length=64), max_length=64
+    )
+
+
+class RevealRequestSerializer(serializers.Serializer):
+    rows = RevealRowSerializer(many=True, help_text="Exactly the rows the commit answer named.")
+
+
+class RevealResponseSerializer(serializers.Serializer):
+    status = serializers.CharField(help_text="`revealed`: a worker checks it now.")
+
+
+CHALLENGE_NOT_FOUND = error("`unknown_challenge`: this node has no challenge with that id.")
+
+CHALLENGE_COMMIT = extend_schema(
+    operation_id="agent_challenge_commit",
+    tags=["agent"],
+    summary="Commit a proof-of-GPU challenge's Merkle root",
+    description=(
+        "Before `commit_deadline`. The answer names the rows to reveal, drawn only now. "
+        + PROOF_DOC
+    ),
+    auth=AUTH_NODE,
+    request=CommitRequestSerializer,
+    parameters=[WWW_AUTHENTICATE],
+    responses={
+        200: OpenApiResponse(CommitResponseSerializer, description="Committed."),
+        400: error(f"{INVALID_JSON} or `validation_failed` (with `errors`)."),
+        401: INVALID_TOKEN,
+        403: TOKEN_REVOKED,
+        404: CHALLENGE_NOT_FOUND,
+        409: error("`already_committed`, `not_delivered` or `challenge_closed` (decided already)."),
+        410: error("`late_commit`: past the deadline; the challenge failed."),
+        413: BODY_TOO_LARGE,
+    },
+)
+
+CHALLENGE_REVEAL = extend_schema(
+    operation_id="agent_challenge_reveal",
+    tags=["agent"],
+    summary="Reveal the requested rows of a committed challenge",
+    description=(
+        "Each requested row's leaf and Merkle path, before `reveal_deadline`; a worker checks "
+        "them. " + PROOF_DOC
+    ),
+    auth=AUTH_NODE,
+    request=RevealRequestSerializer,
+    parameters=[WWW_AUTHENTICATE],
+    responses={
+        202: OpenApiResponse(RevealResponseSerializer, description="Accepted for the check."),
+        400: error(f"{INVALID_JSON} or `validation_failed` (with `errors`)."),
+        401: INVALID_TOKEN,
+        403: TOKEN_REVOKED,
+        404: CHALLENGE_NOT_FOUND,
+        409: error("`not_committed`, `already_revealed` or `challenge_closed`."),
+        410: error("`late_reveal`: past the deadline; the challenge failed."),
+        413: BODY_TOO_LARGE,
     },
 )

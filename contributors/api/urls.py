@@ -15,6 +15,16 @@ urlpatterns = [
     path("agent/enroll", agent.EnrollView.as_view(), name="agent-enroll"),
     path("agent/telemetry", agent.TelemetryView.as_view(), name="agent-telemetry"),
     path("agent/config", agent.ConfigView.as_view(), name="agent-config"),
+    path(
+        "agent/challenges/<uuid:challenge_id>/commit",
+        agent.ChallengeCommitView.as_view(),
+        name="agent-challenge-commit",
+    ),
+    path(
+        "agent/challenges/<uuid:challenge_id>/reveal",
+        agent.ChallengeRevealView.as_view(),
+        name="agent-challenge-reveal",
+    ),
     path("me", views.MeView.as_view(), name="api-me"),
     path("me/gpus", views.MyGpusView.as_view(), name="api-my-gpus"),
     path("me/gpus/<path:uuid>/series", views.MyGpuSeriesView.as_view(), name="api-gpu-series"),

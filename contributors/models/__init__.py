@@ -1,6 +1,7 @@
 """The people and machines of the network, by topic: accounts (contributors, wallets, sign-in
 nonces), the fleet (nodes, GPUs, enrollment codes, service tokens, flags) and telemetry
-(batches, samples, rollups)."""
+(batches, samples, rollups) and verification (proof-of-GPU challenges, exemptions,
+scheduler probes)."""
 
 from contributors.models.accounts import Contributor, SignInNonce, Wallet, validate_eth_address
 from contributors.models.fleet import (
@@ -20,17 +21,21 @@ from contributors.models.telemetry import (
     Sample,
     TelemetryBatch,
 )
+from contributors.models.verification import Challenge, Exemption, Probe
 
 __all__ = [
     "GPU",
+    "Challenge",
     "Contributor",
     "EnrollmentCode",
+    "Exemption",
     "GpuFlag",
     "GpuHour",
     "GpuMinute",
     "HashedToken",
     "Node",
     "NodeFlag",
+    "Probe",
     "RollupDue",
     "Sample",
     "ServiceToken",

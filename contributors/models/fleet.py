@@ -145,6 +145,11 @@ class GPU(models.Model):
         help_text="No catalog row knows its model: its memory is capped at "
         "GPU_UNRATED_MAX_MEMORY_MIB until an admin rates the model.",
     )
+    next_challenge_at = models.DateTimeField(
+        null=True,
+        blank=True,
+        help_text="When its next random proof-of-GPU challenge is due (physical GPUs only).",
+    )
     # Live state, written by the ingestion worker from the newest sample it stored.
     last_sample_at = models.DateTimeField(null=True, blank=True)
     last_utilization_gpu_pct = models.FloatField(null=True, blank=True)

@@ -36,6 +36,7 @@ from contributors.telemetry.validation import (
     normal_uuid,
     validate_sample,
 )
+from contributors.verification import challenges
 from portal.lib import ratelimit
 from portal.lib.errors import ApiError, Refused
 
@@ -143,6 +144,11 @@ def receive(
         outcome = accept(agent_node.node, body, gpu_rows=agent_node.gpu_rows)
         if outcome.result is Result.ACCEPTED and "rejected_gpus" not in outcome.body:
             known_agents.remember(digest, outcome.node_id, outcome.gpus, body.get("gpus") or [])
+        # The fast path never runs while a challenge waits for this node (its INSERT's guard),
+        # so the full path is where the answer carries challenges until they are committed.
+        waiting = challenges.waiting_for(outcome.node_id)
+        if waiting:
+            outcome.body = {**outcome.body, "challenges": waiting}
     return outcome
 
 

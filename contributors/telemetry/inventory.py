@@ -175,8 +175,10 @@ def _take_over(node: Node, uuids: list[str], own: dict[str, GPU], now: datetime)
     return foreign
 
 
-def _update(existing: GPU, fields: dict) -> None:
+def _update(existing: GPU, fields: dict) -> bool:
+    """Write what changed; True when the hardware it claims changed (model, memory)."""
     changes = {k: v for k, v in fields.items() if getattr(existing, k) != v}
+    claims = bool(changes.keys() & {"name", "memory_total_mib"})
     committed = existing.committed_memory_mib
     if committed is not None and committed > fields["memory_total_mib"]:
         # A smaller total than before: the commitment can never exceed what exists.
@@ -185,6 +187,7 @@ def _update(existing: GPU, fields: dict) -> None:
         GPU.objects.filter(pk=existing.pk).update(**changes)
         for key, value in changes.items():
             setattr(existing, key, value)
+    return claims
 
 
 def _create(node: Node, uuid_: str, fields: dict, now: datetime) -> GPU | None:
@@ -228,7 +231,9 @@ def register_gpus(
         else:
             wanted[gpu["uuid"]] = (index, gpu)
 
+    before = set(own)
     foreign = _take_over(node, [u for u in wanted if u not in own], own, now)
+    moved, new, changed = set(own) - before, [], []
     physical = sum(1 for u in own if is_physical(u))
     for uuid_, (index, gpu) in wanted.items():
         error, memory = _verdict(uuid_, gpu, uuid_ not in own, foreign, physical)
@@ -243,9 +248,11 @@ def register_gpus(
             "pci_bus_id": gpu["pci_bus_id"],
         }
         if uuid_ in own:
-            _update(own[uuid_], fields)
+            if _update(own[uuid_], fields) or uuid_ in moved:
+                changed.append(own[uuid_])
         elif created := _create(node, uuid_, fields, now):
             own[uuid_] = created
+            new.append(created)
             physical += is_physical(uuid_)
         else:
             foreign.add(uuid_)
@@ -253,6 +260,10 @@ def register_gpus(
     _link_mig_parents(own, wanted)
     if foreign:
         flag_foreign_gpus(node, foreign, now)
+    if new or changed:
+        from contributors.verification import challenges  # it reads this module's catalog
+
+        challenges.issue_for_inventory(new, changed, now)
     inventory = Inventory.of_rows(list(own.values()))
     inventory.foreign = foreign
     return rejected, inventory

@@ -87,6 +87,54 @@ SCHEDULER_JOBS = extend_schema(
     ],
 )
 
+
+class ProbeSerializer(serializers.Serializer):
+    gpu_uuid = serializers.CharField(max_length=96, help_text="A physical GPU.")
+    at = serializers.DateTimeField(
+        help_text="When the job allocated the memory: not in the future, not older than "
+        "GPU_PROBE_VALID_S."
+    )
+    allocated_mib = serializers.IntegerField(
+        min_value=0, help_text="What the job really allocated; at most the GPU's memory."
+    )
+    ok = serializers.BooleanField(help_text="False: the allocation failed.")
+
+
+SCHEDULER_PROBES = extend_schema(
+    operation_id="scheduler_record_probe",
+    tags=["scheduler"],
+    summary="Record a memory probe",
+    description=(
+        "The scheduler allocated `allocated_mib` on the GPU through a real job at `at`. While "
+        "valid (GPU_PROBE_VALID_S), the GPU's idle units count at most the last successful "
+        "probe's memory; a failed probe holds the GPU out of rewards until a later success."
+    ),
+    auth=AUTH_SCHEDULER,
+    request=ProbeSerializer,
+    parameters=[WWW_AUTHENTICATE],
+    responses={
+        201: OpenApiResponse(ProbeSerializer, description="Recorded."),
+        400: error(
+            f"{INVALID_JSON}, `validation_failed` (with `errors`), `unknown_gpu`, "
+            "`mig_instance` or `implausible_probe` (more than the GPU has)."
+        ),
+        401: error("`invalid_token`: not a valid scheduler token."),
+        413: BODY_TOO_LARGE,
+    },
+    examples=[
+        OpenApiExample(
+            "probe",
+            request_only=True,
+            value={
+                "gpu_uuid": EXAMPLE_GPU["uuid"],
+                "at": "2025-01-01T00:00:00Z",
+                "allocated_mib": 40960,
+                "ok": True,
+            },
+        )
+    ],
+)
+
 # --- Rewards ----------------------------------------------------------------------------------
 
 # A date-time, or an empty string for none.

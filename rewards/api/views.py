@@ -7,6 +7,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from contributors.models import ServiceToken
+from contributors.verification import probes
 from portal.lib.authentication import JsonSessionAuthentication as SessionAuthentication
 from portal.lib.bearer import bearer_token, refuse_bad_token
 from portal.lib.errors import ApiError
@@ -18,8 +19,8 @@ from rewards.jobs import attest
 from rewards.models import Epoch
 
 
-class SchedulerJobsView(APIView):
-    """POST /api/v1/scheduler/jobs: 201 for a new job, 200 when its end is set."""
+class SchedulerView(APIView):
+    """The scheduler's endpoints: a scheduler service token, nothing else."""
 
     authentication_classes = []
     permission_classes = [AllowAny]
@@ -27,12 +28,19 @@ class SchedulerJobsView(APIView):
     def get_authenticate_header(self, request):
         return 'Bearer realm="omnitensor-scheduler"'
 
-    @doc.SCHEDULER_JOBS
-    def post(self, request):
+    def authenticate_scheduler(self, request) -> None:
         realm = self.get_authenticate_header(request)
         token = bearer_token(request, realm)
         if ServiceToken.authenticate(token, ServiceToken.Scope.SCHEDULER) is None:
             refuse_bad_token(request, "This is not a valid scheduler token.", realm)
+
+
+class SchedulerJobsView(SchedulerView):
+    """POST /api/v1/scheduler/jobs: 201 for a new job, 200 when its end is set."""
+
+    @doc.SCHEDULER_JOBS
+    def post(self, request):
+        self.authenticate_scheduler(request)
         attested = attest(read_json_object(request, 16 * 1024))
         job = attested.job
         return Response(
@@ -44,6 +52,24 @@ class SchedulerJobsView(APIView):
                 "ended_at": rfc3339_or_none(job.ended_at),
             },
             status=201 if attested.created else 200,
+        )
+
+
+class SchedulerProbesView(SchedulerView):
+    """POST /api/v1/scheduler/probes: the memory a real job allocated on a GPU (201)."""
+
+    @doc.SCHEDULER_PROBES
+    def post(self, request):
+        self.authenticate_scheduler(request)
+        probe = probes.record(read_json_object(request, 4096))
+        return Response(
+            {
+                "gpu_uuid": probe.gpu.uuid,
+                "at": rfc3339_or_none(probe.at),
+                "allocated_mib": probe.allocated_mib,
+                "ok": probe.ok,
+            },
+            status=201,
         )
 
 

@@ -46,6 +46,12 @@ class GpuModel(models.Model):
         help_text="Highest board power limit of its variants (W); telemetry far above it is "
         "implausible. Empty: no check.",
     )
+    int8_tops = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        help_text="Published dense int8 tensor throughput (TOPS, no sparsity). Proof-of-GPU "
+        "challenges are sized and timed from it. Empty: GPU_VERIFICATION_DEFAULT_TOPS.",
+    )
     notes = models.CharField(max_length=200, blank=True)
     updated_at = models.DateTimeField(auto_now=True)
 

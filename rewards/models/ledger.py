@@ -149,6 +149,9 @@ class HeldOut(models.Model):
     class Reason(models.TextChoices):
         DISABLED = "disabled", "disabled by its owner"
         FLAGGED = "flagged", "held out while an admin reviews a flag"
+        UNVERIFIED = "unverified", "no valid proof-of-GPU verification"
+        VERIFICATION_FAILED = "verification_failed", "failed its proof-of-GPU challenge"
+        PROBE_FAILED = "probe_failed", "the scheduler could not allocate its memory"
 
     epoch = models.ForeignKey(Epoch, on_delete=models.PROTECT, related_name="held_out")
     gpu = models.ForeignKey("contributors.GPU", on_delete=models.PROTECT, related_name="held_out")

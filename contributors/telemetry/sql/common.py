@@ -8,7 +8,7 @@ import functools
 
 from django.db import connection
 
-from contributors.models import GPU, GpuMinute, Node, Sample, TelemetryBatch
+from contributors.models import GPU, Challenge, GpuMinute, Node, Sample, TelemetryBatch
 from portal.lib import db
 
 
@@ -123,13 +123,14 @@ class Statements:
         One statement in autocommit (no savepoint, no separate existence check): the unique
         constraint decides, which also settles two copies racing in at once. With `guard`
         (token digest, GPU ids) it also inserts nothing unless the node still holds that token,
-        is not revoked, and owns those GPUs; None then cannot tell a replay from a failed guard.
+        is not revoked, owns those GPUs and has no proof-of-GPU challenge waiting for its commit
+        (the full path answers with it); None then cannot tell a replay from a failed guard.
         """
         values = _batch_values(batch)
         if guard is None:
             return _first(db.fetch(self._insert_batch_sql(None), values))
         digest, gpu_ids = guard
-        values += [batch.node_id, digest, batch.node_id, *gpu_ids, len(gpu_ids)]
+        values += [batch.node_id, digest, batch.node_id, *gpu_ids, len(gpu_ids), batch.node_id]
         return _first(db.fetch(self._insert_batch_sql(len(gpu_ids)), values))
 
     @functools.cache  # noqa: B019 - one instance per database, kept for good
@@ -143,7 +144,8 @@ class Statements:
                 f"SELECT 1 FROM {table(Node)} WHERE id = %s AND token_hash = %s "
                 "AND revoked_at IS NULL) "
                 f"AND (SELECT count(*) FROM {table(GPU)} WHERE node_id = %s AND id IN ({owned})) "
-                "= %s"
+                f"= %s AND NOT EXISTS (SELECT 1 FROM {table(Challenge)} WHERE node_id = %s "
+                "AND status IN ('issued', 'delivered'))"
             )
         return (
             f"INSERT INTO {table(TelemetryBatch)} ({', '.join(q(c) for c in BATCH_COLUMNS)}) "

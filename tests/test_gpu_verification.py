@@ -1,0 +1,421 @@
+"""Proof of GPU through the real agent API (agent/PROOF.md): an honest agent passes and earns;
+every way of not doing the work is held out with its reason; every misuse of the endpoints is
+a 4xx with a code."""
+
+import uuid
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+
+from contributors.models import GPU, Challenge, Exemption
+from contributors.tasks import check_challenge
+from contributors.verification import challenges
+from rewards.models import HeldOut, RewardEntry
+from tests.support import rewards as support
+from tests.support.agent_api import TELEMETRY, Agent, batch, enroll, h100, sample
+from tests.support.prover import COMMIT, REVEAL, honest, reveal_rows
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.gpu_verification]
+
+
+@pytest.fixture(autouse=True)
+def _demo_sizes(settings):
+    """Challenges of the demo's size: NumPy solves them in milliseconds."""
+    settings.GPU_VERIFICATION_N = 64
+    settings.GPU_VERIFICATION_MAX_ROUNDS = 3
+    settings.GPU_VERIFICATION_CHECKS = 4
+
+
+def report(agent: Agent, gpu_uuid: str, start) -> None:
+    """Half an hour of idle samples from `start`."""
+    body = batch(support.samples(gpu_uuid, start, seconds=range(0, 1800, 10)))
+    response = agent.send(body)
+    assert response.status_code == 202, response.content
+    assert not response.json()["rejected"], response.content
+
+
+def delivered(agent: Agent) -> list[dict]:
+    """The challenges a report's answer carries (a report with no samples)."""
+    response = agent.send(batch([]))
+    assert response.status_code == 202, response.content
+    return response.json().get("challenges", [])
+
+
+def commit(agent, challenge: dict, root: str, elapsed_s: float = 0.01):
+    url = COMMIT.format(id=challenge["challenge_id"])
+    body = {"root": root, "elapsed_s": elapsed_s}
+    return agent.client.post(url, body, content_type="application/json", headers=agent.auth())
+
+
+def reveal(agent, challenge: dict, rows: list[dict]):
+    url = REVEAL.format(id=challenge["challenge_id"])
+    return agent.client.post(
+        url, {"rows": rows}, content_type="application/json", headers=agent.auth()
+    )
+
+
+def answer(agent, challenge: dict, tamper=None) -> Challenge:
+    """Solve honestly, commit, reveal (after `tamper(rows)`), run the check as the worker
+    would; the challenge as decided."""
+    solution = honest(challenge)
+    committed = commit(agent, challenge, solution.root.hex())
+    assert committed.status_code == 200, committed.content
+    rows = reveal_rows(solution, committed.json()["reveal"])
+    if tamper:
+        tamper(rows)
+    revealed = reveal(agent, challenge, rows)
+    assert revealed.status_code == 202, revealed.content
+    pk = Challenge.objects.get(public_id=challenge["challenge_id"]).pk
+    check_challenge(pk)
+    return Challenge.objects.get(pk=pk)
+
+
+@pytest.fixture
+def rig(alice):
+    agent = Agent(enroll(alice, [h100("rig")]))
+    (challenge,) = delivered(agent)
+    return agent, challenge
+
+
+def test_an_honest_agent_passes_and_its_gpu_earns(alice, rig):
+    agent, challenge = rig
+    assert challenge["gpu_uuid"] == h100("rig")["uuid"]
+    assert challenge["n"] == 64 and 1 <= challenge["rounds"] <= 3
+    decided = answer(agent, challenge)
+    assert decided.status == Challenge.Status.PASSED, decided.detail
+    assert decided.trigger == Challenge.Trigger.REGISTERED
+    assert decided.measured_ops_per_s > 0
+    # Nothing waits any more: the next answer carries no challenge.
+    assert delivered(agent) == []
+
+    start = support.epoch_start()
+    gpu = GPU.objects.get(uuid=challenge["gpu_uuid"])
+    Challenge.objects.filter(pk=decided.pk).update(decided_at=start)
+    report(agent, challenge["gpu_uuid"], start)
+    support.ingest_all()
+    epoch = support.settle(start)
+    entries = RewardEntry.objects.filter(epoch=epoch, gpu=gpu)
+    assert entries.filter(kind=RewardEntry.Kind.IDLE, amount_wei__gt=0).exists()
+    assert not HeldOut.objects.filter(epoch=epoch).exists()
+
+
+def test_a_gpu_that_never_passed_is_held_out_as_unverified(alice):
+    agent = Agent(enroll(alice, [h100("lazy")]))
+    start = support.epoch_start()
+    report(agent, h100("lazy")["uuid"], start)
+    support.ingest_all()
+    epoch = support.settle(start)
+    held = HeldOut.objects.get(epoch=epoch)
+    assert held.reason == HeldOut.Reason.UNVERIFIED
+    assert "omnitensor-agent verify" in held.detail
+    assert not RewardEntry.objects.filter(epoch=epoch).exists()
+    # The statement explains it to the owner.
+    entries = support.rewards_of(alice)["entries"]
+    assert [e["reason"] for e in entries if e["kind"] == "held_out"] == ["unverified"]
+
+
+def _flip_digest(rows):
+    """One value of one checked row is off: its digest in the leaf changes."""
+    row = rows[0]
+    at = (row["row"] % 64) * 16
+    digit = "0" if row["leaf"][at] != "0" else "1"
+    row["leaf"] = row["leaf"][:at] + digit + row["leaf"][at + 1 :]
+
+
+def _bend_path(rows):
+    rows[0]["path"][0] = "00" * 32
+
+
+@pytest.mark.parametrize(
+    ("tamper", "reason"),
+    [(_flip_digest, Challenge.Reason.WRONG_ROW), (_bend_path, Challenge.Reason.BAD_PATH)],
+)
+def test_a_wrong_row_or_a_bad_path_fails(rig, tamper, reason):
+    agent, challenge = rig
+    decided = answer(agent, challenge, tamper)
+    assert decided.status == Challenge.Status.FAILED
+    assert decided.reason == reason
+
+
+def test_a_random_root_fails_with_a_bad_path(rig):
+    agent, challenge = rig
+    solution = honest(challenge)
+    committed = commit(agent, challenge, uuid.uuid4().hex * 2)
+    assert committed.status_code == 200
+    rows = reveal_rows(solution, committed.json()["reveal"])
+    assert reveal(agent, challenge, rows).status_code == 202
+    pk = Challenge.objects.get(public_id=challenge["challenge_id"]).pk
+    check_challenge(pk)
+    decided = Challenge.objects.get(pk=pk)
+    assert (decided.status, decided.reason) == ("failed", Challenge.Reason.BAD_PATH)
+
+
+def test_a_late_commit_fails(settings, alice):
+    settings.GPU_VERIFICATION_ALLOWANCE_S = 0
+    settings.GPU_VERIFICATION_DEADLINE_FACTOR = 0
+    agent = Agent(enroll(alice, [h100("late")]))
+    challenges_ = delivered(agent)
+    # Delivered with a deadline already behind it: the answer lists none to work on...
+    assert challenges_ == []
+    challenge = Challenge.objects.get(gpu__uuid=h100("late")["uuid"])
+    refused = commit(agent, {"challenge_id": str(challenge.public_id)}, "ab" * 32)
+    assert refused.status_code == 410
+    assert refused.json()["error"] == "late_commit"
+    challenge.refresh_from_db()
+    assert (challenge.status, challenge.reason) == ("failed", Challenge.Reason.LATE_COMMIT)
+
+
+def test_a_late_reveal_fails(settings, rig):
+    settings.GPU_VERIFICATION_REVEAL_S = 0
+    agent, challenge = rig
+    solution = honest(challenge)
+    committed = commit(agent, challenge, solution.root.hex())
+    refused = reveal(agent, challenge, reveal_rows(solution, committed.json()["reveal"]))
+    assert refused.status_code == 410
+    assert refused.json()["error"] == "late_reveal"
+    decided = Challenge.objects.get(public_id=challenge["challenge_id"])
+    assert (decided.status, decided.reason) == ("failed", Challenge.Reason.LATE_REVEAL)
+
+
+def test_no_answer_fails_when_the_sweep_finds_the_deadline_passed(rig):
+    agent, challenge = rig
+    row = Challenge.objects.get(public_id=challenge["challenge_id"])
+    assert challenges.sweep(row.commit_deadline - timedelta(seconds=1))["failed"] == 0
+    assert challenges.sweep(row.commit_deadline + timedelta(seconds=1))["failed"] == 1
+    row.refresh_from_db()
+    assert (row.status, row.reason) == ("failed", Challenge.Reason.NO_ANSWER)
+    # A commit now is refused: the challenge is decided.
+    refused = commit(agent, challenge, "ab" * 32)
+    assert (refused.status_code, refused.json()["error"]) == (409, "challenge_closed")
+
+
+def test_a_committed_challenge_never_revealed_fails_as_late_reveal(rig):
+    agent, challenge = rig
+    assert commit(agent, challenge, honest(challenge).root.hex()).status_code == 200
+    row = Challenge.objects.get(public_id=challenge["challenge_id"])
+    challenges.sweep(row.reveal_deadline + timedelta(seconds=1))
+    row.refresh_from_db()
+    assert (row.status, row.reason) == ("failed", Challenge.Reason.LATE_REVEAL)
+
+
+def test_replays_other_nodes_and_wrong_order_get_a_4xx_with_a_code(alice, bob, rig):
+    agent, challenge = rig
+    solution = honest(challenge)
+
+    early = reveal(agent, challenge, [])
+    assert (early.status_code, early.json()["error"]) == (409, "not_committed")
+
+    other = Agent(enroll(bob, [h100("bobs")]))
+    stolen = commit(other, challenge, solution.root.hex())
+    assert (stolen.status_code, stolen.json()["error"]) == (404, "unknown_challenge")
+    missing = commit(agent, {"challenge_id": str(uuid.uuid4())}, solution.root.hex())
+    assert (missing.status_code, missing.json()["error"]) == (404, "unknown_challenge")
+
+    committed = commit(agent, challenge, solution.root.hex())
+    assert committed.status_code == 200
+    again = commit(agent, challenge, solution.root.hex())
+    assert (again.status_code, again.json()["error"]) == (409, "already_committed")
+
+    wanted = committed.json()["reveal"]
+    rows = reveal_rows(solution, wanted)
+    assert reveal(other, challenge, rows).status_code == 404
+    assert reveal(agent, challenge, rows[:-1]).json()["error"] == "validation_failed"
+    assert reveal(agent, challenge, rows).status_code == 202
+    replayed = reveal(agent, challenge, rows)
+    assert (replayed.status_code, replayed.json()["error"]) == (409, "already_revealed")
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"root": "AB" * 32, "elapsed_s": 1},
+        {"root": "ab" * 31, "elapsed_s": 1},
+        {"root": "ab" * 32, "elapsed_s": -1},
+        {"root": "ab" * 32, "elapsed_s": True},
+        {"root": "ab" * 32},
+        {"root": ["ab"], "elapsed_s": 1},
+    ],
+)
+def test_a_malformed_commit_is_a_400_and_leaves_the_challenge_open(rig, body):
+    agent, challenge = rig
+    url = COMMIT.format(id=challenge["challenge_id"])
+    response = agent.client.post(url, body, content_type="application/json", headers=agent.auth())
+    assert response.status_code == 400
+    assert response.json()["error"] == "validation_failed"
+    assert Challenge.objects.get(public_id=challenge["challenge_id"]).status == "delivered"
+
+
+@pytest.mark.parametrize(
+    "row",
+    [
+        {"round": 99, "row": 0, "leaf": "00" * 512, "path": []},
+        {"round": 0, "row": 64, "leaf": "00" * 512, "path": []},
+        {"round": 0, "row": 0, "leaf": "00" * 511, "path": []},
+        {"round": 0, "row": 0, "leaf": "00" * 512, "path": ["00" * 32] * 65},
+        {"round": 0, "row": 0, "leaf": "00" * 512, "path": [7]},
+        "row",
+    ],
+)
+def test_a_malformed_reveal_is_a_400(rig, row):
+    agent, challenge = rig
+    assert commit(agent, challenge, "ab" * 32).status_code == 200
+    response = reveal(agent, challenge, [row])
+    assert response.status_code == 400
+    assert response.json()["error"] == "validation_failed"
+
+
+def test_unauthenticated_commits_are_refused(rig):
+    agent, challenge = rig
+    url = COMMIT.format(id=challenge["challenge_id"])
+    body = {"root": "ab" * 32, "elapsed_s": 1}
+    assert agent.client.post(url, body, content_type="application/json").status_code == 401
+    bad = {"Authorization": "Bearer otn_nope"}
+    response = agent.client.post(url, body, content_type="application/json", headers=bad)
+    assert response.status_code == 401
+
+
+def test_the_answer_repeats_a_challenge_until_it_is_committed(rig):
+    agent, challenge = rig
+    # Reports of a remembered agent take the fast path, except while a challenge waits.
+    for _ in range(3):
+        assert [c["challenge_id"] for c in delivered(agent)] == [challenge["challenge_id"]]
+    config = agent.config().json()
+    assert [c["challenge_id"] for c in config["challenges"]] == [challenge["challenge_id"]]
+    assert commit(agent, challenge, honest(challenge).root.hex()).status_code == 200
+    assert delivered(agent) == []
+
+
+def test_a_slow_gpu_fails_as_slow_for_model(settings, alice):
+    """A GPU that claims an H100 but works at a fraction of its speed: the checks pass, the
+    measured throughput (work / (commit - delivery)) does not."""
+    settings.GPU_VERIFICATION_MIN_TIMED_S = 0
+    agent = Agent(enroll(alice, [h100("slow")]))
+    (challenge,) = delivered(agent)
+    row = Challenge.objects.get(public_id=challenge["challenge_id"])
+    # It took 10 s for what an H100 does in a fraction of a millisecond.
+    Challenge.objects.filter(pk=row.pk).update(
+        delivered_at=row.delivered_at - timedelta(seconds=10)
+    )
+    decided = answer(agent, challenge)
+    assert (decided.status, decided.reason) == ("failed", Challenge.Reason.SLOW_FOR_MODEL)
+    assert "TOPS measured" in decided.detail
+
+
+def test_a_failed_gpu_is_held_out_until_it_passes_again(alice, rig):
+    agent, challenge = rig
+    failed = answer(agent, challenge, _flip_digest)
+    start = support.epoch_start(hours_ago=5)
+    Challenge.objects.filter(pk=failed.pk).update(decided_at=start)
+    gpu_uuid = challenge["gpu_uuid"]
+    report(agent, gpu_uuid, start)
+    support.ingest_all()
+    held = HeldOut.objects.get(epoch=support.settle(start))
+    assert held.reason == HeldOut.Reason.VERIFICATION_FAILED
+    assert "a revealed row is not the product" in held.detail
+
+    # The retry comes after GPU_VERIFICATION_RETRY_S; an admin may issue one at once.
+    gpu = GPU.objects.get(uuid=gpu_uuid)
+    assert gpu.next_challenge_at > timezone.now()
+    retry = challenges.issue(gpu, Challenge.Trigger.ADMIN)
+    (again,) = delivered(agent)
+    assert again["challenge_id"] == str(retry.public_id)
+    passed = answer(agent, again)
+    assert passed.status == "passed"
+    next_epoch = start + timedelta(hours=1)
+    Challenge.objects.filter(pk=passed.pk).update(decided_at=next_epoch)
+    report(agent, gpu_uuid, next_epoch)
+    support.ingest_all()
+    assert not HeldOut.objects.filter(epoch=support.settle(next_epoch)).exists()
+
+
+def test_an_admin_exempts_a_gpu_with_a_reason_and_it_earns_unverified(alice, staff):
+    agent = Agent(enroll(alice, [h100("exempt")]))
+    gpu = GPU.objects.get(uuid=h100("exempt")["uuid"])
+    added = staff.post(
+        "/admin/contributors/exemption/add/", {"gpu": gpu.pk, "reason": "Verified on site"}
+    )
+    assert added.status_code == 302, added.content
+    exemption = Exemption.objects.get(gpu=gpu)
+    assert exemption.granted_by.username == "network-admin"
+    assert exemption.reason == "Verified on site"
+    # A second open exemption of the same GPU is a form error, not a 500.
+    twice = staff.post("/admin/contributors/exemption/add/", {"gpu": gpu.pk, "reason": "again"})
+    assert twice.status_code == 200
+    assert Exemption.objects.filter(gpu=gpu).count() == 1
+
+    start = support.epoch_start()
+    report(agent, gpu.uuid, start)
+    support.ingest_all()
+    epoch = support.settle(start)
+    assert not HeldOut.objects.filter(epoch=epoch).exists()
+    assert RewardEntry.objects.filter(epoch=epoch, gpu=gpu).exists()
+
+
+def test_an_admin_issues_a_challenge_now_and_sees_its_result(alice, staff, rig):
+    agent, first = rig
+    gpu = GPU.objects.get(uuid=first["gpu_uuid"])
+    response = staff.post(
+        "/admin/contributors/gpu/",
+        {"action": "challenge_now", "_selected_action": [gpu.pk]},
+        follow=True,
+    )
+    assert response.status_code == 200
+    assert "Issued 1 challenge" in response.content.decode()
+    (fresh,) = delivered(agent)
+    assert fresh["challenge_id"] != first["challenge_id"]
+    assert Challenge.objects.get(public_id=first["challenge_id"]).status == "cancelled"
+    assert answer(agent, fresh).status == "passed"
+    listing = staff.get("/admin/contributors/challenge/", {"status": "passed"})
+    assert fresh["challenge_id"] in listing.content.decode()
+    detail = staff.get(
+        f"/admin/contributors/challenge/{Challenge.objects.get(public_id=fresh['challenge_id']).pk}/change/"
+    )
+    assert detail.status_code == 200
+    assert first["seed"] not in detail.content.decode()
+
+
+def test_periodic_challenges_come_for_every_gpu_of_a_node_at_once(alice):
+    gpus = [h100("p1"), h100("p2")]
+    agent = Agent(enroll(alice, gpus))
+    for challenge in delivered(agent):
+        assert answer(agent, challenge).status == "passed"
+    agent.send(batch([sample(g["uuid"]) for g in gpus]))
+    support.ingest_all()
+    first = GPU.objects.get(uuid=gpus[0]["uuid"])
+    assert first.next_challenge_at is not None
+    # Only the first GPU's time came; both are challenged.
+    GPU.objects.filter(pk=first.pk).update(next_challenge_at=timezone.now() - timedelta(seconds=1))
+    assert challenges.issue_due() == 2
+    assert {c["gpu_uuid"] for c in delivered(agent)} == {g["uuid"] for g in gpus}
+    assert set(Challenge.objects.filter(status="delivered").values_list("trigger", flat=True)) == {
+        "periodic"
+    }
+
+
+def test_an_inventory_change_sets_a_new_challenge(alice, rig):
+    agent, challenge = rig
+    assert answer(agent, challenge).status == "passed"
+    changed = h100("rig", name="NVIDIA H200", memory_total_mib=143771)
+    response = agent.client.post(
+        TELEMETRY,
+        batch([], gpus=[changed]),
+        content_type="application/json",
+        headers=agent.auth(),
+    )
+    assert response.status_code == 202
+    (fresh,) = response.json()["challenges"]
+    assert Challenge.objects.get(public_id=fresh["challenge_id"]).trigger == "inventory"
+
+
+def test_verification_off_pays_as_before(settings, alice):
+    settings.GPU_VERIFICATION = False
+    agent = Agent(enroll(alice, [h100("off")]))
+    assert delivered(agent) == []
+    assert not Challenge.objects.exists()
+    start = support.epoch_start()
+    report(agent, h100("off")["uuid"], start)
+    support.ingest_all()
+    epoch = support.settle(start)
+    assert not HeldOut.objects.filter(epoch=epoch).exists()
+    assert RewardEntry.objects.filter(epoch=epoch).exists()
