@@ -16,6 +16,11 @@ export AGENT_REPORT_INTERVAL_S ?= 10
 # The demo settles 5-minute epochs after a minute's grace, so rewards show up quickly.
 export REWARD_EPOCH_S ?= 300
 export REWARD_GRACE_S ?= 60
+# Demo-sized proof-of-GPU challenges: the simulated GPUs solve them with NumPy in milliseconds,
+# and re-verification comes every 10 minutes on average so it shows.
+export GPU_VERIFICATION_N ?= 128
+export GPU_VERIFICATION_MAX_ROUNDS ?= 2
+export GPU_VERIFICATION_INTERVAL_S ?= 600
 export PATH := $(abspath $(BIN)):$(PATH)
 
 .PHONY: run test venv lint clean

@@ -5,7 +5,9 @@ rewards within minutes. Every agent here is the real `omnitensor_agent` Runner w
 simulated collector: it enrolls with a real enrollment code, spools to SQLite and posts batches
 over HTTP, exactly as on a real machine. A simulated scheduler attests the jobs the simulated
 GPUs run through POST /api/v1/scheduler/jobs, except on one GPU whose owner runs their own jobs
-(self-reported work that earns no compute reward, as the rules say).
+(self-reported work that earns no compute reward, as the rules say). The agents answer
+proof-of-GPU challenges with the NumPy backend (the demo's challenges are small: settings),
+except `bob-forged`, a forged agent that never does: its GPU is held out as unverified.
 """
 
 import functools
@@ -36,6 +38,7 @@ class DemoMachine:
     gpus: int
     seed: int
     attest_jobs: bool = True
+    forged: bool = False  # its agent never answers proof-of-GPU challenges
 
 
 # Names → private keys derived from the name: public, worthless, and the same on every machine.
@@ -46,6 +49,7 @@ DEMO_MACHINES = (
     DemoMachine("bob", "bob-workstation", 2, 201),
     DemoMachine("carol", "carol-lab", 3, 301),
     DemoMachine("carol", "carol-own-jobs", 1, 302, attest_jobs=False),
+    DemoMachine("bob", "bob-forged", 1, 202, forged=True),
 )
 
 
@@ -224,7 +228,7 @@ class Fleet:
                 SimulatedCollector(machine.gpus, seed=machine.seed),
                 scheduler if machine.attest_jobs else None,
             )
-            runner = Runner(config, collector, config.spool_path)
+            runner = Runner(config, collector, config.spool_path, ignore_challenges=machine.forged)
             runner.stop = self.stop  # one switch stops every agent
 
             def run(runner=runner, machine=machine):

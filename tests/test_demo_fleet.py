@@ -1,12 +1,15 @@
-"""The demo fleet enrolls and reports through the real HTTP API, and attests its jobs."""
+"""The demo fleet enrolls and reports through the real HTTP API, attests its jobs, and answers
+proof-of-GPU challenges, except its forged machine."""
 
+from datetime import timedelta
 from importlib import import_module
 
 import pytest
 from django.test import Client
 
-from contributors.models import GPU, GpuFlag, Node, Sample, TelemetryBatch
+from contributors.models import GPU, Challenge, GpuFlag, Node, Sample, TelemetryBatch
 from contributors.telemetry import store as ingest
+from contributors.verification import challenges
 from portal.demo import DEMO_MACHINES, Fleet, demo_account
 from rewards.models import Job
 from tests.support.processes import wait_for
@@ -32,21 +35,35 @@ def gpu_catalog():
     inventory.forget_catalog()
 
 
-def test_fleet_reports_every_gpu_and_attests_jobs(live_server, settings, tmp_path):
+@pytest.mark.gpu_verification
+def test_fleet_reports_every_gpu_attests_jobs_and_proves_its_gpus(live_server, settings, tmp_path):
     settings.AGENT_SAMPLE_INTERVAL_S = 1
     settings.AGENT_REPORT_INTERVAL_S = 1
+    # The demo's challenge sizes (the Makefile's).
+    settings.GPU_VERIFICATION_N = 128
+    settings.GPU_VERIFICATION_MAX_ROUNDS = 2
     fleet = Fleet(live_server.url, tmp_path / "demo")
+    forged = {m.name for m in DEMO_MACHINES if m.forged}
     try:
         fleet.start()
         total = sum(machine.gpus for machine in DEMO_MACHINES)
+        honest = sum(m.gpus for m in DEMO_MACHINES if not m.forged)
 
-        def every_gpu_reported():
-            # Ingest in this process: real workers are tested elsewhere; this is about the fleet.
+        def every_gpu_reported_and_every_honest_one_proved():
+            # Ingest and check in this process, as workers would: real workers are tested
+            # elsewhere; this is about the fleet.
             for pk in TelemetryBatch.objects.filter(status="pending").values_list("pk", flat=True):
                 ingest.ingest(pk)
-            return GPU.objects.filter(last_sample_at__isnull=False).count() == total
+            for pk in Challenge.objects.filter(status="revealed").values_list("pk", flat=True):
+                challenges.check(pk)
+            reported = GPU.objects.filter(last_sample_at__isnull=False).count() == total
+            return reported and Challenge.objects.filter(status="passed").count() == honest
 
-        wait_for(every_gpu_reported, timeout=60, message="not every demo GPU reported")
+        wait_for(
+            every_gpu_reported_and_every_honest_one_proved,
+            timeout=90,
+            message="not every demo GPU reported, or an honest one did not pass its challenge",
+        )
     finally:
         fleet.stop.set()
         for thread in fleet.threads:
@@ -64,6 +81,13 @@ def test_fleet_reports_every_gpu_and_attests_jobs(live_server, settings, tmp_pat
     assert not jobs.filter(gpu__node__name="carol-own-jobs").exists()
     alice = demo_account("alice").address
     assert Node.objects.filter(owner__username=alice).count() == 2
+    # The forged machine got its challenge and never committed: the sweep fails it.
+    (waiting,) = Challenge.objects.filter(node__name__in=forged)
+    assert waiting.status == "delivered"
+    challenges.sweep(waiting.commit_deadline + timedelta(seconds=1))
+    waiting.refresh_from_db()
+    assert (waiting.status, waiting.reason) == ("failed", "no_answer")
+    assert not Challenge.objects.filter(status="failed").exclude(node__name__in=forged).exists()
 
 
 def test_restarted_fleet_reuses_its_machines(live_server, settings, tmp_path):
