@@ -15,6 +15,7 @@ from rewards.models import HeldOut, RewardEntry
 from tests.support import rewards as support
 from tests.support.agent_api import TELEMETRY, Agent, batch, enroll, h100, sample
 from tests.support.prover import COMMIT, REVEAL, honest, reveal_rows
+from tests.support.siwe import signed_in
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.gpu_verification]
 
@@ -419,3 +420,28 @@ def test_verification_off_pays_as_before(settings, alice):
     epoch = support.settle(start)
     assert not HeldOut.objects.filter(epoch=epoch).exists()
     assert RewardEntry.objects.filter(epoch=epoch).exists()
+
+
+def test_the_pages_say_which_gpus_are_unverified_and_why(alice, rig):
+    """The dashboard lists the unverified GPU; its page shows the failure, then the pass with
+    its throughput against the model's."""
+    agent, challenge = rig
+    page = signed_in(alice)
+    dashboard = page.get("/dashboard/").content.decode()
+    assert "1 GPU not verified" in dashboard
+    assert "unverified" in dashboard
+
+    answer(agent, challenge, _flip_digest)
+    gpu_page = page.get(f"/gpus/{challenge['gpu_uuid']}/").content.decode()
+    assert 'data-verification="verification_failed"' in gpu_page
+    assert "a revealed row is not the product" in gpu_page
+    assert "omnitensor-agent verify" in gpu_page
+
+    retry = challenges.issue(GPU.objects.get(uuid=challenge["gpu_uuid"]), "admin")
+    (again,) = delivered(agent)
+    assert again["challenge_id"] == str(retry.public_id)
+    passed = answer(agent, again)
+    gpu_page = page.get(f"/gpus/{challenge['gpu_uuid']}/").content.decode()
+    assert "verified</span>" in gpu_page
+    assert f"{passed.expected_tops:.0f} TOPS expected" in gpu_page
+    assert "not verified" not in page.get("/dashboard/").content.decode()

@@ -13,7 +13,7 @@ from django.db import connection, transaction
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from contributors.models import GPU, Sample, TelemetryBatch
+from contributors.models import GPU, Probe, Sample, TelemetryBatch
 from contributors.signin import contributor_for_sign_in
 from contributors.telemetry import store as ingest
 from rewards import settlement
@@ -121,8 +121,10 @@ def test_the_order_of_readings_does_not_matter(fleet, rnd):
 @pytest.mark.django_db
 @pytest.mark.skipif(connection.vendor != "postgresql", reason="the one-pass query is PostgreSQL's")
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(fleet=fleets())
-def test_sql_usage_equals_the_python_reference_exactly(fleet):
+@given(fleet=fleets(), probe=st.one_of(st.none(), st.tuples(st.integers(0, 81559), st.booleans())))
+def test_sql_usage_equals_the_python_reference_exactly(fleet, probe):
+    """Also with a scheduler probe on the physical GPU, which caps its idle memory when it
+    succeeded (a failed one caps nothing: it holds the GPU out, in settlement)."""
     devices, jobs, readings = fleet
 
     class Rollback(Exception):
@@ -152,12 +154,17 @@ def test_sql_usage_equals_the_python_reference_exactly(fleet):
                     job_id=job.job_id, gpu=child if job.job_id == "j2" else parent,
                     kind="training", started_at=job.start, ended_at=job.end,
                 )  # fmt: skip
+            if probe is not None:
+                Probe.objects.create(gpu=parent, at=START, allocated_mib=probe[0], ok=probe[1])
             now = END + timedelta(hours=1)
             reference = database_usage(START, END, GAP, now)
             fast = sql_usage(START, END, GAP, now)
             assert {k: u.as_tuple() for k, u in fast.items()} == {
                 k: u.as_tuple() for k, u in reference.items()
             }
+            if probe is not None and probe[1] and parent.pk in fast:
+                use = fast[parent.pk]
+                assert use.idle_mib_us <= use.idle_us * probe[0]
             raise Rollback
     except Rollback:
         pass
