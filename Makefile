@@ -30,6 +30,8 @@ $(BIN)/.installed: requirements.txt $(wildcard agent/pyproject.toml)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -r requirements.txt
 	if [ -f agent/pyproject.toml ]; then $(BIN)/python -m pip install --quiet -e agent; fi
+	# Tests run the agent's PyTorch backend on the CPU: the CPU build (+cpu), never CUDA wheels.
+	$(BIN)/python -m pip install --quiet "torch==2.13.0+cpu" --extra-index-url https://download.pytorch.org/whl/cpu
 	touch $@
 
 venv: $(BIN)/.installed

@@ -217,6 +217,12 @@ def test_replays_other_nodes_and_wrong_order_get_a_4xx_with_a_code(alice, bob, r
     assert committed.status_code == 200
     again = commit(agent, challenge, solution.root.hex())
     assert (again.status_code, again.json()["error"]) == (409, "already_committed")
+    # The same root again (a retry whose first answer was lost) hears the same rows; another
+    # root hears none: rows are never drawn again.
+    assert again.json()["reveal"] == committed.json()["reveal"]
+    other_root = commit(agent, challenge, "ab" * 32)
+    assert (other_root.status_code, other_root.json()["error"]) == (409, "already_committed")
+    assert "reveal" not in other_root.json()
 
     wanted = committed.json()["reveal"]
     rows = reveal_rows(solution, wanted)

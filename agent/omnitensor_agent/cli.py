@@ -1,4 +1,4 @@
-"""``omnitensor-agent`` command line: enroll, run, status."""
+"""``omnitensor-agent`` command line: enroll, run, status, set-token, verify."""
 
 from __future__ import annotations
 
@@ -21,6 +21,8 @@ from omnitensor_agent.config import (
     default_config_path,
     default_spool_path,
 )
+from omnitensor_agent.proof import CHOICES as PROOF_BACKENDS
+from omnitensor_agent.proof import BackendUnavailable, DeviceNotFound, make_backend
 from omnitensor_agent.runner import Runner, inventory, readings_to_samples
 from omnitensor_agent.sender import AuthError
 from omnitensor_agent.spool import Spool
@@ -69,6 +71,15 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--duration", type=float, metavar="SECONDS", help="stop after this long (for testing)"
     )
+    run.add_argument(
+        "--proof-backend",
+        choices=PROOF_BACKENDS,
+        default="auto",
+        help="where proof-of-GPU challenges are solved (default auto: torch with CUDA, else "
+        "cupy with CUDA, else numpy on the CPU; simulated GPUs always use numpy)",
+    )
+    # For demos only: a simulated machine that never answers, so failed proofs show.
+    run.add_argument("--ignore-challenges", action="store_true", help=argparse.SUPPRESS)
 
     status = sub.add_parser("status", help="show what would be reported now and what is queued")
     status.add_argument("--json", action="store_true", help="machine-readable output")
@@ -77,6 +88,20 @@ def build_parser() -> argparse.ArgumentParser:
         "set-token", help="store the new token after 'Rotate token' in the portal"
     )
     set_token.add_argument("token", help="the node token the portal showed once")
+
+    verify = sub.add_parser(
+        "verify", help="solve a random proof-of-GPU challenge locally and check the answer"
+    )
+    verify.add_argument("--backend", choices=PROOF_BACKENDS, default="auto")
+    verify.add_argument(
+        "--n", type=int, help="matrix size, a multiple of 64 (default 8192; 1024 on numpy)"
+    )
+    verify.add_argument(
+        "--rounds", type=int, help="products (default: about 3 s of work; 1 on numpy)"
+    )
+    verify.add_argument("--device", metavar="GPU-UUID|INDEX", help="which GPU (default: current)")
+    verify.add_argument("--checks", type=int, default=8, help="rows to recompute (default 8)")
+    verify.add_argument("--json", action="store_true", help="machine-readable output")
 
     for command in (enroll, run, status, set_token):
         command.add_argument(
@@ -170,7 +195,25 @@ def cmd_run(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         raise UserError(str(exc)) from None
     collector = _collector(args, config)
-    runner = Runner(config, collector, str(_spool_path(args, config)), duration_s=args.duration)
+    simulated = collector.name == "simulate"
+    if args.ignore_challenges and not simulated:
+        collector.close()
+        raise UserError("--ignore-challenges is only for simulated GPUs (--simulate)")
+    backend: Any = args.proof_backend
+    if backend in ("torch", "cupy") and not simulated:
+        try:  # asked for by name: fail now, not at the first challenge
+            backend = make_backend(backend)
+        except BackendUnavailable as exc:
+            collector.close()
+            raise UserError(f"proof backend {args.proof_backend}: {exc}") from None
+    runner = Runner(
+        config,
+        collector,
+        str(_spool_path(args, config)),
+        duration_s=args.duration,
+        proof_backend=backend,
+        ignore_challenges=args.ignore_challenges,
+    )
 
     def stop(signum: int, _frame: object) -> None:
         log.info("received signal %d: stopping after a last delivery attempt", signum)
@@ -251,6 +294,32 @@ def cmd_set_token(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_verify(args: argparse.Namespace) -> int:
+    from omnitensor_agent.proof import selftest
+
+    try:
+        backend = make_backend(args.backend)
+        report = selftest.run(
+            backend, n=args.n, rounds=args.rounds, device=args.device, checks=args.checks
+        )
+    except (BackendUnavailable, DeviceNotFound, ValueError) as exc:
+        raise UserError(str(exc)) from None
+    if args.json:
+        print(json.dumps(report.to_json(), indent=2))
+    else:
+        print(f"backend     {report.backend}")
+        print(f"device      {report.device}")
+        print(f"n           {report.n}")
+        print(f"rounds      {report.rounds}")
+        print(f"seconds     {report.seconds:.3f}")
+        print(f"int8 TOPS   {report.tops:.3f}")
+        print(f"checked     {report.checked_rows} random rows and a known answer")
+        for problem in report.problems:
+            print(f"  mismatch: {problem}")
+        print("PASS" if report.passed else "FAIL")
+    return EXIT_OK if report.passed else EXIT_ERROR
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(
@@ -262,6 +331,7 @@ def main(argv: list[str] | None = None) -> int:
         "run": cmd_run,
         "status": cmd_status,
         "set-token": cmd_set_token,
+        "verify": cmd_verify,
     }[args.command]
     try:
         return handler(args)

@@ -3,6 +3,8 @@
 Sampling runs in the main thread, sending in a background thread, each with its own
 SQLite connection to the spool: a slow or unreachable portal (timeouts, backoff) must
 never delay sampling, and the spool carries the data across outages and restarts.
+Proof-of-GPU challenges, which come in the portal's answers, are solved in a third thread
+(``proof.prover``) so that neither sampling nor sending waits for them.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ from typing import Any
 from omnitensor_agent.api import NetworkError, PortalClient
 from omnitensor_agent.collectors import Collector, CollectorError, CollectorUnavailable
 from omnitensor_agent.config import AgentConfig
+from omnitensor_agent.proof.backends import Backend
+from omnitensor_agent.proof.prover import Prover
 from omnitensor_agent.readings import GpuReading
 from omnitensor_agent.sender import AuthError, Sender
 from omnitensor_agent.spool import Spool
@@ -49,6 +53,8 @@ class Runner:
         spool_path: str,
         *,
         duration_s: float | None = None,
+        proof_backend: str | Backend = "auto",
+        ignore_challenges: bool = False,
     ) -> None:
         self.config = config
         self.collector = collector
@@ -59,6 +65,19 @@ class Runner:
         self.gpus: list[dict[str, Any]] = []
         self.auth_error: AuthError | None = None
         self._lock = threading.Lock()
+        # Simulated GPUs are proved on the CPU: their uuids name no real device.
+        self.proof_backend = "numpy" if collector.name == "simulate" else proof_backend
+        self.ignore_challenges = ignore_challenges
+        self.prover: Prover | None = None
+
+    def _offer(self, body: Any, replayed: bool = False) -> None:
+        if self.prover is None:
+            return
+        try:
+            # A fresh answer lists every open challenge; a replayed one may be stale.
+            self.prover.offer_answer(body, complete=not replayed)
+        except Exception:  # a strange answer must never stop sending or sampling
+            log.exception("could not read the challenges in the portal's answer")
 
     # -- portal config ------------------------------------------------------------------
     def refresh_config(self) -> None:
@@ -73,6 +92,7 @@ class Runner:
         if resp.status != 200 or not isinstance(resp.body, dict):
             log.warning("agent config request answered %s: %s", resp.status, resp.error)
             return
+        self._offer(resp.body)
         for key in ("sample_interval_s", "report_interval_s"):
             value = resp.body.get(key)
             if isinstance(value, int | float) and value >= MIN_INTERVAL_S:
@@ -86,7 +106,7 @@ class Runner:
     # -- threads -------------------------------------------------------------------------
     def _sender_loop(self) -> None:
         with Spool(self.spool_path) as spool:
-            sender = Sender(self.client, spool, sleep=self.stop.wait)
+            sender = Sender(self.client, spool, sleep=self.stop.wait, on_answer=self._offer)
             sent_gpus, sent_at = None, float("-inf")
             try:
                 while not self.stop.is_set():
@@ -109,7 +129,19 @@ class Runner:
         )
 
     def run(self) -> int:
-        self.refresh_config()
+        if not self.ignore_challenges:
+            # Made here, not in __init__: callers may replace ``stop`` in between.
+            self.prover = Prover(self.client, self.stop, self.proof_backend)
+            self.prover.start()
+        else:
+            log.warning("ignoring proof-of-GPU challenges: this node will fail them")
+        try:
+            self.refresh_config()
+        except AuthError:
+            self.stop.set()
+            if self.prover is not None:
+                self.prover.join(timeout=10)
+            raise
         sender_thread = threading.Thread(target=self._sender_loop, name="sender", daemon=True)
         next_refresh = time.monotonic() + CONFIG_REFRESH_S
         with Spool(self.spool_path) as spool:
@@ -136,6 +168,8 @@ class Runner:
                 self.stop.wait(wait)
         self.stop.set()
         sender_thread.join(timeout=60)
+        if self.prover is not None:
+            self.prover.join(timeout=10)
         if self.auth_error is None:
             self._final_flush()
         if self.auth_error is not None:

@@ -1,7 +1,8 @@
 """Posting spooled batches to ``POST /api/v1/agent/telemetry`` and reacting to each answer.
 
 | answer            | what happens                                                        |
-| 200 / 202         | mark the batch sent (200 is the portal replaying its first answer)  |
+| 200 / 202         | mark the batch sent (200 is the portal replaying its first answer); |
+|                   | the answer goes to ``on_answer`` (it may carry proof challenges)     |
 | 401 / 403         | raise ``AuthError``: the token is wrong or revoked, retrying is futile |
 | 400 / 413 / 422   | drop the batch and say so: the same bytes can never succeed           |
 | 429               | wait ``Retry-After`` seconds, then resend the same batch              |
@@ -82,6 +83,7 @@ class Sender:
         rng: random.Random | None = None,
         backoff_base_s: float = BACKOFF_BASE_S,
         backoff_cap_s: float = BACKOFF_CAP_S,
+        on_answer: Callable[[Any, bool], Any] | None = None,
     ) -> None:
         self.client = client
         self.spool = spool
@@ -89,6 +91,8 @@ class Sender:
         self.rng = rng or random.Random()
         self.backoff_base_s = backoff_base_s
         self.backoff_cap_s = backoff_cap_s
+        # Called with (answer body, replayed?) for every accepted batch.
+        self.on_answer = on_answer
         self.failures = 0  # consecutive transient failures, drives the backoff
         self.retry_in: float = 0.0
 
@@ -128,6 +132,8 @@ class Sender:
                     len(batch.samples),
                     rejected[0],
                 )
+            if self.on_answer is not None:
+                self.on_answer(resp.body, status == 200)
             return Outcome.SENT
         if status in (401, 403):
             raise AuthError(status, resp.error)

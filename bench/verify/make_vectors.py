@@ -21,7 +21,7 @@ from contributors.verification import proof  # noqa: E402
 
 MASK = (1 << 64) - 1
 CASES = [
-    ("6f6d6e6974656e736f722070726f6f66206f66204750552076312074657374", 64, 1),
+    ("6f6d6e6974656e736f722070726f6f66206f66204750552076312074657374" + "21", 64, 1),
     ("00" * 32, 128, 3),
     (hashlib.sha256(b"omnitensor proof vectors").hexdigest(), 192, 2),
 ]

@@ -212,7 +212,7 @@ def commit(challenge: Challenge, root: str, elapsed_s: float, now: datetime | No
         challenge = Challenge.objects.select_for_update().get(pk=challenge.pk)
         status = challenge.status
         if status in (Challenge.Status.COMMITTED, Challenge.Status.REVEALED):
-            raise Refused(409, "already_committed", "This challenge was committed already.")
+            raise _already_committed(challenge, root)
         if status == Challenge.Status.ISSUED:
             raise Refused(409, "not_delivered", "This challenge was not delivered yet.")
         if status != Challenge.Status.DELIVERED:
@@ -234,6 +234,20 @@ def commit(challenge: Challenge, root: str, elapsed_s: float, now: datetime | No
             challenge.save()
     if late:  # refused once the failure is committed
         raise Refused(410, "late_commit", "The commit deadline has passed: failed.")
+    return _commit_answer(challenge)
+
+
+def _already_committed(challenge: Challenge, root: str) -> Refused:
+    """A second commit is refused; when it repeats the first one's root (the agent retried a
+    commit whose answer it lost), the refusal names the same rows, so the reveal can go on.
+    Nothing is drawn again: a new root can never buy new rows."""
+    refused = Refused(409, "already_committed", "This challenge was committed already.")
+    if root == challenge.root and challenge.status == Challenge.Status.COMMITTED:
+        refused.extra = _commit_answer(challenge)
+    return refused
+
+
+def _commit_answer(challenge: Challenge) -> dict:
     return {
         "reveal": [{"round": r, "row": i} for r, i in challenge.reveal_rows],
         "reveal_deadline": challenge.reveal_deadline.isoformat(),

@@ -51,6 +51,7 @@ class Refused(Exception):
         self.code = code
         self.detail = detail
         self.errors = errors or []
+        self.extra: dict = {}  # more fields of the error body, e.g. what a replay may reuse
 
 
 def error_body(code: str, detail: str, errors: list | None = None) -> dict:
@@ -84,13 +85,15 @@ def _flatten(detail, prefix: str = "") -> list[dict]:
 def exception_handler(exc, context):
     if isinstance(exc, RequestDataTooBig):
         exc = ApiError(413, "body_too_large", "The request body is too large.")
+    extra = {}
     if isinstance(exc, Refused):
+        extra = exc.extra
         exc = ApiError(exc.status, exc.code, exc.detail, exc.errors)
     response = drf_exception_handler(exc, context)
     if response is None:
         return None
     if isinstance(exc, ApiError):
-        body = error_body(exc.code, str(exc.detail), exc.errors)
+        body = {**error_body(exc.code, str(exc.detail), exc.errors), **extra}
     elif isinstance(exc, exceptions.ValidationError):
         errors = _flatten(exc.detail)
         body = error_body("validation_failed", "The request body has invalid fields.", errors)
