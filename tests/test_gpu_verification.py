@@ -451,3 +451,18 @@ def test_the_pages_say_which_gpus_are_unverified_and_why(alice, rig):
     assert "verified</span>" in gpu_page
     assert f"{passed.expected_tops:.0f} TOPS expected" in gpu_page
     assert "not verified" not in page.get("/dashboard/").content.decode()
+
+
+def test_the_protocol_and_its_vectors_are_served_for_third_party_agents(client):
+    text = client.get("/api/v1/agent/proof/text")
+    assert text.status_code == 200
+    assert text["Content-Type"].startswith("text/markdown")
+    assert "# Proof of GPU" in text.content.decode()
+    vectors = client.get("/api/v1/agent/proof/vectors")
+    assert vectors.status_code == 200
+    assert {c["n"] for c in vectors.json()["cases"]} == {64, 128, 192}
+    assert client.get("/api/v1/agent/proof/..%2Fmanage.py").status_code == 404
+    assert client.get("/api/v1/agent/proof/settings").status_code == 404
+    # The API docs point to them.
+    schema = client.get("/api/schema/").content.decode()
+    assert "/api/v1/agent/proof/vectors" in schema

@@ -4,8 +4,12 @@ challenges' commit and reveal (agent/PROOF.md).
 Third-party agents rely on these status and error codes; change them only with a new version.
 """
 
+import functools
+
 from django.conf import settings
 from django.db import transaction
+from django.http import Http404, HttpResponse
+from django.views.decorators.http import require_GET
 from rest_framework.negotiation import BaseContentNegotiation
 from rest_framework.permissions import AllowAny
 from rest_framework.renderers import JSONRenderer
@@ -229,3 +233,26 @@ def _reveal_error(item, challenge) -> str:
     if not isinstance(path, list) or len(path) > MAX_PATH or not all(_hex(h, 64) for h in path):
         return f"path: at most {MAX_PATH} hashes of 64 lowercase hex digits"
     return ""
+
+
+# The protocol's text and test vectors, as the agent package publishes them (agent/), served
+# for third-party agents that do not have this repository: read once, never from user input.
+PROOF_DOCS = {
+    "text": ("PROOF.md", "text/markdown; charset=utf-8"),
+    "vectors": ("proof-vectors.json", "application/json"),
+}
+
+
+@functools.cache
+def _proof_doc(name: str) -> bytes:
+    return (settings.BASE_DIR / "agent" / PROOF_DOCS[name][0]).read_bytes()
+
+
+@require_GET
+def proof_doc(request, name: str):
+    """GET /api/v1/agent/proof/{text,vectors}: agent/PROOF.md and its test vectors."""
+    if name not in PROOF_DOCS:
+        raise Http404("No such document.")
+    response = HttpResponse(_proof_doc(name), content_type=PROOF_DOCS[name][1])
+    response["Cache-Control"] = "public, max-age=3600"
+    return response

@@ -305,8 +305,10 @@ CONFIG = extend_schema(
 # --- proof of GPU -----------------------------------------------------------------------------
 
 PROOF_DOC = (
-    "The protocol, with its generator, hashing and test vectors, is published with the agent: "
-    "`agent/PROOF.md` and `agent/proof-vectors.json` in the portal's repository. In short: "
+    "The protocol, with its generator, hashing and test vectors, is published with the agent "
+    "(`agent/PROOF.md`, `agent/proof-vectors.json`) and served here: "
+    "[/api/v1/agent/proof/text](/api/v1/agent/proof/text) and "
+    "[/api/v1/agent/proof/vectors](/api/v1/agent/proof/vectors). In short: "
     "int8 matrices `A_r` (per round) and `B` from SplitMix64 words keyed by "
     "sha256(seed + label); products `C_r = A_r @ B` exactly in int32; row digests "
     "`Σ_j w_j (c_j + s_j)² mod 2^64`; leaves of 64 row digests; one sha256 Merkle tree."
