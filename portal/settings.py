@@ -453,8 +453,8 @@ GPU_VERIFICATION_WORK_S = env_int("GPU_VERIFICATION_WORK_S", 2, minimum=1)
 GPU_VERIFICATION_MAX_ROUNDS = env_int("GPU_VERIFICATION_MAX_ROUNDS", 4096, minimum=1)
 GPU_VERIFICATION_EFFICIENCY_PCT = env_int("GPU_VERIFICATION_EFFICIENCY_PCT", 25, minimum=1)
 GPU_VERIFICATION_DEFAULT_TOPS = env_int("GPU_VERIFICATION_DEFAULT_TOPS", 100, minimum=1)
-# Rows the portal checks per challenge: work skipped on a share f of the rows passes with
-# probability f^CHECKS.
+# Rows the portal checks per challenge: an agent that did the work for only a share f of the
+# rows passes with probability f^CHECKS.
 GPU_VERIFICATION_CHECKS = env_int("GPU_VERIFICATION_CHECKS", 16, minimum=1)
 # Commit within DEADLINE_FACTOR × the expected work time + ALLOWANCE_S (latency, start-up)
 # of delivery; reveal within REVEAL_S of the commit.

@@ -25,6 +25,7 @@ def test_config_lists_the_nodes_gpus_with_defaults(alice):
             {"uuid": H100["uuid"], "committed_memory_mib": 81559, "enabled": True},
             {"uuid": small["uuid"], "committed_memory_mib": 24564, "enabled": True},
         ],
+        "challenges": [],  # proof of GPU is off in this test (tests/test_gpu_verification.py)
     }
 
 

@@ -5,8 +5,10 @@ a 4xx with a code."""
 import uuid
 from datetime import timedelta
 
+import numpy as np
 import pytest
 from django.utils import timezone
+from omnitensor_agent.proof import Solution
 
 from contributors.models import GPU, Challenge, Exemption
 from contributors.tasks import check_challenge
@@ -56,10 +58,12 @@ def reveal(agent, challenge: dict, rows: list[dict]):
     )
 
 
-def answer(agent, challenge: dict, tamper=None) -> Challenge:
-    """Solve honestly, commit, reveal (after `tamper(rows)`), run the check as the worker
-    would; the challenge as decided."""
+def answer(agent, challenge: dict, tamper=None, forge=None) -> Challenge:
+    """Solve (honestly, unless `forge(solution)` makes another), commit, reveal (after
+    `tamper(rows)`), run the check as the worker would; the challenge as decided."""
     solution = honest(challenge)
+    if forge:
+        solution = forge(solution)
     committed = commit(agent, challenge, solution.root.hex())
     assert committed.status_code == 200, committed.content
     rows = reveal_rows(solution, committed.json()["reveal"])
@@ -116,12 +120,9 @@ def test_a_gpu_that_never_passed_is_held_out_as_unverified(alice):
     assert [e["reason"] for e in entries if e["kind"] == "held_out"] == ["unverified"]
 
 
-def _flip_digest(rows):
-    """One value of one checked row is off: its digest in the leaf changes."""
-    row = rows[0]
-    at = (row["row"] % 64) * 16
-    digit = "0" if row["leaf"][at] != "0" else "1"
-    row["leaf"] = row["leaf"][:at] + digit + row["leaf"][at + 1 :]
+def _made_up_rows(solution):
+    """Rows the GPU never computed, in a tree built from them: every path is fine, no row is."""
+    return Solution.from_digests(solution.digests ^ np.uint64(1), elapsed_s=solution.elapsed_s)
 
 
 def _bend_path(rows):
@@ -129,12 +130,15 @@ def _bend_path(rows):
 
 
 @pytest.mark.parametrize(
-    ("tamper", "reason"),
-    [(_flip_digest, Challenge.Reason.WRONG_ROW), (_bend_path, Challenge.Reason.BAD_PATH)],
+    ("forge", "tamper", "reason"),
+    [
+        (_made_up_rows, None, Challenge.Reason.WRONG_ROW),
+        (None, _bend_path, Challenge.Reason.BAD_PATH),
+    ],
 )
-def test_a_wrong_row_or_a_bad_path_fails(rig, tamper, reason):
+def test_a_wrong_row_or_a_bad_path_fails(rig, forge, tamper, reason):
     agent, challenge = rig
-    decided = answer(agent, challenge, tamper)
+    decided = answer(agent, challenge, tamper, forge)
     assert decided.status == Challenge.Status.FAILED
     assert decided.reason == reason
 
@@ -311,7 +315,7 @@ def test_a_slow_gpu_fails_as_slow_for_model(settings, alice):
 
 def test_a_failed_gpu_is_held_out_until_it_passes_again(alice, rig):
     agent, challenge = rig
-    failed = answer(agent, challenge, _flip_digest)
+    failed = answer(agent, challenge, forge=_made_up_rows)
     start = support.epoch_start(hours_ago=5)
     Challenge.objects.filter(pk=failed.pk).update(decided_at=start)
     gpu_uuid = challenge["gpu_uuid"]
@@ -437,7 +441,7 @@ def test_the_pages_say_which_gpus_are_unverified_and_why(alice, rig):
     assert "1 GPU not verified" in dashboard
     assert "unverified" in dashboard
 
-    answer(agent, challenge, _flip_digest)
+    answer(agent, challenge, forge=_made_up_rows)
     gpu_page = page.get(f"/gpus/{challenge['gpu_uuid']}/").content.decode()
     assert 'data-verification="verification_failed"' in gpu_page
     assert "a revealed row is not the product" in gpu_page
@@ -466,3 +470,38 @@ def test_the_protocol_and_its_vectors_are_served_for_third_party_agents(client):
     # The API docs point to them.
     schema = client.get("/api/schema/").content.decode()
     assert "/api/v1/agent/proof/vectors" in schema
+
+
+def test_a_pass_counts_only_for_the_hardware_it_was_set_for(alice, rig):
+    """A real 4090 passes a challenge sized for what it claimed, then renames itself an H100:
+    the open challenge is replaced, and the old pass no longer verifies it."""
+    agent, challenge = rig
+    assert answer(agent, challenge).status == "passed"
+    gpu = GPU.objects.get(uuid=challenge["gpu_uuid"])
+    assert challenges.standing([gpu.pk], timezone.now())[gpu.pk].verified
+
+    renamed = h100("rig", name="NVIDIA H200", memory_total_mib=143771)
+    response = agent.send(batch([], gpus=[renamed]))
+    (fresh,) = response.json()["challenges"]
+    standing = challenges.standing([gpu.pk], timezone.now())[gpu.pk]
+    assert (standing.verified, standing.reason) == (False, "unverified")
+    assert "changed since its last pass" in standing.detail
+
+    # Renamed again while that challenge is open (delivered): replaced again, never kept.
+    back = agent.send(batch([], gpus=[h100("rig")])).json()["challenges"]
+    assert [c["challenge_id"] for c in back] != [fresh["challenge_id"]]
+    assert Challenge.objects.get(public_id=fresh["challenge_id"]).status == "cancelled"
+    assert answer(agent, back[0]).status == "passed"
+    assert challenges.standing([gpu.pk], timezone.now())[gpu.pk].verified
+
+
+def test_adding_a_gpu_challenges_every_gpu_of_the_node_at_once(alice, rig):
+    """One real GPU must not answer, in turn, for GPUs added one by one."""
+    agent, challenge = rig
+    assert answer(agent, challenge).status == "passed"
+    added = agent.send(batch([], gpus=[h100("rig"), h100("second")])).json()["challenges"]
+    assert {c["gpu_uuid"] for c in added} == {h100("rig")["uuid"], h100("second")["uuid"]}
+    triggers = dict(
+        Challenge.objects.filter(status="delivered").values_list("gpu__uuid", "trigger")
+    )
+    assert triggers == {h100("rig")["uuid"]: "node", h100("second")["uuid"]: "registered"}

@@ -29,6 +29,7 @@ CONFIG_REFRESH_S = 300.0
 # The GPU inventory is sent again at least this often even when unchanged.
 INVENTORY_EVERY_S = 600
 MIN_INTERVAL_S = 1.0
+WARM_UP_WAIT_S = 120.0
 
 
 def readings_to_samples(readings: list[GpuReading]) -> list[dict[str, Any]]:
@@ -133,6 +134,10 @@ class Runner:
             # Made here, not in __init__: callers may replace ``stop`` in between.
             self.prover = Prover(self.client, self.stop, self.proof_backend)
             self.prover.start()
+            # The portal times a challenge from its delivery: none is asked for (the config
+            # read below may carry one) before the backend has loaded and warmed up.
+            if not self.prover.ready.wait(WARM_UP_WAIT_S):
+                log.warning("the proof backend is still warming up; going on without it")
         else:
             log.warning("ignoring proof-of-GPU challenges: this node will fail them")
         try:

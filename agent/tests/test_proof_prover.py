@@ -122,6 +122,31 @@ def test_telemetry_keeps_flowing_while_a_challenge_is_solved(portal, tmp_path):
     check_reveal(challenge, commit.body, portal.to(f"/{cid}/reveal")[0].body)
 
 
+def test_the_gpus_of_a_node_work_on_their_challenges_at_once(portal, tmp_path):
+    """The portal challenges every GPU of a node together and times each from delivery: the
+    second GPU must not wait for the first one's challenge to finish."""
+    gpus = [f"GPU-{k:08d}-0000-0000-0000-000000000000" for k in (1, 2)]
+    pair = [make_challenge(n=1024, rounds=16) for _ in gpus]
+    for challenge, gpu in zip(pair, gpus, strict=True):
+        challenge["gpu_uuid"] = gpu
+    with RunningAgent(portal, tmp_path) as runner:
+        assert wait_for(lambda: len(portal.telemetry()) >= 1)
+        portal.challenges.extend(pair)
+        starts = {}
+
+        def both_started():
+            for gpu in runner.prover.working:
+                starts.setdefault(gpu, time.monotonic())
+            return len(starts) == 2
+
+        assert wait_for(both_started, timeout=60)
+        for challenge in pair:
+            assert wait_for(finished(runner, challenge["challenge_id"]), timeout=120)
+    commits = {c["gpu_uuid"]: portal.to(f"/{c['challenge_id']}/commit")[0] for c in pair}
+    # Both were in hand before either was committed.
+    assert max(starts.values()) < min(record.at for record in commits.values())
+
+
 def test_ignore_challenges_never_commits(portal, tmp_path):
     challenge = make_challenge()
     portal.challenges.append(challenge)

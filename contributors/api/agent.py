@@ -8,8 +8,7 @@ import functools
 
 from django.conf import settings
 from django.db import transaction
-from django.http import Http404, HttpResponse
-from django.views.decorators.http import require_GET
+from django.http import HttpResponse
 from rest_framework.negotiation import BaseContentNegotiation
 from rest_framework.permissions import AllowAny
 from rest_framework.renderers import JSONRenderer
@@ -248,11 +247,13 @@ def _proof_doc(name: str) -> bytes:
     return (settings.BASE_DIR / "agent" / PROOF_DOCS[name][0]).read_bytes()
 
 
-@require_GET
-def proof_doc(request, name: str):
+class ProofDocView(AgentView):
     """GET /api/v1/agent/proof/{text,vectors}: agent/PROOF.md and its test vectors."""
-    if name not in PROOF_DOCS:
-        raise Http404("No such document.")
-    response = HttpResponse(_proof_doc(name), content_type=PROOF_DOCS[name][1])
-    response["Cache-Control"] = "public, max-age=3600"
-    return response
+
+    @doc.PROOF_DOC
+    def get(self, request, name: str):
+        if name not in PROOF_DOCS:
+            raise ApiError(404, "not_found", "The documents are `text` and `vectors`.")
+        response = HttpResponse(_proof_doc(name), content_type=PROOF_DOCS[name][1])
+        response["Cache-Control"] = "public, max-age=3600"
+        return response

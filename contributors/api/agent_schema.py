@@ -5,7 +5,8 @@ serializers only document it; every limit is the constant the checks use.
 """
 
 from django.conf import settings
-from drf_spectacular.utils import OpenApiExample, OpenApiResponse, extend_schema
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiExample, OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import serializers
 
 from contributors.telemetry.validation import (
@@ -394,5 +395,27 @@ CHALLENGE_REVEAL = extend_schema(
         409: error("`not_committed`, `already_revealed` or `challenge_closed`."),
         410: error("`late_reveal`: past the deadline; the challenge failed."),
         413: BODY_TOO_LARGE,
+    },
+)
+
+PROOF_DOC = extend_schema(
+    operation_id="agent_proof_doc",
+    tags=["agent"],
+    summary="The proof-of-GPU protocol and its test vectors",
+    description=(
+        "`text`: the protocol (Markdown, agent/PROOF.md); `vectors`: its test vectors (JSON, "
+        "agent/proof-vectors.json). An implementation that reproduces the vectors "
+        "interoperates with the portal."
+    ),
+    auth=[],
+    parameters=[
+        OpenApiParameter("name", OpenApiTypes.STR, OpenApiParameter.PATH, enum=["text", "vectors"])
+    ],
+    responses={
+        (200, "text/markdown"): OpenApiResponse(OpenApiTypes.STR, description="The protocol."),
+        (200, "application/json"): OpenApiResponse(
+            OpenApiTypes.OBJECT, description="The test vectors."
+        ),
+        404: error("`not_found`: the documents are `text` and `vectors`."),
     },
 )

@@ -15,7 +15,7 @@ urlpatterns = [
     path("agent/enroll", agent.EnrollView.as_view(), name="agent-enroll"),
     path("agent/telemetry", agent.TelemetryView.as_view(), name="agent-telemetry"),
     path("agent/config", agent.ConfigView.as_view(), name="agent-config"),
-    path("agent/proof/<str:name>", agent.proof_doc, name="agent-proof-doc"),
+    path("agent/proof/<str:name>", agent.ProofDocView.as_view(), name="agent-proof-doc"),
     path(
         "agent/challenges/<uuid:challenge_id>/commit",
         agent.ChallengeCommitView.as_view(),

@@ -30,7 +30,7 @@ class Challenge(models.Model):
         REVEALED = "revealed", "revealed, being checked"
         PASSED = "passed", "passed"
         FAILED = "failed", "failed"
-        CANCELLED = "cancelled", "replaced before delivery"
+        CANCELLED = "cancelled", "replaced by a newer challenge"
 
     class Reason(models.TextChoices):
         WRONG_ROW = "wrong_row", "a revealed row is not the product"
@@ -43,6 +43,7 @@ class Challenge(models.Model):
     class Trigger(models.TextChoices):
         REGISTERED = "registered", "first registration"
         INVENTORY = "inventory", "inventory changed"
+        NODE = "node", "another GPU of its node was added or changed"
         PERIODIC = "periodic", "at a random time"
         RETRY = "retry", "after a failure"
         ADMIN = "admin", "an admin asked"
@@ -55,6 +56,8 @@ class Challenge(models.Model):
         Node, on_delete=models.CASCADE, related_name="challenges", help_text="Who must answer."
     )
     trigger = models.CharField(max_length=12, choices=Trigger.choices)
+    claimed_name = models.CharField(max_length=200, help_text="The model it claimed when issued.")
+    claimed_memory_mib = models.PositiveIntegerField(help_text="The memory it claimed.")
     seed = models.CharField(max_length=64, default=secrets.token_hex, editable=False)
     n = models.PositiveIntegerField(help_text="Matrix size.")
     rounds = models.PositiveIntegerField()

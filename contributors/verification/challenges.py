@@ -3,7 +3,7 @@ check, and the sweep that fails the ones whose deadlines passed.
 
 Only `check` does arithmetic, in a worker; everything on the request path is a few indexed
 reads and writes. The rows to reveal are drawn with `secrets` when the commit arrives, so an
-agent that skipped work on a share f of the rows passes with probability f^checks.
+agent that did the work for only a share f of the rows passes with probability f^checks.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from django.conf import settings
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.db.models import OuterRef, Q, Subquery
 from django.utils import timezone
 
@@ -71,46 +71,65 @@ def next_time(now: datetime) -> datetime:
 # --- issuing ---------------------------------------------------------------------------------
 
 
+# Triggers that replace an open challenge whatever its state: what the GPU claims changed (a
+# pass of the old claim must not certify the new one), or an admin asked.
+REPLACING = {"inventory", "admin"}
+
+
 def issue(gpu: GPU, trigger: str, now: datetime | None = None, by=None) -> Challenge | None:
-    """A new challenge for a physical GPU, replacing an open one that was not delivered yet
-    (an admin's or an inventory change's supersedes it). None when verification is off, the
-    GPU is a MIG instance (verified through its parent), or a delivered challenge is open."""
+    """A new challenge for a physical GPU. An open one is replaced when it was not delivered
+    yet, or when the trigger is an inventory change or an admin (`REPLACING`); otherwise it
+    stands and None is returned. None too when verification is off or the GPU is a MIG
+    instance (verified through its parent)."""
     if not enabled() or gpu.mig_parent_id:
         return None
     now = now or timezone.now()
-    with transaction.atomic():
-        open_ = Challenge.objects.select_for_update().filter(gpu=gpu, status__in=Challenge.OPEN)
-        for current in open_:
-            if current.status != Challenge.Status.ISSUED and trigger != Challenge.Trigger.ADMIN:
-                return None
-            current.status = Challenge.Status.CANCELLED
-            current.decided_at = now
-            current.detail = f"Replaced by a new challenge ({trigger})."
-            current.save(update_fields=["status", "decided_at", "detail"])
-        size = size_for(gpu)
-        challenge = Challenge.objects.create(
-            gpu=gpu,
-            node_id=gpu.node_id,
-            trigger=trigger,
-            n=size.n,
-            rounds=size.rounds,
-            checks=settings.GPU_VERIFICATION_CHECKS,
-            expected_ops_per_s=size.expected_ops_per_s,
-            commit_within_s=size.commit_within_s,
-            issued_at=now,
-            issued_by=by,
-        )
-        GPU.objects.filter(pk=gpu.pk).update(next_challenge_at=next_time(now))
+    try:
+        with transaction.atomic():
+            open_ = Challenge.objects.select_for_update().filter(gpu=gpu, status__in=Challenge.OPEN)
+            for current in open_:
+                if current.status != Challenge.Status.ISSUED and trigger not in REPLACING:
+                    return None
+                current.status = Challenge.Status.CANCELLED
+                current.decided_at = now
+                current.detail = f"Replaced by a new challenge ({trigger})."
+                current.save(update_fields=["status", "decided_at", "detail"])
+            size = size_for(gpu)
+            challenge = Challenge.objects.create(
+                gpu=gpu,
+                node_id=gpu.node_id,
+                trigger=trigger,
+                claimed_name=gpu.name,
+                claimed_memory_mib=gpu.memory_total_mib,
+                n=size.n,
+                rounds=size.rounds,
+                checks=settings.GPU_VERIFICATION_CHECKS,
+                expected_ops_per_s=size.expected_ops_per_s,
+                commit_within_s=size.commit_within_s,
+                issued_at=now,
+                issued_by=by,
+            )
+            GPU.objects.filter(pk=gpu.pk).update(next_challenge_at=next_time(now))
+    except IntegrityError:
+        # Another request or the sweep issued one for this GPU at the same moment: it stands.
+        return None
     log.info("challenge %s issued to %s (%s)", challenge.public_id, gpu.uuid, trigger)
     return challenge
 
 
 def issue_for_inventory(new: list[GPU], changed: list[GPU], now: datetime) -> None:
-    """Challenges for GPUs a node registered for the first time or whose inventory changed."""
+    """GPUs a node registered for the first time or whose claims changed get a challenge, and
+    so does every other physical GPU of the node at once: adding GPUs one by one must not let
+    one real GPU answer for each in turn (`issue_due` says why)."""
     for gpu in new:
         issue(gpu, Challenge.Trigger.REGISTERED, now)
     for gpu in changed:
         issue(gpu, Challenge.Trigger.INVENTORY, now)
+    touched = {g.pk for g in [*new, *changed]}
+    for node_id in {g.node_id for g in [*new, *changed]}:
+        others = GPU.objects.filter(node_id=node_id, mig_parent__isnull=True, enabled=True)
+        for gpu in others.exclude(pk__in=touched):
+            issue(gpu, Challenge.Trigger.NODE, now)
 
 
 def issue_due(now: datetime | None = None, limit: int = 500) -> int:
@@ -231,7 +250,18 @@ def commit(challenge: Challenge, root: str, elapsed_s: float, now: datetime | No
             challenge.committed_at = now
             challenge.reveal_deadline = now + timedelta(seconds=settings.GPU_VERIFICATION_REVEAL_S)
             challenge.status = Challenge.Status.COMMITTED
-            challenge.save()
+            # Conditional on the status it was read with: SQLite takes no row lock, and a
+            # second commit racing this one must not draw other rows.
+            won = Challenge.objects.filter(pk=challenge.pk, status=status).update(
+                reveal_rows=challenge.reveal_rows,
+                root=root,
+                reported_elapsed_s=elapsed_s,
+                committed_at=now,
+                reveal_deadline=challenge.reveal_deadline,
+                status=Challenge.Status.COMMITTED,
+            )
+            if not won:
+                raise _already_committed(Challenge.objects.get(pk=challenge.pk), root)
     if late:  # refused once the failure is committed
         raise Refused(410, "late_commit", "The commit deadline has passed: failed.")
     return _commit_answer(challenge)
@@ -280,9 +310,11 @@ def reveal(challenge: Challenge, rows: dict, now: datetime | None = None) -> Non
                 {"round": r, "row": i, "leaf": rows[(r, i)][0], "path": rows[(r, i)][1]}
                 for r, i in sorted(rows)
             ]
-            challenge.revealed_at = now
-            challenge.status = Challenge.Status.REVEALED
-            challenge.save(update_fields=["revealed", "revealed_at", "status"])
+            won = Challenge.objects.filter(pk=challenge.pk, status=status).update(
+                revealed=challenge.revealed, revealed_at=now, status=Challenge.Status.REVEALED
+            )
+            if not won:
+                raise Refused(409, "already_revealed", "This challenge was revealed already.")
             pk = challenge.pk
             transaction.on_commit(lambda: check_challenge.delay(pk))
     if late:  # refused once the failure is committed
@@ -310,33 +342,15 @@ def _late(now: datetime, deadline: datetime) -> str:
 
 
 def check(pk: int, now: datetime | None = None) -> Challenge | None:
-    """Decide a revealed challenge: recompute each requested row and follow its path to the
-    root. Idempotent: a challenge decided already (a redelivered task) is left alone."""
+    """Decide a revealed challenge: follow each revealed leaf's path to the root (hashing
+    only, so junk costs the worker nothing more), then recompute each requested row. The
+    decision counts from the reveal, when the agent's proof was complete, not from whenever a
+    worker got to it. Idempotent: a challenge decided already (a redelivered task) is left
+    alone."""
     challenge = Challenge.objects.filter(pk=pk, status=Challenge.Status.REVEALED).first()
     if challenge is None:
         return None
-    seed = bytes.fromhex(challenge.seed)
-    pairs = [(item["round"], item["row"]) for item in challenge.revealed]
-    expected = proof.recompute(seed, challenge.n, pairs)
-    leaves = challenge.n // proof.LEAF_ROWS
-    count = challenge.rounds * leaves
-    root = bytes.fromhex(challenge.root)
-    reason, detail = "", ""
-    for item in challenge.revealed:
-        r, i = item["round"], item["row"]
-        leaf = bytes.fromhex(item["leaf"])
-        at = (i % proof.LEAF_ROWS) * proof.DIGEST_BYTES
-        if leaf[at : at + proof.DIGEST_BYTES] != expected[(r, i)]:
-            reason, detail = Challenge.Reason.WRONG_ROW, f"Round {r}, row {i} is not A·B."
-            break
-        index = r * leaves + i // proof.LEAF_ROWS
-        node = proof.leaf_hash(r, i // proof.LEAF_ROWS, leaf)
-        path = [bytes.fromhex(h) for h in item["path"]]
-        if proof.root_from_path(node, index, count, path) != root:
-            reason = Challenge.Reason.BAD_PATH
-            detail = f"Round {r}, row {i}: its path does not lead to the committed root."
-            break
-    now = now or timezone.now()
+    reason, detail = _paths_failure(challenge) or _rows_failure(challenge) or ("", "")
     elapsed = (challenge.committed_at - challenge.delivered_at).total_seconds()
     measured = challenge.work_ops / max(elapsed, 1e-3)
     if not reason and challenge.expected_s >= settings.GPU_VERIFICATION_MIN_TIMED_S:
@@ -347,7 +361,8 @@ def check(pk: int, now: datetime | None = None) -> Challenge | None:
                 f"{measured / TERA:.1f} TOPS measured, {ratio:.0%} of the "
                 f"{challenge.expected_ops_per_s / TERA:.0f} TOPS its model should reach."
             )
-    updates = {"measured_ops_per_s": measured, "decided_at": now, "detail": detail}
+    updates = {"measured_ops_per_s": measured, "decided_at": challenge.revealed_at}
+    updates["detail"] = detail
     if reason:
         updates |= {"status": Challenge.Status.FAILED, "reason": reason}
     else:
@@ -355,17 +370,45 @@ def check(pk: int, now: datetime | None = None) -> Challenge | None:
     with transaction.atomic():
         won = Challenge.objects.filter(pk=pk, status=Challenge.Status.REVEALED).update(**updates)
         if won and reason:
-            _retry_later(challenge.gpu_id, now)
+            _retry_later(challenge.gpu_id, now or timezone.now())
     if won:
         log.info("challenge %s: %s %s", challenge.public_id, updates["status"], reason)
     return Challenge.objects.get(pk=pk)
 
 
-def _fail(challenge: Challenge, reason: str, now: datetime, detail: str = "") -> None:
-    Challenge.objects.filter(pk=challenge.pk, status=challenge.status).update(
+def _paths_failure(challenge: Challenge) -> tuple[str, str] | None:
+    leaves = challenge.n // proof.LEAF_ROWS
+    count = challenge.rounds * leaves
+    root = bytes.fromhex(challenge.root)
+    for item in challenge.revealed:
+        r, i = item["round"], item["row"]
+        node = proof.leaf_hash(r, i // proof.LEAF_ROWS, bytes.fromhex(item["leaf"]))
+        path = [bytes.fromhex(h) for h in item["path"]]
+        if proof.root_from_path(node, r * leaves + i // proof.LEAF_ROWS, count, path) != root:
+            detail = f"Round {r}, row {i}: its path does not lead to the committed root."
+            return Challenge.Reason.BAD_PATH, detail
+    return None
+
+
+def _rows_failure(challenge: Challenge) -> tuple[str, str] | None:
+    pairs = [(item["round"], item["row"]) for item in challenge.revealed]
+    expected = proof.recompute(bytes.fromhex(challenge.seed), challenge.n, pairs)
+    for item in challenge.revealed:
+        r, i = item["round"], item["row"]
+        at = (i % proof.LEAF_ROWS) * proof.DIGEST_BYTES
+        if bytes.fromhex(item["leaf"])[at : at + proof.DIGEST_BYTES] != expected[(r, i)]:
+            return Challenge.Reason.WRONG_ROW, f"Round {r}, row {i} is not A·B."
+    return None
+
+
+def _fail(challenge: Challenge, reason: str, now: datetime, detail: str = "") -> bool:
+    """Fail the challenge unless something else decided it first; True when this did."""
+    won = Challenge.objects.filter(pk=challenge.pk, status=challenge.status).update(
         status=Challenge.Status.FAILED, reason=reason, decided_at=now, detail=detail
     )
-    _retry_later(challenge.gpu_id, now)
+    if won:
+        _retry_later(challenge.gpu_id, now)
+    return bool(won)
 
 
 def _retry_later(gpu_id: int, now: datetime) -> None:
@@ -383,13 +426,15 @@ def sweep(now: datetime | None = None) -> dict:
     for challenge in Challenge.objects.filter(
         status=Challenge.Status.DELIVERED, commit_deadline__lt=now
     ):
-        _fail(challenge, Challenge.Reason.NO_ANSWER, now, "No commit before the deadline.")
-        failed += 1
+        failed += _fail(
+            challenge, Challenge.Reason.NO_ANSWER, now, "No commit before the deadline."
+        )
     for challenge in Challenge.objects.filter(
         status=Challenge.Status.COMMITTED, reveal_deadline__lt=now
     ):
-        _fail(challenge, Challenge.Reason.LATE_REVEAL, now, "No reveal before the deadline.")
-        failed += 1
+        failed += _fail(
+            challenge, Challenge.Reason.LATE_REVEAL, now, "No reveal before the deadline."
+        )
     # A reveal's check task lost with a broker or worker: checked here, never twice (`check`
     # decides only a challenge still `revealed`).
     stuck = Challenge.objects.filter(
@@ -429,6 +474,12 @@ def standing(gpu_ids: list[int], at: datetime) -> dict[int, Standing]:
     )
     valid = timedelta(seconds=settings.GPU_VERIFICATION_VALID_S)
     latest = _latest_decided(gpu_ids, at)
+    claims = {
+        pk: (name, memory)
+        for pk, name, memory in GPU.objects.filter(pk__in=gpu_ids).values_list(
+            "pk", "name", "memory_total_mib"
+        )
+    }
     result = {}
     for pk in gpu_ids:
         last = latest.get(pk)
@@ -443,6 +494,14 @@ def standing(gpu_ids: list[int], at: datetime) -> dict[int, Standing]:
                 False,
                 "verification_failed",
                 f"Its last challenge failed: {last.get_reason_display()}.",
+                last=last,
+            )
+        elif (last.claimed_name, last.claimed_memory_mib) != claims.get(pk):
+            result[pk] = Standing(
+                False,
+                "unverified",
+                "Its model or memory changed since its last pass: a pass counts only for the "
+                "hardware it was set for.",
                 last=last,
             )
         elif last.decided_at < at - valid:

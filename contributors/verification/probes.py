@@ -1,4 +1,4 @@
-"""Scheduler probes: ground truth for idle memory (DESIGN.md "GPU verification").
+"""Scheduler probes: ground truth for idle memory (README "Proof of GPU").
 
 The network's scheduler places a real job on the GPU that allocates memory and reports what it
 got. A probe is about the past (`at`), so it may arrive late, but not from the future nor from

@@ -120,7 +120,10 @@ class Challenge:
 
 
 class Prover:
-    """One thread, one challenge at a time. ``offer`` may be called from any thread."""
+    """One thread takes challenges as they come and hands each to a worker thread of its own,
+    one challenge at a time per GPU: the portal times every challenge from its delivery and
+    challenges all GPUs of a node together, so the GPUs must work at once, not in turn.
+    ``offer`` may be called from any thread; ``ready`` is set once the backend warmed up."""
 
     def __init__(
         self,
@@ -142,9 +145,18 @@ class Prover:
         self._pending: OrderedDict[str, Challenge] = OrderedDict()
         self._wake = threading.Condition()
         self._thread: threading.Thread | None = None
+        self._busy: set[str] = set()  # GPUs with a challenge in hand
+        self._workers: list[threading.Thread] = []
+        self.ready = threading.Event()
         # Outcome per challenge id ("revealed", "commit 409 already_committed", …): for
         # logs and tests.
         self.outcomes: dict[str, str] = {}
+
+    @property
+    def working(self) -> set[str]:
+        """The GPUs (uuids) with a challenge in hand right now."""
+        with self._wake:
+            return set(self._busy)
 
     # -- intake ----------------------------------------------------------------------------
     def offer_answer(self, body: Any, *, complete: bool = True) -> None:
@@ -202,14 +214,20 @@ class Prover:
             self._wake.notify()
         if self._thread is not None:
             self._thread.join(timeout)
+        for worker in list(self._workers):
+            worker.join(timeout)
 
     def _next(self) -> Challenge | None:
+        """The oldest pending challenge for a GPU that has none in hand."""
         with self._wake:
-            while not self._pending and not self.stop.is_set():
+            while not self.stop.is_set():
+                for cid, challenge in self._pending.items():
+                    if challenge.gpu_uuid not in self._busy:
+                        del self._pending[cid]
+                        self._busy.add(challenge.gpu_uuid)
+                        return challenge
                 self._wake.wait(0.5)
-            if self.stop.is_set():
-                return None
-            return self._pending.popitem(last=False)[1]
+            return None
 
     def _run(self) -> None:
         if isinstance(self.backend, str):
@@ -229,15 +247,28 @@ class Prover:
         except Exception as exc:  # the challenges will tell; keep the prover alive
             log.warning("proof backend %s: warm-up failed: %s", self.backend.name, exc)
         log.info("proof backend: %s", self.backend.name)
+        self.ready.set()
         while (challenge := self._next()) is not None:
-            try:
-                self.outcomes[challenge.challenge_id] = self.handle(challenge)
-            except Exception:  # one broken challenge must not end the prover
-                log.exception("challenge %s failed in the agent", challenge.challenge_id)
-                self.outcomes[challenge.challenge_id] = "agent error"
-            log.info(
-                "challenge %s: %s", challenge.challenge_id, self.outcomes[challenge.challenge_id]
+            worker = threading.Thread(
+                target=self._work,
+                args=(challenge,),
+                name=f"prover-{challenge.gpu_uuid[-8:]}",
+                daemon=True,
             )
+            self._workers = [w for w in self._workers if w.is_alive()] + [worker]
+            worker.start()
+
+    def _work(self, challenge: Challenge) -> None:
+        try:
+            self.outcomes[challenge.challenge_id] = self.handle(challenge)
+        except Exception:  # one broken challenge must not end the prover
+            log.exception("challenge %s failed in the agent", challenge.challenge_id)
+            self.outcomes[challenge.challenge_id] = "agent error"
+        finally:
+            with self._wake:
+                self._busy.discard(challenge.gpu_uuid)
+                self._wake.notify()
+        log.info("challenge %s: %s", challenge.challenge_id, self.outcomes[challenge.challenge_id])
 
     # -- one challenge ---------------------------------------------------------------------
     def handle(self, challenge: Challenge) -> str:
