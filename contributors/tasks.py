@@ -23,6 +23,12 @@ log = logging.getLogger(__name__)
 # dropping connections, a broker or cache that is down for a moment. The task runs again later
 # (1, 2, 4 … 30 s); whatever it had not committed is still pending.
 TRANSIENT_ERRORS = (OperationalError, InterfaceError, RedisError, KombuOperationalError)
+RETRY_TRANSIENT = {
+    "autoretry_for": TRANSIENT_ERRORS,
+    "retry_backoff": 1,
+    "retry_backoff_max": 30,
+    "max_retries": 8,
+}
 
 
 @shared_task(
@@ -30,10 +36,7 @@ TRANSIENT_ERRORS = (OperationalError, InterfaceError, RedisError, KombuOperation
     bind=True,
     ignore_result=True,
     acks_late=True,
-    autoretry_for=TRANSIENT_ERRORS,
-    retry_backoff=1,
-    retry_backoff_max=30,
-    max_retries=8,
+    **RETRY_TRANSIENT,
 )
 def ingest_batch(self, batch_pk: int) -> int:
     """Store one named batch (the admin action sends these)."""
@@ -51,10 +54,7 @@ def ingest_batch(self, batch_pk: int) -> int:
     bind=True,
     ignore_result=True,
     acks_late=True,
-    autoretry_for=TRANSIENT_ERRORS,
-    retry_backoff=1,
-    retry_backoff_max=30,
-    max_retries=8,
+    **RETRY_TRANSIENT,
 )
 def drain_batches(self, slot: int) -> int:
     """Store pending batches until none is left (`dispatch.run_drain`); returns the samples."""
@@ -95,10 +95,7 @@ def prune_signin_nonces() -> int:
     name="contributors.check_challenge",
     ignore_result=True,
     acks_late=True,
-    autoretry_for=TRANSIENT_ERRORS,
-    retry_backoff=1,
-    retry_backoff_max=30,
-    max_retries=8,
+    **RETRY_TRANSIENT,
 )
 def check_challenge(challenge_pk: int) -> str:
     """Decide a revealed proof-of-GPU challenge (`verification.challenges.check`); a
