@@ -80,7 +80,7 @@ def estimate(
         compute = Fraction(policy.compute_pool_wei if hours and utilization_pct and weight else 0)
         idle = Fraction(policy.idle_pool_wei if idle_hours and committed_gib else 0)
         pool_compute, pool_idle = policy.compute_pool_wei, policy.idle_pool_wei
-        basis = "no settled epochs yet (alone in the network)"
+        basis = ""  # the page says it plainly: no epoch settled, the GPU alone takes the pools
     per_hour = Fraction(3600, seconds)
     compute_per_hour = compute * per_hour
     idle_per_hour = idle * per_hour
