@@ -26,12 +26,12 @@ class PolicyInForce:
 
     @property
     def epoch(self) -> str:
-        """"hour", "5 minutes": reads after "every" and "per"."""
+        """ "hour", "5 minutes": reads after "every" and "per"."""
         return span_text(self.epoch_length_s)
 
     @property
     def grace(self) -> str:
-        """"1 minute", "15 minutes": reads with "after"."""
+        """ "1 minute", "15 minutes": reads with "after"."""
         text = span_text(self.grace_s)
         return text if text[0].isdigit() else f"1 {text}"
 
