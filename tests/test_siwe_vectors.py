@@ -1,7 +1,7 @@
 """contributors.siwe against the official EIP-4361 test vectors, plus checks with our own key.
 
-The vectors (spruceid/siwe test/*.json) live beside the checkout in shared/data/siwe and are
-read in place, never copied. eip1271.json is left out: contract wallets need a mainnet RPC.
+The vectors (spruceid/siwe test/*.json) are kept unchanged in tests/data/third-party/siwe (source,
+commit and license in its README.md). eip1271.json is left out: contract wallets need a mainnet RPC.
 """
 
 import ast
@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from contributors import siwe
 from contributors.siwe import SiweError, SiweMessage, build_message, parse_message, verify
 
-VECTORS = Path(__file__).resolve().parents[2] / "shared" / "data" / "siwe"
+VECTORS = Path(__file__).resolve().parent / "data" / "third-party" / "siwe"
 
 # Vector keys are camelCase (the JS library's); ours are the dataclass's snake_case.
 FIELD_NAMES = {
@@ -56,9 +56,8 @@ EXPECTED_CODES = {
 
 
 def _cases(name: str) -> list[Any]:
+    # Part of the repository: a missing file fails collection, it is never a reason to skip.
     path = VECTORS / name
-    if not path.is_file():
-        return [pytest.param(None, None, marks=pytest.mark.skip(reason=f"{path} is absent"))]
     return [pytest.param(key, value, id=key) for key, value in json.loads(path.read_text()).items()]
 
 

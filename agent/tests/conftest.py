@@ -1,8 +1,8 @@
 """Shared fixtures for the node agent's tests.
 
 The agent is its own package under agent/; putting it on sys.path lets these tests run from
-a bare checkout too (without ``pip install -e agent/``). Parser tests read the real captures
-in ../shared/data beside the checkout, never copies inside the repo.
+a bare checkout too (without ``pip install -e agent/``). Parser tests read real NVIDIA tool
+outputs kept in the repository, tests/data/third-party (sources and licenses in its README.md).
 """
 
 from __future__ import annotations
@@ -23,13 +23,14 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "agent"))
 
-DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
+DATA = REPO / "tests" / "data" / "third-party"
 
 
 @pytest.fixture(scope="session")
 def data_dir() -> Path:
+    # Part of the repository: missing data is a bug to fix, never a reason to skip.
     if not DATA.is_dir():
-        pytest.skip(f"real GPU captures not found at {DATA} (../shared/data beside the checkout)")
+        pytest.fail(f"third-party test data missing from the repository: {DATA}")
     return DATA
 
 
