@@ -19,6 +19,7 @@ from contributors import charts
 from contributors.models import GPU, Challenge, EnrollmentCode, GpuHour, Node
 from contributors.series import RANGES, series
 from contributors.verification import challenges
+from portal import agent_dist
 from portal.demo import DEMO_CONTRIBUTORS, demo_runs
 from portal.lib.figures import embed
 from portal.lib.times import rfc3339, rfc3339_or_none
@@ -88,6 +89,8 @@ def _nodes_page(request, secret: dict | None = None):
             "rows": rows,
             "secret": secret,
             "portal_url": request.build_absolute_uri("/").rstrip("/"),
+            # The one-line install is offered once the portal has built the agent it serves.
+            "agent": agent_dist.published() if secret else None,
         },
     )
     if secret is not None:

@@ -13,6 +13,8 @@ urlpatterns = [
     path("", views.landing, name="landing"),
     path("healthz", views.healthz, name="healthz"),
     path("dashboard/", views.dashboard, name="dashboard"),
+    # The node agent's wheel and install script (portal/agent_views.py).
+    path("agent/", include("portal.agent_views")),
     path("", include("rewards.urls")),
     path("", include("contributors.urls")),
     path("auth/", include(auth_urlpatterns)),
