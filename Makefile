@@ -21,6 +21,14 @@ export REWARD_GRACE_S ?= 60
 export GPU_VERIFICATION_N ?= 128
 export GPU_VERIFICATION_MAX_ROUNDS ?= 2
 export GPU_VERIFICATION_INTERVAL_S ?= 600
+# `make run` also starts a local chain (`manage.py devchain`: py-evm behind JSON-RPC on
+# 127.0.0.1:$(DEVCHAIN_PORT)) with the distributor deployed, and points web, worker and beat at it
+# (`devchain --print-env`); DEVCHAIN=false leaves it out and keeps the chain settings of the
+# environment. It runs only with DEBUG (its keys are public).
+DEVCHAIN ?= $(DEBUG)
+DEVCHAIN_PORT ?= 8545
+# The demo chain mines a block every 2 s: the watcher looks every 5 s.
+export CLAIM_WATCH_EVERY_S ?= 5
 export PATH := $(abspath $(BIN)):$(PATH)
 
 .PHONY: run test venv lint clean
@@ -39,12 +47,15 @@ venv: $(BIN)/.installed
 run: venv
 	$(BIN)/python manage.py migrate --noinput
 	STATIC_MANIFEST=true $(BIN)/python manage.py collectstatic --noinput --verbosity 0
+	$(BIN)/python manage.py build_agent
 	@echo
 	@echo "  OmniTensor portal: http://$(HOST):$(PORT)/   (admin: http://$(HOST):$(PORT)/admin/)"
 	@echo
+	$(if $(filter true,$(DEVCHAIN)),@echo "  Local chain: http://127.0.0.1:$(DEVCHAIN_PORT)/   (chain id 31337)"; echo)
+	$(if $(filter true,$(DEVCHAIN)),eval "$$($(BIN)/python manage.py devchain --print-env --port $(DEVCHAIN_PORT))" &&) \
 	HOST=$(HOST) DEMO_FLEET=$(DEMO_FLEET) DEMO_PORTAL_URL=http://$(HOST):$(PORT) STATIC_MANIFEST=true \
-		$(BIN)/honcho start --port $(PORT) --procfile Procfile \
-		web worker beat $(if $(filter true,$(DEMO_FLEET)),fleet)
+		DEVCHAIN_PORT=$(DEVCHAIN_PORT) $(BIN)/honcho start --port $(PORT) --procfile Procfile \
+		web worker beat $(if $(filter true,$(DEMO_FLEET)),fleet) $(if $(filter true,$(DEVCHAIN)),chain)
 
 # Tests keep their broker folder and cache apart from a running `make run`.
 test: venv

@@ -127,3 +127,24 @@ def worker_heartbeat_age_s() -> float | None:
         return None
     seen = parse_datetime(raw) if raw else None
     return None if seen is None else (timezone.now() - seen).total_seconds()
+
+
+def relayer_status(deadline_s: float = 2.0) -> dict | None:
+    """The claim relayer's address and ETH balance (rewards.relay.status) for staff, within
+    `deadline_s`; None when no relayer is configured. A chain node that does not answer is
+    reported, and never fails the check: claims wait, nothing else does."""
+    from rewards import relay
+
+    if not settings.CLAIM_RELAYER_KEY:
+        return None
+    result: dict = {}
+
+    def run():
+        result["status"] = relay.status()
+
+    thread = threading.Thread(target=run, name="healthz-relayer", daemon=True)
+    thread.start()
+    thread.join(deadline_s)
+    if "status" not in result:
+        return {"error": f"the chain node did not answer within {deadline_s:g} s"}
+    return result["status"]

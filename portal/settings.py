@@ -84,9 +84,17 @@ DEBUG = env_bool("DEBUG", False)
 VAR_DIR = Path(env_str("VAR_DIR", str(BASE_DIR / "var"))).resolve()
 VAR_DIR.mkdir(parents=True, exist_ok=True)
 
-# Commands that only read or change the schema and static files sign nothing, so a checkout
-# can run `manage.py makemigrations --check` (or `migrate` at build time) without a secret.
-_SCHEMA_COMMANDS = {"makemigrations", "migrate", "showmigrations", "sqlmigrate", "collectstatic"}
+# Commands that only read or change the schema, static files and the agent's wheel sign
+# nothing, so a checkout can run `manage.py makemigrations --check` (or `migrate`,
+# `collectstatic`, `build_agent` at build time) without a secret.
+_SCHEMA_COMMANDS = {
+    "makemigrations",
+    "migrate",
+    "showmigrations",
+    "sqlmigrate",
+    "collectstatic",
+    "build_agent",
+}
 _COMMAND = sys.argv[1] if len(sys.argv) > 1 and Path(sys.argv[0]).name == "manage.py" else ""
 
 
@@ -566,6 +574,13 @@ DISTRIBUTOR_DEPLOY_BLOCK = env_int("DISTRIBUTOR_DEPLOY_BLOCK", 0)
 # Blocks per eth_getLogs request, and how often beat runs the watcher (seconds).
 CLAIM_WATCH_MAX_BLOCKS = env_int("CLAIM_WATCH_MAX_BLOCKS", 2000, minimum=1)
 CLAIM_WATCH_EVERY_S = env_int("CLAIM_WATCH_EVERY_S", 15, minimum=1)
+# Relayed (gasless) claims: the portal sends a contributor's voucher from this account and pays
+# the gas (CLAIM_RELAYER_KEY, or CLAIM_RELAYER_KEY_FILE naming a file that holds it; empty: no
+# relaying, 503 relay_not_configured). The tokens still go only to the voucher's account. Bounded
+# by relays per contributor per day and a gas-price cap (wei per gas; 503 gas_price_too_high).
+CLAIM_RELAYER_KEY = env_secret("CLAIM_RELAYER_KEY")
+CLAIM_RELAY_PER_DAY = env_int("CLAIM_RELAY_PER_DAY", 3)
+CLAIM_RELAY_MAX_GAS_PRICE_WEI = env_int("CLAIM_RELAY_MAX_GAS_PRICE_WEI", 50 * 10**9, minimum=1)
 # A transaction page of a block explorer; {tx} is replaced by the hash, e.g.
 # https://etherscan.io/tx/{tx}. Empty: hashes are shown without a link.
 EXPLORER_TX_URL = env_str("EXPLORER_TX_URL", "")

@@ -55,6 +55,9 @@ def healthz(request):
             "last_heartbeat_age_s": None if age is None else round(age, 1),
             "fresh": age is not None and age <= 3 * settings.WORKER_HEARTBEAT_S,
         }
+        relayer = health.relayer_status()
+        if relayer is not None:
+            body["relayer"] = relayer  # the gasless-claim relayer's address and balance
     return JsonResponse(body, status=503 if down else 200)
 
 

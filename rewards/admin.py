@@ -1,9 +1,11 @@
-from django.contrib import admin
+from django.contrib import admin, messages
 from django.db import models
 
 from portal.lib.json_bodies import BoundedJSONDecoder
-from rewards.models import Epoch, GpuModel, HeldOut, Job, RewardEntry, RewardPolicy
+from rewards.models import Claim, Epoch, GpuModel, HeldOut, Job, Relayer, RewardEntry, RewardPolicy
 from rewards.wei import omnit
+
+ETH = 10**18
 
 
 @admin.register(Job)
@@ -129,3 +131,61 @@ class HeldOutAdmin(ReadOnlyAdmin):
     list_filter = ("reason",)
     search_fields = ("gpu__uuid", "contributor__username")
     list_select_related = ("epoch", "gpu", "contributor")
+
+
+def relayer_summary() -> tuple[int, str] | None:
+    """(message level, text) about the gasless-claim relayer: address and ETH balance."""
+    from rewards import relay
+
+    status = relay.status()
+    if status is None:
+        return (
+            messages.INFO,
+            "No claim relayer is configured (CLAIM_RELAYER_KEY): no gasless claims.",
+        )
+    if status.get("balance_wei") is None:
+        return messages.WARNING, (
+            f"Claim relayer {status['address']} on chain {status['chain_id']}: balance unknown "
+            f"({status.get('error', 'no node')})."
+        )
+    balance = int(status["balance_wei"])
+    return (messages.INFO if balance else messages.WARNING), (
+        f"Claim relayer {status['address']} on chain {status['chain_id']}: "
+        f"{balance / ETH:.6f} ETH ({balance} wei) for gas. Top it up before it runs dry: "
+        "relays are then refused with relayer_underfunded."
+    )
+
+
+class RelayerSummaryMixin:
+    def changelist_view(self, request, extra_context=None):
+        summary = relayer_summary()
+        if summary is not None:
+            self.message_user(request, summary[1], level=summary[0])
+        return super().changelist_view(request, extra_context)
+
+
+@admin.register(Claim)
+class ClaimAdmin(RelayerSummaryMixin, ReadOnlyAdmin):
+    """Vouchers and what became of them; the watcher and the relayer write them. The list says
+    the relayer's address and balance on top."""
+
+    list_display = ("pk", "contributor", "account", "amount", "status", "relayed", "tx_hash",
+                    "created_at")  # fmt: skip
+    list_filter = ("status", ("relayed_at", admin.EmptyFieldListFilter))
+    search_fields = ("account", "tx_hash", "contributor__username")
+    list_select_related = ("contributor",)
+
+    @admin.display(description="amount (OMNIT)")
+    def amount(self, obj):
+        return omnit(obj.amount_wei)
+
+    @admin.display(description="relayed", boolean=True)
+    def relayed(self, obj):
+        return obj.relayed_at is not None
+
+
+@admin.register(Relayer)
+class RelayerAdmin(RelayerSummaryMixin, ReadOnlyAdmin):
+    """The relayer accounts that sent claims: their last nonce and transaction."""
+
+    list_display = ("address", "chain_id", "sent", "last_nonce", "last_tx_hash", "updated_at")

@@ -1,4 +1,7 @@
-"""The /claims/ page: claimable and pending OMNIT, the Claim button and the claim history."""
+"""The /claims/ page: claimable and pending OMNIT, the Claim buttons (from a browser wallet, or
+sent by the portal without gas) and the claim history."""
+
+import time
 
 from django.conf import settings
 from django.contrib.auth.decorators import login_required
@@ -7,7 +10,7 @@ from django.views.decorators.csrf import ensure_csrf_cookie
 from django.views.decorators.http import require_GET
 
 from portal.lib.errors import Refused
-from rewards import chain
+from rewards import chain, relay
 from rewards.claims import balance_of
 from rewards.models import Claim
 from rewards.wei import omnit
@@ -30,6 +33,12 @@ def claims_page(request):
         for claim in Claim.objects.filter(contributor=request.user)[:HISTORY_ROWS]
     ]
     payout = request.user.wallets.filter(is_payout=True).first()
+    # A voucher issued but not sent (a relay refused earlier) can still be sent by the portal.
+    unsent = Claim.objects.filter(
+        contributor=request.user,
+        status=Claim.Status.ISSUED,
+        deadline__gt=int(time.time()) + relay.MIN_TIME_LEFT_S,
+    ).exists()
     return render(
         request,
         "rewards/claims.html",
@@ -40,6 +49,9 @@ def claims_page(request):
             "balance": balance,
             "claimable_wei": balance.claimable,
             "chain_configured": configured,
+            "relay_available": configured and relay.available(),
+            "relay_per_day": settings.CLAIM_RELAY_PER_DAY,
+            "relay_enabled": balance.claimable > 0 or unsent,
             "chain_id": settings.CHAIN_ID,
             "payout": payout,
             "history": history,

@@ -1,6 +1,7 @@
 """The /claims/ page in headless Chromium: the Claim button sends the voucher through an injected
 EIP-1193 wallet onto py-evm, and once the watcher confirms it the history shows the claim with
-its transaction hash, linked to the explorer."""
+its transaction hash, linked to the explorer. Without any browser wallet, "Claim without gas"
+has the portal's relayer send it."""
 
 import pytest
 from django.core.cache import cache
@@ -48,7 +49,7 @@ def test_claim_button_pays_and_history_shows_the_confirmed_tx(page, live_server,
 
     page.goto(f"{live_server.url}/claims/")
     assert "42" in page.locator("#claimable").inner_text()
-    page.get_by_role("button", name="Claim").click()
+    page.get_by_role("button", name="Claim", exact=True).click()
     page.locator("tr[data-status='submitted']").wait_for()
     assert evm.balance(ALICE.address) == 42 * OMNIT
 
@@ -62,5 +63,28 @@ def test_claim_button_pays_and_history_shows_the_confirmed_tx(page, live_server,
     link = row.get_by_role("link", name=tx_hash)
     assert link.get_attribute("href") == f"https://explorer.example/tx/{tx_hash}"
     assert "42" in page.locator("#claimed").inner_text()
-    assert page.get_by_role("button", name="Claim").is_disabled()
+    assert page.get_by_role("button", name="Claim", exact=True).is_disabled()
+    assert page.console_errors == []
+
+
+def test_claim_without_gas_needs_no_wallet(page, live_server, evm):
+    alice = contributor_for_sign_in(ALICE.address)
+    credit(alice, 8 * OMNIT)
+    sign_in(page.context, live_server, alice)  # no window.ethereum on this page
+
+    page.goto(f"{live_server.url}/claims/")
+    page.get_by_role("button", name="Claim without gas (the portal sends it)").click()
+    row = page.locator("tr[data-status='submitted']")
+    row.wait_for()
+    assert "sent by the portal" in row.inner_text()
+    claim = Claim.objects.get()
+    assert claim.relayed_at is not None
+    assert evm.balance(ALICE.address) == 8 * OMNIT
+    assert evm.eth(ALICE.address) == 0
+
+    evm.mine()
+    evm.watch()
+    page.reload()
+    page.locator("tr[data-status='confirmed']").wait_for()
+    assert "8" in page.locator("#claimed").inner_text()
     assert page.console_errors == []

@@ -7,10 +7,10 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from portal.lib.authentication import JsonSessionAuthentication as SessionAuthentication
-from portal.lib.errors import ApiError
+from portal.lib.errors import ApiError, Refused
 from portal.lib.json_bodies import read_json_object, require_strings
 from portal.lib.times import rfc3339_or_none
-from rewards import chain, claims
+from rewards import chain, claims, relay
 from rewards.api import schema as doc
 from rewards.models import Claim
 
@@ -31,6 +31,7 @@ def claim_json(claim: Claim) -> dict:
         "submitted_at": rfc3339_or_none(claim.submitted_at),
         "confirmed_at": rfc3339_or_none(claim.confirmed_at),
         "expired_at": rfc3339_or_none(claim.expired_at),
+        "relayed": claim.relayed_at is not None,
     }
 
 
@@ -106,3 +107,23 @@ class ClaimTransactionView(APIView):
             )
         claim = claims.report_transaction(request.user, claim_id, tx_hash.lower())
         return Response(claim_json(claim))
+
+
+class ClaimRelayView(APIView):
+    """POST /api/v1/me/claims/<id>/relay: the portal sends my issued voucher and pays the gas."""
+
+    authentication_classes = [SessionAuthentication]
+    permission_classes = [IsAuthenticated]
+
+    @doc.MY_CLAIM_RELAY
+    def post(self, request, claim_id: int):
+        try:
+            claim = relay.relay(request.user, claim_id)
+        except Refused as refusal:
+            if refusal.status != 429:
+                raise
+            retry_after = str(refusal.extra.get("retry_after_s", 60))
+            raise ApiError(
+                429, refusal.code, refusal.detail, headers={"Retry-After": retry_after}
+            ) from None
+        return Response(claim_json(claim), status=202)

@@ -13,6 +13,7 @@ from portal.lib.schema import (
     AUTH_SESSION_CSRF,
     BODY_TOO_LARGE,
     INVALID_JSON,
+    RETRY_AFTER,
     UNAUTHENTICATED,
     UNAUTHENTICATED_OR_CSRF,
     UNSUPPORTED_MEDIA_TYPE,
@@ -283,6 +284,7 @@ class ClaimSerializer(serializers.Serializer):
     submitted_at = serializers.DateTimeField(allow_null=True)
     confirmed_at = serializers.DateTimeField(allow_null=True)
     expired_at = serializers.DateTimeField(allow_null=True)
+    relayed = serializers.BooleanField(help_text="The portal's relayer sent it (gasless).")
 
 
 class ClaimListSerializer(serializers.Serializer):
@@ -352,5 +354,45 @@ MY_CLAIM_TRANSACTION = extend_schema(
         409: error("`claim_confirmed` or `claim_expired`: the claim is closed."),
         413: BODY_TOO_LARGE,
         415: UNSUPPORTED_MEDIA_TYPE,
+    },
+)
+
+MY_CLAIM_RELAY = extend_schema(
+    operation_id="me_claim_relay",
+    tags=["me"],
+    summary="Have the portal send one of my vouchers and pay the gas (gasless claim)",
+    description=(
+        "For contributors without gas or without a browser wallet: the portal's relayer sends "
+        "`claim(...)` for an `issued` voucher (from `POST /api/v1/me/claims`) and the claim "
+        "becomes `submitted` with the transaction's hash, as when the page reports one. The "
+        "tokens go only to the voucher's account, the payout wallet. If the transaction is "
+        "dropped or reverts, the voucher expires after its deadline and its amount is "
+        "claimable again. Limited to `CLAIM_RELAY_PER_DAY` relays per contributor per 24 h."
+    ),
+    auth=AUTH_SESSION_CSRF,
+    parameters=[
+        OpenApiParameter("claim_id", OpenApiTypes.INT, OpenApiParameter.PATH),
+        RETRY_AFTER,
+    ],
+    request=None,
+    responses={
+        202: OpenApiResponse(ClaimSerializer, description="Sent: the claim, now submitted."),
+        400: error("`invalid_json` for a body that is not JSON."),
+        403: UNAUTHENTICATED_OR_CSRF,
+        404: error("`claim_not_found`."),
+        409: error(
+            "`claim_submitted`, `claim_confirmed`, `claim_expired`: only an issued voucher is "
+            "sent; `claim_past_deadline`: too close to its deadline, claim again; "
+            "`claim_not_relayable`: a voucher of another distributor; `claim_would_revert`: "
+            "the distributor would refuse it (already paid, paused)."
+        ),
+        415: UNSUPPORTED_MEDIA_TYPE,
+        429: error("`relay_limit`: CLAIM_RELAY_PER_DAY relays in the last 24 hours."),
+        503: error(
+            "`relay_not_configured` (no relayer key or node), `chain_not_configured`, "
+            "`chain_unavailable` (the node did not answer), `gas_price_too_high` (above "
+            "CLAIM_RELAY_MAX_GAS_PRICE_WEI), `relayer_underfunded` (the relayer cannot pay the "
+            "gas), `relay_failed` (the node refused the transaction)."
+        ),
     },
 )

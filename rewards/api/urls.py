@@ -17,4 +17,7 @@ urlpatterns = [
         claims.ClaimTransactionView.as_view(),
         name="api-my-claim-transaction",
     ),
+    path(
+        "me/claims/<int:claim_id>/relay", claims.ClaimRelayView.as_view(), name="api-my-claim-relay"
+    ),
 ]

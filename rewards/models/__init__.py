@@ -5,7 +5,7 @@ reference for all of it; `rewards.settlement` computes it.
 """
 
 from rewards.models.catalog import GpuModel, RewardPolicy
-from rewards.models.claims import ChainCursor, Claim, ClaimEvent
+from rewards.models.claims import ChainCursor, Claim, ClaimEvent, Relayer
 from rewards.models.jobs import Job
 from rewards.models.ledger import EarningDay, Epoch, HeldOut, RewardEntry
 
@@ -18,6 +18,7 @@ __all__ = [
     "GpuModel",
     "HeldOut",
     "Job",
+    "Relayer",
     "RewardEntry",
     "RewardPolicy",
 ]

@@ -12,9 +12,9 @@ class Claim(models.Model):
 
     Vouchers are cumulative per (chain, distributor, account): `cumulative_wei` is the total the
     account may have received, `amount_wei` what this voucher added to the account's earlier
-    vouchers. issued → submitted (the page reported a tx hash) → confirmed (the watcher saw a
-    Claimed event covering it with enough confirmations) or expired (the watcher saw a confirmed
-    block past the deadline without one).
+    vouchers. issued → submitted (the page reported a tx hash, or the portal's relayer sent it,
+    `relayed_at`) → confirmed (the watcher saw a Claimed event covering it with enough
+    confirmations) or expired (the watcher saw a confirmed block past the deadline without one).
     """
 
     class Status(models.TextChoices):
@@ -42,6 +42,9 @@ class Claim(models.Model):
     submitted_at = models.DateTimeField(null=True, blank=True)
     confirmed_at = models.DateTimeField(null=True, blank=True)
     expired_at = models.DateTimeField(null=True, blank=True)
+    relayed_at = models.DateTimeField(
+        null=True, blank=True, help_text="When the portal's relayer sent it (gasless claim)."
+    )
 
     class Meta:
         ordering = ["-created_at", "-id"]
@@ -111,3 +114,23 @@ class ChainCursor(models.Model):
 
     def __str__(self) -> str:
         return f"{self.distributor} on {self.chain_id} read to block {self.block_number}"
+
+
+class Relayer(models.Model):
+    """The account that sends relayed claims on a chain: one row, locked while it sends, so
+    two workers never sign with the same nonce; and what it last did, for admins."""
+
+    chain_id = models.PositiveBigIntegerField()
+    address = models.CharField(max_length=42)
+    last_nonce = models.BigIntegerField(null=True, blank=True)
+    last_tx_hash = models.CharField(max_length=66, blank=True)
+    sent = models.PositiveIntegerField(default=0, help_text="Transactions it sent.")
+    updated_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["chain_id", "address"], name="relayer_one_per_chain"),
+        ]
+
+    def __str__(self) -> str:
+        return f"relayer {self.address} on {self.chain_id}"

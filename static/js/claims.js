@@ -1,9 +1,11 @@
 // The Claim button: the portal signs a voucher and encodes the claim(...) call; the browser
 // wallet (EIP-1193) sends it with eth_sendTransaction; the page reports the transaction hash.
+// "Claim without gas": the portal signs a voucher and its relayer sends it (no wallet needed).
 "use strict";
 
 (function () {
   const button = document.getElementById("claim-button");
+  const relayButton = document.getElementById("relay-button");
   const status = document.getElementById("claim-status");
   if (!button) return;
 
@@ -40,7 +42,9 @@
 
   button.addEventListener("click", async () => {
     if (!window.ethereum) {
-      say("No browser wallet was found. Install a wallet such as MetaMask or Rabby to claim.", "error");
+      say(relayButton
+        ? "No browser wallet was found. Use \u201cClaim without gas\u201d, or install a wallet such as MetaMask or Rabby."
+        : "No browser wallet was found. Install a wallet such as MetaMask or Rabby to claim.", "error");
       return;
     }
     button.disabled = true;
@@ -65,4 +69,36 @@
       button.disabled = false;
     }
   });
+
+  // A new voucher, or else the newest one still waiting to be sent (a relay refused earlier).
+  async function voucherToRelay() {
+    try {
+      return (await api("/api/v1/me/claims")).claim_id;
+    } catch (error) {
+      if (error.code !== "nothing_to_claim") throw error;
+      const response = await fetch("/api/v1/me/claims", { credentials: "same-origin", headers: { Accept: "application/json" } });
+      const open = ((await response.json().catch(() => ({}))).claims || []).find((c) => c.status === "issued");
+      if (!open) throw error;
+      return open.claim_id;
+    }
+  }
+
+  if (relayButton) {
+    relayButton.addEventListener("click", async () => {
+      relayButton.disabled = true;
+      button.disabled = true;
+      try {
+        say("Preparing your voucher…");
+        const claimId = await voucherToRelay();
+        say("The portal is sending your claim…");
+        await api(`/api/v1/me/claims/${claimId}/relay`);
+        say("Sent by the portal. The claim is confirmed once the chain has enough blocks on top of it.", "ok");
+        window.location.reload();
+      } catch (error) {
+        say(error.message || "Something went wrong.", "error");
+        relayButton.disabled = false;
+        button.disabled = false;
+      }
+    });
+  }
 })();

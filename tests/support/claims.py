@@ -1,7 +1,8 @@
 """A real EVM for claim tests: py-evm through eth-tester, with the committed contracts deployed.
 
 `evm` (a fixture) deploys the test ERC-20 and the RewardDistributor, funds the distributor,
-points the portal's settings at them and hands the watcher the same chain through
+gives the portal's claim relayer (a key of its own, `relay_key`) some ETH, points the portal's
+settings at them and hands the watcher and the relayer the same chain through
 `rewards.chain.provider_factory`. `credit` adds ledger entries for tests that need earnings
 without running a settlement.
 """
@@ -24,6 +25,7 @@ from tests.support.rewards import OMNIT
 
 SUPPLY = 10**9 * OMNIT
 CONFIRMATIONS = 2
+RELAYER_ETH = 10**18
 
 REVERTS = (ContractLogicError, ContractCustomError, TransactionFailed)
 
@@ -61,6 +63,16 @@ class Evm:
             "RewardDistributor", self.token.address, self.signer.address, self.owner
         )
         self.transact(self.token.functions.transfer(self.distributor.address, SUPPLY // 2))
+        # The portal's relayer: a key the portal signs with, funded like any account.
+        self.relay_key = Account.create()
+        self.fund(self.relay_key.address, RELAYER_ETH)
+
+    def fund(self, address: str, wei: int) -> None:
+        tx_hash = self.w3.eth.send_transaction({"from": self.owner, "to": address, "value": wei})
+        self.w3.eth.wait_for_transaction_receipt(tx_hash)
+
+    def eth(self, address: str) -> int:
+        return self.w3.eth.get_balance(address)
 
     def deploy(self, name: str, *args):
         factory = self.w3.eth.contract(abi=chain.abi(name), bytecode=chain.bytecode(name))
@@ -109,6 +121,7 @@ def start_evm(settings, monkeypatch) -> Evm:
     settings.DISTRIBUTOR_ADDRESS = chain_.distributor.address
     settings.OMNIT_TOKEN_ADDRESS = chain_.token.address
     settings.CLAIM_SIGNER_KEY = "0x" + chain_.signer.key.hex().removeprefix("0x")
+    settings.CLAIM_RELAYER_KEY = "0x" + chain_.relay_key.key.hex().removeprefix("0x")
     settings.CHAIN_CONFIRMATIONS = CONFIRMATIONS
     settings.WEB3_PROVIDER_URI = "eth-tester://in-process"
     settings.EXPLORER_TX_URL = "https://explorer.example/tx/{tx}"
@@ -161,6 +174,10 @@ def report_tx(client: Client, claim_id: int, tx_hash: str):
         {"tx_hash": tx_hash},
         content_type="application/json",
     )
+
+
+def relay_claim(client: Client, claim_id: int):
+    return client.post(f"/api/v1/me/claims/{claim_id}/relay", {}, content_type="application/json")
 
 
 def balance(client: Client) -> dict:
