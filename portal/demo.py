@@ -8,6 +8,9 @@ GPUs run through POST /api/v1/scheduler/jobs, except on one GPU whose owner runs
 (self-reported work that earns no compute reward, as the rules say). The agents answer
 proof-of-GPU challenges with the NumPy backend (the demo's challenges are small: settings),
 except `bob-forged`, a forged agent that never does: its GPU is held out as unverified.
+
+Before the agents start, a fresh demo database gets a week of history on the same machines
+(`portal.demo_history`), so that dashboards, charts and rewards are full on first load.
 """
 
 import functools
@@ -153,12 +156,48 @@ class AttestingCollector:
         self.inner.close()
 
 
+def make_history(configs: dict):
+    """The demo's week of history before its agents start (`portal.demo_history`): made only
+    for a fresh demo database, so a restarted `make run` adds nothing."""
+    from portal import demo_history
+
+    history = demo_history.ensure(DEMO_MACHINES, configs)
+    if history.made:
+        steps = ", ".join(f"{name} {s:.1f} s" for name, s in history.steps.items())
+        log.info(
+            "demo: %s days of history made in %.1f s (%.1f s CPU; %s): %s samples in %s "
+            "batches, %s jobs, %s challenges passed, %s epochs settled, %s raw samples older "
+            "than a day pruned",
+            demo_history.HISTORY_DAYS,
+            history.seconds,
+            history.cpu_seconds,
+            steps,
+            history.samples,
+            history.batches,
+            history.jobs,
+            history.challenges,
+            history.epochs,
+            history.pruned,
+        )
+    else:
+        log.info("demo: no history made: %s", history.skipped)
+    return history
+
+
+def after_history(fleet: "Fleet") -> None:
+    """Hook: runs once the history exists (`fleet.history` says whether this start made it),
+    before the agents start. The lead wires here what needs the history: once the local chain
+    is up, one earlier claim per demo contributor (idempotent: a restart must not claim
+    again)."""
+
+
 class Fleet:
     def __init__(self, portal: str, state_dir: Path) -> None:
         self.portal = portal.rstrip("/")
         self.state_dir = state_dir
         self.stop = threading.Event()
         self.threads: list[threading.Thread] = []
+        self.history = None  # what `demo_history.ensure` did, when `start(history=True)`
 
     def scheduler_token(self) -> str:
         path = self.state_dir / "scheduler-token"
@@ -214,16 +253,22 @@ class Fleet:
         log.info("demo: enrolled %s (%s GPUs) for %s", machine.name, machine.gpus, machine.owner)
         return config
 
-    def start(self) -> None:
+    def start(self, history: bool = False) -> None:
+        """Enroll every machine (the first time), then, with `history`, give the demo its
+        week of history (`portal.demo_history`, once per database), then start the agents."""
         from omnitensor_agent.collectors.simulate import SimulatedCollector
         from omnitensor_agent.runner import Runner
 
         self.state_dir.mkdir(parents=True, exist_ok=True)
+        configs = {machine.name: self.enrolled_config(machine) for machine in DEMO_MACHINES}
+        if history:
+            self.history = make_history(configs)
+            after_history(self)
         scheduler = Scheduler(self.portal, self.scheduler_token(), self.stop)
         scheduler.start()
         self.threads.append(scheduler)
         for machine in DEMO_MACHINES:
-            config = self.enrolled_config(machine)
+            config = configs[machine.name]
             collector = AttestingCollector(
                 SimulatedCollector(machine.gpus, seed=machine.seed),
                 scheduler if machine.attest_jobs else None,
@@ -246,7 +291,7 @@ def run_fleet(portal: str) -> None:
     fleet = Fleet(portal, Path(settings.VAR_DIR) / "demo")
     if not wait_for_portal(portal, fleet.stop):
         raise RuntimeError(f"the portal at {portal} did not answer")
-    fleet.start()
+    fleet.start(history=True)
     total = sum(m.gpus for m in DEMO_MACHINES)
     log.info(
         "demo fleet: %s machines, %s GPUs reporting to %s; sign in as alice, bob or carol "
