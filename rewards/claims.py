@@ -104,8 +104,9 @@ def _refuse_foreign_account(contributor, cfg, account: str) -> None:
         )
 
 
-def issue(contributor, now: float | None = None) -> Claim:
-    """Sign a voucher for everything the contributor may claim, to their payout wallet.
+def issue(contributor, now: float | None = None, at_most_wei: int | None = None) -> Claim:
+    """Sign a voucher for everything the contributor may claim (or at most `at_most_wei` of
+    it: less than claimable is always safe), to their payout wallet.
 
     Refused: 503 chain_not_configured, 409 no_payout_wallet, 409 nothing_to_claim. With nothing
     new to claim, a wallet whose every open voucher is past its deadline (not yet expired by the
@@ -125,6 +126,8 @@ def issue(contributor, now: float | None = None) -> Claim:
         balance = balance_of(contributor)
         own = balance.account(cfg.chain_id, cfg.distributor, account)
         claimable = balance.claimable
+        if at_most_wei is not None:
+            claimable = min(claimable, max(0, at_most_wei))
         if claimable <= 0:
             open_claims = Claim.objects.filter(
                 contributor=contributor,
