@@ -17,6 +17,7 @@ is the node's pending count, bumped on "nonce too low".
 """
 
 import logging
+import sys
 import time
 from datetime import timedelta
 
@@ -42,17 +43,15 @@ NONCE_RETRIES = 3
 
 
 def _reverts() -> tuple:
+    """The errors that mean "the contract refused". The in-process chain of the tests and the
+    demo (eth-tester) raises its own; it counts only where eth-tester is loaded already, so a
+    production process never imports py-evm (which also raises the recursion limit:
+    `portal.lib.recursion`)."""
     errors = [ContractLogicError, ContractCustomError]
-    try:  # the in-process chain of tests raises its own error for a revert
-        from eth_tester.exceptions import TransactionFailed
-
-        errors.append(TransactionFailed)
-    except ImportError:  # pragma: no cover - eth-tester is in requirements.txt
-        pass
+    tester = sys.modules.get("eth_tester.exceptions")
+    if tester is not None:
+        errors.append(tester.TransactionFailed)
     return tuple(errors)
-
-
-REVERTS = _reverts()
 
 
 def relayer_account():
@@ -222,7 +221,7 @@ def _send(w3, relayer, cfg, claim: Claim) -> str:
         )
     try:
         gas = w3.eth.estimate_gas(call)
-    except REVERTS as exc:
+    except _reverts() as exc:
         raise Refused(
             409,
             "claim_would_revert",
