@@ -52,7 +52,7 @@ run: venv
 	@echo "  OmniTensor portal: http://$(HOST):$(PORT)/   (admin: http://$(HOST):$(PORT)/admin/)"
 	@echo
 	$(if $(filter true,$(DEVCHAIN)),@echo "  Local chain: http://127.0.0.1:$(DEVCHAIN_PORT)/   (chain id 31337)"; echo)
-	$(if $(filter true,$(DEVCHAIN)),eval "$$($(BIN)/python manage.py devchain --print-env --port $(DEVCHAIN_PORT))" &&) \
+	$(if $(filter true,$(DEVCHAIN)),chain_env="$$($(BIN)/python manage.py devchain --print-env --port $(DEVCHAIN_PORT))" && eval "$$chain_env" &&) \
 	HOST=$(HOST) DEMO_FLEET=$(DEMO_FLEET) DEMO_PORTAL_URL=http://$(HOST):$(PORT) STATIC_MANIFEST=true \
 		DEVCHAIN_PORT=$(DEVCHAIN_PORT) $(BIN)/honcho start --port $(PORT) --procfile Procfile \
 		web worker beat $(if $(filter true,$(DEMO_FLEET)),fleet) $(if $(filter true,$(DEVCHAIN)),chain)

@@ -46,10 +46,27 @@ die() {
 }
 have() { command -v "$1" >/dev/null 2>&1; }
 
-# fetch URL FILE: curl, else wget, else Python's urllib.
+# Plain http only to this machine: over a network the enrollment code and the node token
+# would travel in clear, and anyone on the path could swap the wheel and its checksum.
+CURL_PROTO=
+check_transport() {
+    case $PORTAL_URL in
+        https://*) CURL_PROTO="--proto =https --proto-redir =https" ;;
+        http://127.0.0.1 | http://127.0.0.1:* | http://localhost | http://localhost:* | \
+            http://\[::1\] | http://\[::1\]:*) ;;
+        *)
+            [ "${OMNITENSOR_ALLOW_HTTP:-}" = 1 ] ||
+                die "refusing plain http from $PORTAL_URL: serve the portal over https (or set OMNITENSOR_ALLOW_HTTP=1 on a network you trust)"
+            ;;
+    esac
+}
+
+# fetch URL FILE: curl (https only when the portal is https, redirects included), else wget,
+# else Python's urllib.
 fetch() {
     if have curl; then
-        curl -fsSL --retry 2 -o "$2" "$1"
+        # shellcheck disable=SC2086 # CURL_PROTO is two options or none
+        curl -fsSL $CURL_PROTO --retry 2 -o "$2" "$1"
     elif have wget; then
         wget -q -O "$2" "$1"
     else
@@ -311,6 +328,7 @@ start_agent() {
 
 main() {
     parse_args "$@"
+    check_transport
     choose_paths
     if [ -z "$CODE" ] && [ ! -f "$CONFIG" ]; then
         die "--code CODE is needed: press \"Add a machine\" on $PORTAL_URL/nodes/ to get one"

@@ -227,15 +227,33 @@ def earlier_claim(address: str, cutoff: datetime, stop: threading.Event) -> None
     )
     if not earned:
         return
-    claim = claims.issue(contributor, at_most_wei=earned)
-    for _ in range(60):  # the chain process starts beside this one: the same voucher again
-        try:
-            relay.relay(contributor, claim.pk)
-            log.info("demo: earlier claim of %s OMNIT for %s sent", earned // 10**18, address)
+    # The chain process starts beside this one and, when it starts, expires the vouchers of
+    # the chain before: the voucher is made only once the chain answers.
+    for _ in range(90):
+        if _chain_answers():
+            break
+        if stop.wait(2):
             return
-        except Refused as exc:
-            if exc.code != "chain_unavailable" or stop.wait(2):
-                raise
+    else:
+        log.warning("demo: the local chain did not answer: no earlier claim for %s", address)
+        return
+    claim = claims.issue(contributor, at_most_wei=earned)
+    try:
+        relay.relay(contributor, claim.pk)
+    except Refused:
+        Claim.objects.filter(pk=claim.pk, status=Claim.Status.ISSUED).delete()  # never sent
+        raise
+    log.info("demo: earlier claim of %s OMNIT for %s sent", earned // 10**18, address)
+
+
+def _chain_answers() -> bool:
+    from rewards import chain
+
+    try:
+        w3 = chain.web3()
+        return w3 is not None and w3.eth.block_number >= 0
+    except Exception:  # noqa: BLE001 - any failure means "not yet"
+        return False
 
 
 class Fleet:

@@ -580,6 +580,9 @@ CLAIM_WATCH_EVERY_S = env_int("CLAIM_WATCH_EVERY_S", 15, minimum=1)
 # by relays per contributor per day and a gas-price cap (wei per gas; 503 gas_price_too_high).
 CLAIM_RELAYER_KEY = env_secret("CLAIM_RELAYER_KEY")
 CLAIM_RELAY_PER_DAY = env_int("CLAIM_RELAY_PER_DAY", 3)
+# The relayer's own cap: relays of all contributors together in 24 hours (429
+# relay_budget_spent past it), which bounds what reverted relays can cost it.
+CLAIM_RELAY_NETWORK_PER_DAY = env_int("CLAIM_RELAY_NETWORK_PER_DAY", 1000, minimum=1)
 CLAIM_RELAY_MAX_GAS_PRICE_WEI = env_int("CLAIM_RELAY_MAX_GAS_PRICE_WEI", 50 * 10**9, minimum=1)
 # A transaction page of a block explorer; {tx} is replaced by the hash, e.g.
 # https://etherscan.io/tx/{tx}. Empty: hashes are shown without a link.

@@ -229,8 +229,12 @@ def make_server(devchain: DevChain, host: str, port: int) -> ThreadingHTTPServer
     class Handler(BaseHTTPRequestHandler):
         def _send(self, status: int, body: bytes = b"") -> None:
             self.send_response(status)
-            # Wallet extensions call local nodes from pages of their own.
-            self.send_header("Access-Control-Allow-Origin", "*")
+            # Wallet extensions call local nodes from pages of their own; no web page may
+            # (its keys are public: any site could spend from them).
+            origin = self.headers.get("Origin", "")
+            if origin.startswith(("chrome-extension://", "moz-extension://")):
+                self.send_header("Access-Control-Allow-Origin", origin)
+                self.send_header("Vary", "Origin")
             self.send_header("Access-Control-Allow-Headers", "Content-Type")
             self.send_header("Access-Control-Allow-Methods", "POST, OPTIONS")
             self.send_header("Content-Type", "application/json")

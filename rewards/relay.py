@@ -25,6 +25,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 from eth_account import Account
+from eth_utils.exceptions import ValidationError as EthValidationError
 from web3.exceptions import ContractCustomError, ContractLogicError, Web3Exception
 
 from contributors.models import Contributor
@@ -158,9 +159,16 @@ def _fees(w3) -> tuple[int, int]:
 def relay(contributor, claim_id: int, now: float | None = None) -> Claim:
     """Send the contributor's issued claim `claim_id` from the relayer; the claim, submitted.
 
+    Fees, the relayer's balance and the gas the call needs are read from the node before any
+    lock is taken; then, under row locks on the contributor, the claim and the relayer, the
+    checks run again, the node's next nonce is taken, the transaction is signed and sent, and
+    the claim is recorded as submitted with its hash. Only those two short node calls happen
+    under the locks, and they keep one nonce per transaction.
+
     Refused: 404 claim_not_found; 409 claim_<status> (not issued), claim_not_relayable,
-    claim_past_deadline, claim_would_revert; 429 relay_limit; 503 relay_not_configured,
-    chain_not_configured, chain_unavailable, gas_price_too_high, relayer_underfunded.
+    claim_past_deadline, claim_would_revert, claim_too_costly; 429 relay_limit,
+    relay_budget_spent; 503 relay_not_configured, chain_not_configured, chain_unavailable,
+    gas_price_too_high, relayer_underfunded, relay_failed.
     """
     cfg = chain.config()
     relayer = relayer_account()
@@ -170,41 +178,49 @@ def relay(contributor, claim_id: int, now: float | None = None) -> Claim:
     if claim is None:
         raise Refused(404, "claim_not_found", "No such claim of yours.")
     _check_relayable(claim, cfg, clock)
+    data = chain.encode_claim_call(
+        claim.account, claim.cumulative_wei, claim.deadline, claim.signature
+    )
     try:
+        max_fee, tip, gas = _prepare(w3, relayer, cfg, data)
         with transaction.atomic():
-            # One relay at a time per contributor (the daily limit holds under races) and per
-            # relayer (one nonce per transaction), both with row locks.
             Contributor.objects.select_for_update().filter(pk=contributor.pk).first()
             claim = Claim.objects.select_for_update().get(pk=claim.pk)
             _check_relayable(claim, cfg, clock)
             sent_at = timezone.now()
             _check_limit(contributor, sent_at)
-            tx_hash = _send(w3, relayer, cfg, claim)
+            _check_budget(sent_at)
+            lane = _lane(cfg, relayer)
+            tx = {
+                "chainId": cfg.chain_id,
+                "to": cfg.distributor,
+                "data": data,
+                "value": 0,
+                "gas": gas,
+                "maxFeePerGas": max_fee,
+                "maxPriorityFeePerGas": tip,
+                "type": 2,
+            }
+            tx_hash, nonce = _send(w3, relayer, tx)
             Claim.objects.filter(pk=claim.pk).update(
                 status=Claim.Status.SUBMITTED,
                 tx_hash=tx_hash,
                 submitted_at=sent_at,
                 relayed_at=sent_at,
             )
+            Relayer.objects.filter(pk=lane.pk).update(
+                last_nonce=nonce, last_tx_hash=tx_hash, sent=lane.sent + 1, updated_at=sent_at
+            )
     except OSError as exc:  # requests' errors are OSErrors: the node is down or too slow
         raise _unavailable(exc) from None
-    except Web3Exception as exc:  # the node refused the transaction (funds, fees, …)
-        log.exception("relay: claim %s not sent", claim.pk)
-        raise Refused(
-            503, "relay_failed", f"The chain node refused the transaction: {exc}"
-        ) from None
     claim.refresh_from_db()
-    log.info("relay: claim %s sent in %s", claim.pk, tx_hash)
+    log.info("relay: claim %s sent in %s", claim.pk, claim.tx_hash)
     return claim
 
 
-def _send(w3, relayer, cfg, claim: Claim) -> str:
-    lane, _ = Relayer.objects.get_or_create(chain_id=cfg.chain_id, address=relayer.address)
-    lane = Relayer.objects.select_for_update().get(pk=lane.pk)
-    data = chain.encode_claim_call(
-        claim.account, claim.cumulative_wei, claim.deadline, claim.signature
-    )
-    call = {"from": relayer.address, "to": cfg.distributor, "data": data}
+def _prepare(w3, relayer, cfg, data: str) -> tuple[int, int, int]:
+    """(maxFeePerGas, tip, gas), read from the node with no lock held; Refused when the
+    relayer cannot or should not pay."""
     max_fee, tip = _fees(w3)
     # Checked before estimating: a node estimates nothing for a sender that cannot pay.
     balance = w3.eth.get_balance(relayer.address)
@@ -219,41 +235,64 @@ def _send(w3, relayer, cfg, claim: Claim) -> str:
             "The portal's relayer cannot pay the gas right now; send the claim from your "
             "wallet, or try again later.",
         )
+    call = {"from": relayer.address, "to": cfg.distributor, "data": data}
     try:
-        gas = w3.eth.estimate_gas(call)
+        gas = w3.eth.estimate_gas(call) * GAS_HEADROOM_PCT // 100
     except _reverts() as exc:
         raise Refused(
             409,
             "claim_would_revert",
             f"The distributor would refuse this voucher ({exc}); it was not sent.",
         ) from None
-    gas = min(gas * GAS_HEADROOM_PCT // 100, CLAIM_GAS_BOUND)
+    except (Web3Exception, ValueError) as exc:
+        raise Refused(503, "relay_failed", f"The chain node could not price it: {exc}") from None
+    if gas > CLAIM_GAS_BOUND:
+        # Sent with less gas it would run out and still cost the relayer: refused instead.
+        raise Refused(
+            409,
+            "claim_too_costly",
+            f"This claim needs {gas} gas, more than the portal pays ({CLAIM_GAS_BOUND}); "
+            "send it from your wallet.",
+        )
+    return max_fee, tip, gas
+
+
+def _lane(cfg, relayer) -> Relayer:
+    lane, _ = Relayer.objects.get_or_create(chain_id=cfg.chain_id, address=relayer.address)
+    return Relayer.objects.select_for_update().get(pk=lane.pk)
+
+
+def _check_budget(now) -> None:
+    """The relayer's own cap: relays of everyone in 24 hours (a contributor's transactions
+    may still revert, e.g. raced by the same voucher from their wallet, and cost gas)."""
+    budget = settings.CLAIM_RELAY_NETWORK_PER_DAY
+    if Claim.objects.filter(relayed_at__gte=now - timedelta(days=1)).count() >= budget:
+        refusal = Refused(
+            429,
+            "relay_budget_spent",
+            "The portal has sent as many claims today as it pays for; send this one from your "
+            "wallet, or try again later.",
+        )
+        refusal.extra["retry_after_s"] = 3600
+        raise refusal
+
+
+def _send(w3, relayer, tx: dict) -> tuple[str, int]:
+    """Sign and send with the node's next nonce; (hash, nonce). A nonce another sender took
+    meanwhile (a key shared elsewhere, a node behind a balancer) is retried one past it; any
+    other refusal is 503 relay_failed, and nothing was sent."""
     nonce = w3.eth.get_transaction_count(relayer.address, "pending")
     for attempt in range(NONCE_RETRIES + 1):
-        tx = {
-            "chainId": cfg.chain_id,
-            "to": cfg.distributor,
-            "data": data,
-            "value": 0,
-            "gas": gas,
-            "maxFeePerGas": max_fee,
-            "maxPriorityFeePerGas": tip,
-            "nonce": nonce,
-            "type": 2,
-        }
-        signed = relayer.sign_transaction(tx)
+        signed = relayer.sign_transaction({**tx, "nonce": nonce})
         try:
-            tx_hash = w3.eth.send_raw_transaction(signed.raw_transaction)
-        except (Web3Exception, ValueError) as exc:
-            if "nonce" not in str(exc).lower() or attempt == NONCE_RETRIES:
-                raise
-            # Another sender used it (a relayer key shared elsewhere, a node behind a
-            # balancer): take the node's count again, at least one past ours.
-            nonce = max(nonce + 1, w3.eth.get_transaction_count(relayer.address, "pending"))
-            continue
-        break
-    tx_hash_hex = "0x" + bytes(tx_hash).hex()
-    Relayer.objects.filter(pk=lane.pk).update(
-        last_nonce=nonce, last_tx_hash=tx_hash_hex, sent=lane.sent + 1, updated_at=timezone.now()
-    )
-    return tx_hash_hex
+            w3.eth.send_raw_transaction(signed.raw_transaction)
+        except (Web3Exception, ValueError, EthValidationError, *_reverts()) as exc:
+            if "nonce" in str(exc).lower() and attempt < NONCE_RETRIES:
+                nonce = max(nonce + 1, w3.eth.get_transaction_count(relayer.address, "pending"))
+                continue
+            log.warning("relay: the node refused the transaction: %s", exc)
+            raise Refused(
+                503, "relay_failed", f"The chain node refused the transaction: {exc}"
+            ) from None
+        return "0x" + bytes(signed.hash).hex(), nonce
+    raise AssertionError("unreachable")  # pragma: no cover

@@ -121,6 +121,22 @@ def test_relays_per_contributor_per_day_are_limited(evm, alice, settings):
     )  # fmt: skip
 
 
+def test_the_relayer_has_a_daily_budget_for_everyone(evm, alice, bob, settings):
+    """Relays can revert (a voucher raced from the wallet) and still cost gas: the relayer
+    sends at most CLAIM_RELAY_NETWORK_PER_DAY a day, whoever asks."""
+    settings.CLAIM_RELAY_NETWORK_PER_DAY = 1
+    alice_client, bob_client = signed_in(alice), signed_in(bob)
+    credit(alice, OMNIT)
+    credit(bob, OMNIT)
+    assert relay_claim(alice_client, post_claim(alice_client).json()["claim_id"]).status_code == 202
+    bobs = post_claim(bob_client).json()
+    refused = relay_claim(bob_client, bobs["claim_id"])
+    assert error(refused) == (429, "relay_budget_spent")
+    assert int(refused["Retry-After"]) > 0
+    assert Claim.objects.get(pk=bobs["claim_id"]).status == Claim.Status.ISSUED
+    assert evm.balance(BOB.address) == 0
+
+
 def test_a_gas_price_above_the_cap_is_refused(evm, alice, settings):
     settings.CLAIM_RELAY_MAX_GAS_PRICE_WEI = 1
     credit(alice, OMNIT)

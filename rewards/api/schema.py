@@ -384,10 +384,14 @@ MY_CLAIM_RELAY = extend_schema(
             "`claim_submitted`, `claim_confirmed`, `claim_expired`: only an issued voucher is "
             "sent; `claim_past_deadline`: too close to its deadline, claim again; "
             "`claim_not_relayable`: a voucher of another distributor; `claim_would_revert`: "
-            "the distributor would refuse it (already paid, paused)."
+            "the distributor would refuse it (already paid, paused); `claim_too_costly`: it "
+            "needs more gas than the relayer pays."
         ),
         415: UNSUPPORTED_MEDIA_TYPE,
-        429: error("`relay_limit`: CLAIM_RELAY_PER_DAY relays in the last 24 hours."),
+        429: error(
+            "`relay_limit`: CLAIM_RELAY_PER_DAY relays of yours in the last 24 hours; "
+            "`relay_budget_spent`: CLAIM_RELAY_NETWORK_PER_DAY relays of everyone."
+        ),
         503: error(
             "`relay_not_configured` (no relayer key or node), `chain_not_configured`, "
             "`chain_unavailable` (the node did not answer), `gas_price_too_high` (above "
