@@ -135,14 +135,16 @@ class HeldOutAdmin(ReadOnlyAdmin):
 
 def relayer_summary() -> tuple[int, str] | None:
     """(message level, text) about the gasless-claim relayer: address and ETH balance."""
-    from rewards import relay
+    from portal.health import relayer_status
 
-    status = relay.status()
+    status = relayer_status()  # at most 2 s: the page must not hang on a node that is down
     if status is None:
         return (
             messages.INFO,
             "No claim relayer is configured (CLAIM_RELAYER_KEY): no gasless claims.",
         )
+    if "address" not in status:
+        return messages.WARNING, f"Claim relayer: {status.get('error', 'unknown')}."
     if status.get("balance_wei") is None:
         return messages.WARNING, (
             f"Claim relayer {status['address']} on chain {status['chain_id']}: balance unknown "
