@@ -1,6 +1,6 @@
 """From `make run` in a fresh clone to a full dashboard, as a newcomer sees it.
 
-    python3 bench/demo/run.py [--where /tmp/omnitensor-fresh] [--port 8000]
+    python3 bench/demo/run.py [--where $TMPDIR/omnitensor-fresh] [--port 8000]
 
 Clones this repository (its committed state) into `--where/main`, with nothing beside it (no
 `../shared`) and no virtualenv, runs `make run` there, signs in as alice through the demo
@@ -17,6 +17,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from pathlib import Path
@@ -27,7 +28,7 @@ EARNED = re.compile(r'Earned, last 24 h</span>\s*<span class="stat-value">([\d,.
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--where", default="/tmp/omnitensor-fresh")
+    parser.add_argument("--where", default=str(Path(tempfile.gettempdir()) / "omnitensor-fresh"))
     parser.add_argument("--port", type=int, default=8000)
     parser.add_argument("--timeout", type=int, default=1500)
     args = parser.parse_args()
@@ -63,7 +64,7 @@ def main() -> int:
                 if "signed in as alice" not in marks:
                     opener.open(f"{base}/signin/", timeout=10)
                     csrf = next(c.value for c in jar if c.name == "csrftoken")
-                    request = urllib.request.Request(
+                    request = urllib.request.Request(  # noqa: S310 - http to 127.0.0.1 only
                         f"{base}/auth/demo",
                         data=json.dumps({"name": "alice"}).encode(),
                         headers={
