@@ -119,3 +119,23 @@ def parking_queue():
     finally:
         celery_app.conf.task_default_queue = previous
         purge()
+
+
+@pytest.fixture
+def seeded_catalog():
+    """The GPU catalog as migrations seed it, for tests whose simulated GPUs must find their
+    rated models and int8 figures: a transactional test before may have flushed the tables."""
+    from importlib import import_module
+
+    from django.apps import apps
+
+    from contributors.telemetry import inventory
+    from rewards.models import GpuModel
+
+    if not GpuModel.objects.exists():
+        seeds = ("0003_seed_gpu_catalog", "0006_catalog_memory_power_values", "0008_proof_of_gpu")
+        for name in seeds:
+            import_module(f"rewards.migrations.{name}").seed(apps, None)
+    inventory.forget_catalog()
+    yield
+    inventory.forget_catalog()

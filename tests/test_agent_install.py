@@ -9,7 +9,6 @@ import shutil
 import signal
 import subprocess
 import sys
-from importlib import import_module
 from io import StringIO
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -25,7 +24,11 @@ from portal import agent_dist
 from tests.support.processes import wait_for
 from tests.support.siwe import ALICE
 
-pytestmark = [pytest.mark.processes, pytest.mark.django_db(transaction=True)]
+pytestmark = [
+    pytest.mark.processes,
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.usefixtures("seeded_catalog"),
+]
 
 # pip's own configuration of the user running the tests (local mirrors, indexes), which a
 # fresh home directory would otherwise lose; /etc/pip.conf and PIP_* variables carry over.
@@ -37,24 +40,6 @@ def built(tmp_path_factory) -> Path:
     directory = tmp_path_factory.mktemp("agent-dist")
     call_command("build_agent", output=directory, stdout=StringIO())
     return directory
-
-
-@pytest.fixture(autouse=True)
-def gpu_catalog():
-    """The catalog as migrations seed it (a transactional test before may have flushed it), so
-    that the simulated GPUs find their rated models."""
-    from django.apps import apps
-
-    from contributors.telemetry import inventory
-    from rewards.models import GpuModel
-
-    if not GpuModel.objects.exists():
-        seeds = ("0003_seed_gpu_catalog", "0006_catalog_memory_power_values", "0008_proof_of_gpu")
-        for name in seeds:
-            import_module(f"rewards.migrations.{name}").seed(apps, None)
-    inventory.forget_catalog()
-    yield
-    inventory.forget_catalog()
 
 
 @pytest.fixture

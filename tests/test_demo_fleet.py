@@ -2,7 +2,6 @@
 proof-of-GPU challenges, except its forged machine."""
 
 from datetime import timedelta
-from importlib import import_module
 
 import pytest
 from django.test import Client
@@ -14,25 +13,11 @@ from portal.demo import DEMO_MACHINES, Fleet, demo_account
 from rewards.models import Job
 from tests.support.processes import wait_for
 
-pytestmark = [pytest.mark.processes, pytest.mark.django_db(transaction=True)]
-
-
-@pytest.fixture(autouse=True)
-def gpu_catalog():
-    """The catalog as migrations seed it: a transactional test before this one may have
-    flushed the tables, and the fleet's GPUs must find their rated models."""
-    from django.apps import apps
-
-    from contributors.telemetry import inventory
-    from rewards.models import GpuModel
-
-    if not GpuModel.objects.exists():
-        seeds = ("0003_seed_gpu_catalog", "0006_catalog_memory_power_values", "0008_proof_of_gpu")
-        for name in seeds:
-            import_module(f"rewards.migrations.{name}").seed(apps, None)
-    inventory.forget_catalog()
-    yield
-    inventory.forget_catalog()
+pytestmark = [
+    pytest.mark.processes,
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.usefixtures("seeded_catalog"),
+]
 
 
 @pytest.mark.gpu_verification

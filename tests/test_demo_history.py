@@ -4,7 +4,6 @@ week settled."""
 
 import time
 from datetime import timedelta
-from importlib import import_module
 
 import pytest
 from django.db.models import Max, Min, Sum
@@ -26,7 +25,11 @@ from portal.demo import DEMO_CONTRIBUTORS, DEMO_MACHINES, Fleet, demo_account, m
 from rewards.models import Epoch, HeldOut, Job, RewardEntry, RewardPolicy
 from rewards.settlement import policy_at
 
-pytestmark = [pytest.mark.processes, pytest.mark.django_db(transaction=True)]
+pytestmark = [
+    pytest.mark.processes,
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.usefixtures("seeded_catalog"),
+]
 
 MODELS = (
     GPU,
@@ -43,24 +46,6 @@ MODELS = (
     RewardEntry,
     RewardPolicy,
 )
-
-
-@pytest.fixture(autouse=True)
-def gpu_catalog():
-    """The catalog as migrations seed it: a transactional test before this one may have
-    flushed the tables, and the fleet's GPUs must find their rated models."""
-    from django.apps import apps
-
-    from contributors.telemetry import inventory
-    from rewards.models import GpuModel
-
-    if not GpuModel.objects.exists():
-        seeds = ("0003_seed_gpu_catalog", "0006_catalog_memory_power_values", "0008_proof_of_gpu")
-        for name in seeds:
-            import_module(f"rewards.migrations.{name}").seed(apps, None)
-    inventory.forget_catalog()
-    yield
-    inventory.forget_catalog()
 
 
 @pytest.fixture

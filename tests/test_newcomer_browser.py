@@ -5,7 +5,6 @@ and sees the claim confirmed with its transaction hash in the history, and the d
 `claimed(account)` on the chain equals what the history says."""
 
 from decimal import Decimal
-from importlib import import_module
 
 import pytest
 from django.core.cache import cache
@@ -21,6 +20,7 @@ pytestmark = [
     pytest.mark.processes,
     pytest.mark.gpu_verification,
     pytest.mark.django_db(transaction=True),
+    pytest.mark.usefixtures("seeded_catalog"),
 ]
 
 CHART_DRAWN = """(selector) => {
@@ -28,22 +28,6 @@ CHART_DRAWN = """(selector) => {
   return el && el.classList.contains("js-plotly-plot") && Array.isArray(el.data)
     && el.data.length > 0;
 }"""
-
-
-@pytest.fixture(autouse=True)
-def gpu_catalog():
-    from django.apps import apps
-
-    from contributors.telemetry import inventory
-    from rewards.models import GpuModel
-
-    if not GpuModel.objects.exists():
-        seeds = ("0003_seed_gpu_catalog", "0006_catalog_memory_power_values", "0008_proof_of_gpu")
-        for name in seeds:
-            import_module(f"rewards.migrations.{name}").seed(apps, None)
-    inventory.forget_catalog()
-    yield
-    inventory.forget_catalog()
 
 
 @pytest.fixture
