@@ -101,11 +101,12 @@ def test_challenge_in_a_telemetry_answer_is_committed_once_and_revealed(portal, 
 
 
 def test_telemetry_keeps_flowing_while_a_challenge_is_solved(portal, tmp_path):
-    # Sized for about 4 s of NumPy on this machine: several reports are due meanwhile.
+    # Sized for about 8 s of NumPy on this machine (a loaded machine times the probe slower
+    # than the challenge may run): several reports are due meanwhile.
     started = time.perf_counter()
     solve(NumpyBackend(), bytes(32), 1024, 2)
     per_round = (time.perf_counter() - started) / 2
-    challenge = make_challenge(n=1024, rounds=max(2, round(4.0 / per_round)))
+    challenge = make_challenge(n=1024, rounds=max(2, round(8.0 / per_round)), within_s=300.0)
     cid = challenge["challenge_id"]
     with RunningAgent(portal, tmp_path) as runner:
         assert wait_for(lambda: len(portal.telemetry()) >= 1)
@@ -116,7 +117,7 @@ def test_telemetry_keeps_flowing_while_a_challenge_is_solved(portal, tmp_path):
     (commit,) = portal.to(f"/{cid}/commit")
     solving = commit.at - delivered
     during = [r for r in portal.telemetry() if delivered < r.at < commit.at]
-    assert solving > 2.5, f"the challenge took only {solving:.1f} s: make it bigger"
+    assert solving > 3, f"the challenge took only {solving:.1f} s: make it bigger"
     # Reports every second: no pause beyond the usual cadence while the prover works.
     assert len(during) >= solving - 2.5, (solving, len(during))
     check_reveal(challenge, commit.body, portal.to(f"/{cid}/reveal")[0].body)
