@@ -171,13 +171,15 @@ def relay(contributor, claim_id: int, now: float | None = None) -> Claim:
     gas_price_too_high, relayer_underfunded, relay_failed.
     """
     cfg = chain.config()
-    relayer = relayer_account()
-    w3 = _node()
     clock = int(time.time() if now is None else now)
+    # What the contributor asked about first: a claim that is not theirs is a 404 whatever
+    # the portal's relaying can do.
     claim = Claim.objects.filter(pk=claim_id, contributor=contributor).first()
     if claim is None:
         raise Refused(404, "claim_not_found", "No such claim of yours.")
     _check_relayable(claim, cfg, clock)
+    relayer = relayer_account()
+    w3 = _node()
     data = chain.encode_claim_call(
         claim.account, claim.cumulative_wei, claim.deadline, claim.signature
     )

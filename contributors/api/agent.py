@@ -210,7 +210,7 @@ class ChallengeRevealView(AgentView):
         for index, item in enumerate(items):
             error = _reveal_error(item, challenge)
             if error:
-                errors.append({"index": index, "error": error})
+                errors.append({"field": f"rows[{index}]", "error": error})
             else:
                 rows[(item["round"], item["row"])] = (item["leaf"], item["path"])
         if errors:

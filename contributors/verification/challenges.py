@@ -330,7 +330,13 @@ def _check_rows(challenge: Challenge, rows: dict) -> None:
             400,
             "validation_failed",
             "Reveal exactly the rows the commit answer named.",
-            [{"missing": [list(p) for p in missing], "not_requested": [list(p) for p in extra]}],
+            [
+                {
+                    "field": "rows",
+                    "error": f"missing (round, row): {missing or 'none'}; "
+                    f"not requested: {extra or 'none'}",
+                }
+            ],
         )
 
 
