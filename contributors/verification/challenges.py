@@ -479,13 +479,7 @@ def standing(gpu_ids: list[int], at: datetime) -> dict[int, Standing]:
         .values_list("gpu_id", flat=True)
     )
     valid = timedelta(seconds=settings.GPU_VERIFICATION_VALID_S)
-    latest = _latest_decided(gpu_ids, at)
-    claims = {
-        pk: (name, memory)
-        for pk, name, memory in GPU.objects.filter(pk__in=gpu_ids).values_list(
-            "pk", "name", "memory_total_mib"
-        )
-    }
+    latest, claims = _latest_decided(gpu_ids, at)
     result = {}
     for pk in gpu_ids:
         last = latest.get(pk)
@@ -519,9 +513,10 @@ def standing(gpu_ids: list[int], at: datetime) -> dict[int, Standing]:
     return result
 
 
-def _latest_decided(gpu_ids: list[int], at: datetime) -> dict[int, Challenge]:
-    """The newest challenge each GPU had decided (passed or failed) by `at`: one correlated
-    subquery per GPU on the (gpu, -decided_at) index, then one read of those challenges."""
+def _latest_decided(gpu_ids: list[int], at: datetime) -> tuple[dict, dict]:
+    """The newest challenge each GPU had decided (passed or failed) by `at`, and what each GPU
+    claims now (name, memory): one read of the GPUs with a correlated subquery on the
+    (gpu, -decided_at) index, then one read of those challenges."""
     newest = (
         Challenge.objects.filter(
             gpu_id=OuterRef("pk"),
@@ -531,6 +526,11 @@ def _latest_decided(gpu_ids: list[int], at: datetime) -> dict[int, Challenge]:
         .order_by("-decided_at", "-pk")
         .values("pk")[:1]
     )
-    ids = GPU.objects.filter(pk__in=gpu_ids).annotate(last=Subquery(newest))
-    last_ids = [pk for pk in ids.values_list("last", flat=True) if pk is not None]
-    return {c.gpu_id: c for c in Challenge.objects.filter(pk__in=last_ids)}
+    rows = GPU.objects.filter(pk__in=gpu_ids).annotate(last=Subquery(newest))
+    claims, last_ids = {}, []
+    for pk, name, memory, last in rows.values_list("pk", "name", "memory_total_mib", "last"):
+        claims[pk] = (name, memory)
+        if last is not None:
+            last_ids.append(last)
+    latest = {c.gpu_id: c for c in Challenge.objects.filter(pk__in=last_ids)}
+    return latest, claims
