@@ -2,6 +2,7 @@
 every way of not doing the work is held out with its reason; every misuse of the endpoints is
 a 4xx with a code."""
 
+import json
 import uuid
 from datetime import timedelta
 
@@ -16,6 +17,7 @@ from contributors.verification import challenges
 from rewards.models import HeldOut, RewardEntry
 from tests.support import rewards as support
 from tests.support.agent_api import TELEMETRY, Agent, batch, enroll, h100, sample
+from tests.support.deep_json import deep_bodies
 from tests.support.prover import COMMIT, REVEAL, honest, reveal_rows
 from tests.support.siwe import signed_in
 
@@ -505,3 +507,26 @@ def test_adding_a_gpu_challenges_every_gpu_of_the_node_at_once(alice, rig):
         Challenge.objects.filter(status="delivered").values_list("gpu__uuid", "trigger")
     )
     assert triggers == {h100("rig")["uuid"]: "node", h100("second")["uuid"]: "registered"}
+
+
+@pytest.mark.parametrize("step", ["commit", "reveal"])
+@pytest.mark.parametrize("shape", ["open arrays", "closed arrays", "open objects"])
+def test_deep_commit_and_reveal_bodies_are_invalid_json(rig, step, shape):
+    agent, challenge = rig
+    if step == "reveal":
+        assert commit(agent, challenge, honest(challenge).root.hex()).status_code == 200
+    url = (COMMIT if step == "commit" else REVEAL).format(id=challenge["challenge_id"])
+    body = deep_bodies(4000 if step == "commit" else 500 * 1024)[shape]
+    response = agent.client.post(url, body, content_type="application/json", headers=agent.auth())
+    assert response.status_code == 400
+    assert response.json()["error"] == "invalid_json"
+
+
+@pytest.mark.parametrize(("step", "size"), [("commit", 5000), ("reveal", 600 * 1024)])
+def test_oversized_commit_and_reveal_bodies_are_refused_unread(rig, step, size):
+    agent, challenge = rig
+    url = (COMMIT if step == "commit" else REVEAL).format(id=challenge["challenge_id"])
+    body = json.dumps({"root": "a" * size})
+    response = agent.client.post(url, body, content_type="application/json", headers=agent.auth())
+    assert response.status_code == 413
+    assert Challenge.objects.get(public_id=challenge["challenge_id"]).status == "delivered"

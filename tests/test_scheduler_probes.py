@@ -2,6 +2,7 @@
 successful probe caps what idle units count; a failed one holds the GPU out until a later
 success; the endpoint refuses what no scheduler could have measured."""
 
+import json
 from datetime import timedelta
 from decimal import Decimal
 
@@ -13,6 +14,7 @@ from contributors.models import Probe
 from rewards.models import HeldOut, RewardEntry
 from tests.support import rewards as support
 from tests.support.agent_api import iso, nvml_uuid, scheduler_token
+from tests.support.deep_json import deep_bodies
 
 pytestmark = pytest.mark.django_db
 
@@ -94,3 +96,19 @@ def test_probes_need_a_scheduler_token(alice):
     assert Client().post(PROBES, body, content_type="application/json").status_code == 401
     assert probe("ots_not-a-token", **body).status_code == 401
     assert not Probe.objects.exists()
+
+
+@pytest.mark.parametrize("shape", ["open arrays", "closed arrays", "open objects"])
+def test_deep_and_oversized_probes_are_refused(alice, shape):
+    token = scheduler_token()
+    deep = probe_raw(token, deep_bodies(4000)[shape])
+    assert (deep.status_code, deep.json()["error"]) == (400, "invalid_json")
+    large = probe_raw(token, json.dumps({"gpu_uuid": "x" * 5000}))
+    assert large.status_code == 413
+    assert not Probe.objects.exists()
+
+
+def probe_raw(token: str, body):
+    return Client().post(
+        PROBES, body, content_type="application/json", headers={"Authorization": f"Bearer {token}"}
+    )
