@@ -1,5 +1,5 @@
 """Admin for contributors, wallets, nodes and GPUs: what network admins look at daily,
-proof-of-GPU challenges and exemptions included."""
+proof-of-GPU challenges and exemptions included, and the alerts sent to contributors."""
 
 from django import forms
 from django.contrib import admin, messages
@@ -9,6 +9,9 @@ from django.utils import timezone
 
 from contributors.models import (
     GPU,
+    AlertChannel,
+    AlertDelivery,
+    AlertEvent,
     Challenge,
     Contributor,
     EnrollmentCode,
@@ -364,3 +367,76 @@ class ServiceTokenAdmin(admin.ModelAdmin):
     def revoke_tokens(self, request, queryset):
         revoked = queryset.filter(revoked_at__isnull=True).update(revoked_at=timezone.now())
         self.message_user(request, f"Revoked {revoked} token(s).", messages.SUCCESS)
+
+
+# --- Alerts -----------------------------------------------------------------------------------
+
+
+@admin.register(AlertChannel)
+class AlertChannelAdmin(admin.ModelAdmin):
+    list_display = ("contributor", "kind", "display_target", "enabled", "verified_at",
+                    "unsubscribed_at", "created_at")  # fmt: skip
+    list_filter = ("kind", "enabled")
+    search_fields = ("contributor__username", "label")
+    list_select_related = ("contributor",)
+    # Targets hold tokens (Apprise URLs) and webhook secrets: admins see neither.
+    exclude = ("target", "secret")
+    readonly_fields = ("contributor", "kind", "display_target", "events", "verified_at",
+                       "unsubscribed_at", "created_at")  # fmt: skip
+
+    def has_add_permission(self, request):
+        return False  # contributors add their own channels on /alerts/
+
+
+class DeliveryInline(admin.TabularInline):
+    model = AlertDelivery
+    extra = 0
+    can_delete = False
+    fields = ("channel", "status", "attempts", "next_attempt_at", "sent_at", "last_error")
+    readonly_fields = fields
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(AlertEvent)
+class AlertEventAdmin(admin.ModelAdmin):
+    list_display = ("title", "contributor", "kind", "created_at", "damped")
+    list_filter = ("kind", "damped", "created_at")
+    search_fields = ("contributor__username", "title", "key")
+    list_select_related = ("contributor",)
+    readonly_fields = [f.name for f in AlertEvent._meta.fields]
+    inlines = [DeliveryInline]
+
+    def has_add_permission(self, request):
+        return False
+
+
+@admin.register(AlertDelivery)
+class AlertDeliveryAdmin(admin.ModelAdmin):
+    list_display = ("event", "channel_kind", "contributor", "status", "attempts",
+                    "next_attempt_at", "sent_at", "last_error")  # fmt: skip
+    list_filter = ("status", "channel__kind", "created_at")
+    search_fields = ("event__contributor__username", "event__title", "last_error")
+    list_select_related = ("event__contributor", "channel")
+    readonly_fields = [f.name for f in AlertDelivery._meta.fields]
+    actions = ["retry_deliveries"]
+
+    def has_add_permission(self, request):
+        return False
+
+    @admin.display(description="channel")
+    def channel_kind(self, obj):
+        return obj.channel.get_kind_display()
+
+    @admin.display(description="contributor")
+    def contributor(self, obj):
+        return obj.event.contributor
+
+    @admin.action(description="Send the selected failed deliveries again")
+    def retry_deliveries(self, request, queryset):
+        from contributors.alerts import delivery
+
+        count = delivery.retry(queryset.values_list("pk", flat=True))
+        delivery.sweep()
+        self.message_user(request, f"{count} delivery(ies) queued again.", messages.SUCCESS)

@@ -112,3 +112,24 @@ def sweep_challenges() -> dict:
     from contributors.verification import challenges
 
     return challenges.sweep()
+
+
+@shared_task(name="contributors.evaluate_alerts", ignore_result=True, acks_late=True)
+def evaluate_alerts() -> dict:
+    """Raise the alerts that are due and queue their deliveries (`alerts.evaluate.run`)."""
+    from contributors.alerts import evaluate
+
+    return evaluate.run()
+
+
+@shared_task(
+    name="contributors.deliver_alert",
+    ignore_result=True,
+    acks_late=True,
+    **RETRY_TRANSIENT,
+)
+def deliver_alert(delivery_pk: int) -> str:
+    """Send one alert delivery; a redelivered or duplicate task finds it taken and skips."""
+    from contributors.alerts import delivery
+
+    return delivery.deliver(delivery_pk)

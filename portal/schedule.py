@@ -40,6 +40,11 @@ def beat_schedule() -> dict:
             "schedule": float(settings.REWARD_SETTLE_EVERY_S),
             "options": {"expires": float(settings.REWARD_SETTLE_EVERY_S)},
         },
+        "evaluate-alerts": {
+            "task": "contributors.evaluate_alerts",
+            "schedule": float(settings.ALERT_EVALUATE_EVERY_S),
+            "options": {"expires": float(settings.ALERT_EVALUATE_EVERY_S)},
+        },
         "watch-claims": {
             "task": "rewards.watch_claims",
             "schedule": float(settings.CLAIM_WATCH_EVERY_S),

@@ -587,3 +587,54 @@ CLAIM_RELAY_MAX_GAS_PRICE_WEI = env_int("CLAIM_RELAY_MAX_GAS_PRICE_WEI", 50 * 10
 # A transaction page of a block explorer; {tx} is replaced by the hash, e.g.
 # https://etherscan.io/tx/{tx}. Empty: hashes are shown without a link.
 EXPLORER_TX_URL = env_str("EXPLORER_TX_URL", "")
+
+# --- Alerts -----------------------------------------------------------------------------------
+
+# Where absolute links in alerts (unsubscribe, verify, a GPU's page) point.
+PORTAL_URL = env_str("PORTAL_URL", DEMO_PORTAL_URL).rstrip("/")
+# Email: EMAIL_URL in django-environ's form: smtp://host:port, smtp+tls://user:password@host:587,
+# smtp+ssl://…:465, consolemail:// or filemail:// (files under EMAIL_FILE_PATH). Default: with
+# DEBUG the file backend (the demo's alert page shows what it wrote), else SMTP on localhost:25.
+_email = env.email_url("EMAIL_URL", default="filemail://" if DEBUG else "smtp://localhost:25")
+EMAIL_BACKEND = _email["EMAIL_BACKEND"]
+EMAIL_FILE_PATH = env_str("EMAIL_FILE_PATH", str(BASE_DIR / "var" / "mail"))
+EMAIL_HOST = _email.get("EMAIL_HOST") or "localhost"
+EMAIL_PORT = _email.get("EMAIL_PORT") or 25
+EMAIL_HOST_USER = _email.get("EMAIL_HOST_USER") or ""
+EMAIL_HOST_PASSWORD = _email.get("EMAIL_HOST_PASSWORD") or ""
+EMAIL_USE_TLS = bool(_email.get("EMAIL_USE_TLS"))
+EMAIL_USE_SSL = bool(_email.get("EMAIL_USE_SSL"))
+EMAIL_TIMEOUT = env_int("EMAIL_TIMEOUT_S", 10, minimum=1)
+DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "OmniTensor alerts <alerts@localhost>")
+# How often beat evaluates alert conditions and sweeps deliveries that are due, seconds.
+ALERT_EVALUATE_EVERY_S = env_int("ALERT_EVALUATE_EVERY_S", 60, minimum=5)
+# Webhooks and Apprise targets on loopback, private or link-local addresses are refused unless
+# this is true (tests and the demo only: in production it lets users probe the internal net).
+ALERT_ALLOW_PRIVATE_TARGETS = env_bool("ALERT_ALLOW_PRIVATE_TARGETS", DEBUG)
+# Apprise URL schemes a channel may use: services with a fixed host, and generic ones whose
+# host is checked like a webhook's.
+ALERT_APPRISE_SCHEMES = env_list(
+    "ALERT_APPRISE_SCHEMES",
+    ["discord", "slack", "tgram", "ntfy", "ntfys", "matrix", "matrixs", "json", "jsons",
+     "msteams", "pover", "mmost", "mmosts", "gotify", "gotifys"],
+)  # fmt: skip
+# Outbound connect and read timeouts of one send, seconds.
+ALERT_SEND_TIMEOUT_S = env_int("ALERT_SEND_TIMEOUT_S", 5, minimum=1)
+# A delivery is tried this often (back-off 30 s, 2, 8, 32 min …) before it is marked failed.
+ALERT_MAX_ATTEMPTS = env_int("ALERT_MAX_ATTEMPTS", 6, minimum=1)
+ALERT_RETRY_BASE_S = env_int("ALERT_RETRY_BASE_S", 30, minimum=1)
+# A worker holds a delivery this long while it sends; past it, another may send it again.
+ALERT_DELIVERY_LEASE_S = env_int("ALERT_DELIVERY_LEASE_S", 120, minimum=1)
+# Flapping: past this many offline alerts for one machine or GPU within ALERT_FLAP_WINDOW_S,
+# further outages are recorded in the history but not sent until it is stable.
+ALERT_FLAP_LIMIT = env_int("ALERT_FLAP_LIMIT", 3, minimum=1)
+ALERT_FLAP_WINDOW_S = env_int("ALERT_FLAP_WINDOW_S", 6 * 3600, minimum=60)
+# The "rewards at risk" warning comes this long before an epoch closes (at most half an epoch).
+ALERT_EPOCH_WARNING_S = env_int("ALERT_EPOCH_WARNING_S", 15 * 60, minimum=30)
+# "Earned nothing" repeats for the same GPU and reason only after this long.
+ALERT_REPEAT_S = env_int("ALERT_REPEAT_S", 24 * 3600, minimum=60)
+# The daily digest goes out at this hour of the contributor's time zone.
+ALERT_DIGEST_HOUR = env_int("ALERT_DIGEST_HOUR", 8)
+# Channels per contributor, and test messages per contributor per hour.
+ALERT_MAX_CHANNELS = env_int("ALERT_MAX_CHANNELS", 10, minimum=1)
+ALERT_TESTS_PER_HOUR = env_int("ALERT_TESTS_PER_HOUR", 10, minimum=1)

@@ -1,9 +1,19 @@
 """The people and machines of the network, by topic: accounts (contributors, wallets, sign-in
 nonces), the fleet (nodes, GPUs, enrollment codes, service tokens, flags) and telemetry
-(batches, samples, rollups) and verification (proof-of-GPU challenges, exemptions,
-scheduler probes)."""
+(batches, samples, rollups), verification (proof-of-GPU challenges, exemptions,
+scheduler probes) and alerts (channels, preferences, conditions, events, deliveries)."""
 
 from contributors.models.accounts import Contributor, SignInNonce, Wallet, validate_eth_address
+from contributors.models.alerts import (
+    DEFAULT_EVENTS,
+    AlertChannel,
+    AlertCondition,
+    AlertCursor,
+    AlertDelivery,
+    AlertEvent,
+    AlertPreferences,
+    EventKind,
+)
 from contributors.models.fleet import (
     GPU,
     EnrollmentCode,
@@ -24,10 +34,18 @@ from contributors.models.telemetry import (
 from contributors.models.verification import Challenge, Exemption, Probe
 
 __all__ = [
+    "DEFAULT_EVENTS",
     "GPU",
+    "AlertChannel",
+    "AlertCondition",
+    "AlertCursor",
+    "AlertDelivery",
+    "AlertEvent",
+    "AlertPreferences",
     "Challenge",
     "Contributor",
     "EnrollmentCode",
+    "EventKind",
     "Exemption",
     "GpuFlag",
     "GpuHour",
