@@ -13,7 +13,7 @@
 
 import logging
 import zoneinfo
-from datetime import datetime, time, timedelta
+from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import transaction
@@ -245,5 +245,5 @@ def retry(delivery_pks) -> int:
 def quiet_hours_text(prefs: AlertPreferences | None) -> str:
     if prefs is None or prefs.quiet_start is None or prefs.quiet_end is None:
         return ""
-    fmt = time.strftime
-    return f"{fmt(prefs.quiet_start, '%H:%M')} to {fmt(prefs.quiet_end, '%H:%M')} {prefs.time_zone}"
+    start, end = (t.strftime("%H:%M") for t in (prefs.quiet_start, prefs.quiet_end))
+    return f"{start} to {end} {prefs.time_zone}"
