@@ -8,6 +8,10 @@ GPUs run through POST /api/v1/scheduler/jobs, except on one GPU whose owner runs
 (self-reported work that earns no compute reward, as the rules say). The agents answer
 proof-of-GPU challenges with the NumPy backend (the demo's challenges are small: settings),
 except `bob-forged`, a forged agent that never does: its GPU is held out as unverified.
+`alice-rig-2` is switched off on a schedule (its agent stops, as in a power cut), and alice has
+an email alert channel with a 3-minute offline threshold, so her alert history at /alerts/
+shows "offline" and "back online" within the first ten minutes; the emails land in the file
+backend (var/mail) and the page shows what they said.
 
 Before the agents start, a fresh demo database gets a week of history on the same machines
 (`portal.demo_history`), so that dashboards, charts and rewards are full on first load.
@@ -42,13 +46,31 @@ class DemoMachine:
     seed: int
     attest_jobs: bool = True
     forged: bool = False  # its agent never answers proof-of-GPU challenges
+    # Switched off for `outage_min` minutes from minute `outage_at` of every `outage_every`
+    # minutes after the fleet starts (0: never).
+    outage_every: int = 0
+    outage_at: int = 0
+    outage_min: int = 0
+
+    def is_down(self, minute: float) -> bool:
+        """Whether the machine is off at `minute` since the fleet started."""
+        at = minute % self.outage_every if self.outage_every else -1
+        return self.outage_at <= at < self.outage_at + self.outage_min
+
+    def seconds_to_change(self, minute: float) -> float:
+        """Seconds from `minute` until the machine is switched off or on again."""
+        at = minute % self.outage_every
+        for edge in (self.outage_at, self.outage_at + self.outage_min, self.outage_every):
+            if at < edge:
+                return (edge - at) * 60
+        return (self.outage_every - at + self.outage_at) * 60
 
 
 # Names → private keys derived from the name: public, worthless, and the same on every machine.
 DEMO_CONTRIBUTORS = ("alice", "bob", "carol")
 DEMO_MACHINES = (
     DemoMachine("alice", "alice-rig-1", 4, 101),
-    DemoMachine("alice", "alice-rig-2", 2, 102),
+    DemoMachine("alice", "alice-rig-2", 2, 102, outage_every=30, outage_at=3, outage_min=6),
     DemoMachine("bob", "bob-workstation", 2, 201),
     DemoMachine("carol", "carol-lab", 3, 301),
     DemoMachine("carol", "carol-own-jobs", 1, 302, attest_jobs=False),
@@ -182,6 +204,34 @@ def make_history(configs: dict):
     else:
         log.info("demo: no history made: %s", history.skipped)
     return history
+
+
+# alice hears about her machines by email (var/mail with the demo's file backend).
+DEMO_ALERT_EMAIL = "alice@example.com"
+DEMO_OFFLINE_AFTER_MIN = 3
+
+
+def demo_alerts() -> None:
+    """alice's verified email channel and a short offline threshold (once per database)."""
+    from django.utils import timezone
+
+    from contributors.models import DEFAULT_EVENTS, AlertChannel, AlertPreferences, EventKind
+    from contributors.signin import contributor_for_sign_in
+
+    alice = contributor_for_sign_in(demo_account("alice").address)
+    AlertPreferences.objects.get_or_create(
+        contributor=alice, defaults={"offline_after_min": DEMO_OFFLINE_AFTER_MIN}
+    )
+    AlertChannel.objects.get_or_create(
+        contributor=alice,
+        kind=AlertChannel.Kind.EMAIL,
+        target=DEMO_ALERT_EMAIL,
+        defaults={
+            "label": "demo: the file backend, var/mail",
+            "events": [*DEFAULT_EVENTS, EventKind.DIGEST],
+            "verified_at": timezone.now(),
+        },
+    )
 
 
 # The demo's earlier claim pays what each contributor earned up to this long before the last
@@ -329,6 +379,7 @@ class Fleet:
         if history:
             self.history = make_history(configs)
             after_history(self)
+        demo_alerts()
         scheduler = Scheduler(self.portal, self.scheduler_token(), self.stop)
         scheduler.start()
         self.threads.append(scheduler)
@@ -338,18 +389,40 @@ class Fleet:
                 SimulatedCollector(machine.gpus, seed=machine.seed),
                 scheduler if machine.attest_jobs else None,
             )
-            runner = Runner(config, collector, config.spool_path, ignore_challenges=machine.forged)
-            runner.stop = self.stop  # one switch stops every agent
 
-            def run(runner=runner, machine=machine):
-                try:
-                    runner.run()
-                except Exception:
-                    log.exception("demo agent %s stopped", machine.name)
+            def run(machine=machine, config=config, collector=collector):
+                started = time.monotonic()
+                while not self.stop.is_set():
+                    runner = Runner(
+                        config, collector, config.spool_path, ignore_challenges=machine.forged
+                    )
+                    if not machine.outage_every:
+                        runner.stop = self.stop  # one switch stops every agent
+                        self._run_agent(runner, machine)
+                        return
+                    # Up until the outage, then off (the agent stopped, as in a power cut).
+                    minute = (time.monotonic() - started) / 60
+                    until_change = machine.seconds_to_change(minute)
+                    if machine.is_down(minute):
+                        log.info("demo: %s is off for %.0f s", machine.name, until_change)
+                        self.stop.wait(until_change)
+                        continue
+                    agent = threading.Thread(target=self._run_agent, args=(runner, machine))
+                    agent.start()
+                    self.stop.wait(until_change)
+                    runner.stop.set()
+                    agent.join(timeout=30)
 
             thread = threading.Thread(target=run, name=f"agent-{machine.name}", daemon=True)
             thread.start()
             self.threads.append(thread)
+
+    @staticmethod
+    def _run_agent(runner, machine: DemoMachine) -> None:
+        try:
+            runner.run()
+        except Exception:
+            log.exception("demo agent %s stopped", machine.name)
 
 
 def run_fleet(portal: str) -> None:
