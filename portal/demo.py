@@ -48,9 +48,9 @@ class DemoMachine:
     forged: bool = False  # its agent never answers proof-of-GPU challenges
     # Switched off for `outage_min` minutes from minute `outage_at` of every `outage_every`
     # minutes after the fleet starts (0: never).
-    outage_every: int = 0
-    outage_at: int = 0
-    outage_min: int = 0
+    outage_every: float = 0
+    outage_at: float = 0
+    outage_min: float = 0
 
     def is_down(self, minute: float) -> bool:
         """Whether the machine is off at `minute` since the fleet started."""
@@ -307,8 +307,9 @@ def _chain_answers() -> bool:
 
 
 class Fleet:
-    def __init__(self, portal: str, state_dir: Path) -> None:
+    def __init__(self, portal: str, state_dir: Path, machines=DEMO_MACHINES) -> None:
         self.portal = portal.rstrip("/")
+        self.machines = tuple(machines)
         self.state_dir = state_dir
         self.stop = threading.Event()
         self.threads: list[threading.Thread] = []
@@ -375,7 +376,7 @@ class Fleet:
         from omnitensor_agent.runner import Runner
 
         self.state_dir.mkdir(parents=True, exist_ok=True)
-        configs = {machine.name: self.enrolled_config(machine) for machine in DEMO_MACHINES}
+        configs = {machine.name: self.enrolled_config(machine) for machine in self.machines}
         if history:
             self.history = make_history(configs)
             after_history(self)
@@ -383,7 +384,7 @@ class Fleet:
         scheduler = Scheduler(self.portal, self.scheduler_token(), self.stop)
         scheduler.start()
         self.threads.append(scheduler)
-        for machine in DEMO_MACHINES:
+        for machine in self.machines:
             config = configs[machine.name]
             collector = AttestingCollector(
                 SimulatedCollector(machine.gpus, seed=machine.seed),
