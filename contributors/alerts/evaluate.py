@@ -12,8 +12,9 @@ a crashed run raises nothing (the next one does it all):
   recorded but not sent (flapping);
 - GPUs at or above the contributor's temperature for their number of minutes (`hot`), and back
   5 °C below it;
-- ALERT_EPOCH_WARNING_S before the open epoch closes: the GPUs that would earn nothing in it,
-  and why (offline, disabled, unverified, held out), one message per contributor;
+- ALERT_EPOCH_WARNING_S before the open epoch closes: the GPUs that reported in it but would
+  earn nothing in it, and why (offline now, disabled, unverified, held out), one message per
+  contributor; the same GPU and reason again only after ALERT_REPEAT_S;
 - after settlement, from cursors: GPUs held out of a settled epoch (the statement's reason),
   failed proof-of-GPU challenges, confirmed claims, expired vouchers;
 - the daily digest at ALERT_DIGEST_HOUR of the contributor's time zone.
@@ -388,33 +389,37 @@ def _epoch_at_risk(ctx: _Context) -> int:
         return 0
     cursor.at = window.end
     cursor.save(update_fields=["at"])
+    # GPUs that reported in this epoch: one silent all along earns nothing already, and its
+    # offline alert said so.
     gpus = {
         g.pk: g
         for g in GPU.objects.filter(
             node__revoked_at__isnull=True,
             node__owner_id__in=ctx.subscribers,
-            last_seen_at__gte=ctx.now - FORGOTTEN_AFTER,
+            last_seen_at__gte=window.start,
         ).select_related("node")
     }
     if not gpus:
         return 0
     held = settlement.held_out_reasons(gpus, window.end)
-    at_risk: dict[int, list[tuple[GPU, str]]] = {}
+    told = _told(EventKind.EPOCH_AT_RISK, {g.node.owner_id for g in gpus.values()}, ctx)
+    at_risk: dict[int, list[tuple[GPU, str, str]]] = {}
     for pk, gpu in gpus.items():
         if gpu.mig_parent_id is not None:
             continue
         if pk in held:
-            reason = held[pk][1]
+            code, reason = held[pk]
         elif gpu.status(ctx.now) == "offline":
-            reason = f"Offline: no report since {gpu.last_seen_at:%H:%M} UTC."
+            code, reason = "offline", f"Offline: no report since {gpu.last_seen_at:%H:%M} UTC."
         else:
             continue
-        at_risk.setdefault(gpu.node.owner_id, []).append((gpu, reason))
+        if (gpu.node.owner_id, gpu.uuid, code) not in told:
+            at_risk.setdefault(gpu.node.owner_id, []).append((gpu, code, reason))
     prefs = ctx.prefs(at_risk)
     events = []
     for owner, items in at_risk.items():
         closes = local(window.end, prefs[owner])
-        lines = [f"- {g.name} ({g.uuid}) on {g.node.name}: {why}" for g, why in items]
+        lines = [f"- {g.name} ({g.uuid}) on {g.node.name}: {why}" for g, _, why in items]
         n = len(items)
         events.append(
             AlertEvent(
@@ -430,12 +435,27 @@ def _epoch_at_risk(ctx: _Context) -> int:
                 ),
                 data={
                     "epoch_end": window.end.isoformat(),
-                    "gpus": [{"uuid": g.uuid, "reason": why} for g, why in items],
+                    "gpus": [
+                        {"uuid": g.uuid, "reason": code, "detail": why} for g, code, why in items
+                    ],
                 },
                 created_at=ctx.now,
             )
         )
     return _raise(events)
+
+
+def _told(kind: str, owners, ctx: _Context) -> set[tuple[int, str, str]]:
+    """(contributor, GPU uuid, reason) already told in an event of `kind` within
+    ALERT_REPEAT_S: the same news is not sent again every epoch."""
+    since = ctx.now - timedelta(seconds=settings.ALERT_REPEAT_S)
+    told = set()
+    rows = AlertEvent.objects.filter(
+        kind=kind, contributor_id__in=list(owners), created_at__gte=since
+    ).values_list("contributor_id", "data")
+    for owner, data in rows:
+        told.update((owner, g["uuid"], g["reason"]) for g in data.get("gpus", []))
+    return told
 
 
 # --- after the fact: settled epochs, challenges, claims -------------------------------------
@@ -462,12 +482,7 @@ def _earned_nothing(ctx: _Context) -> int:
     if not held:
         return 0
     owners = {h["contributor_id"] for h in held}
-    since = ctx.now - timedelta(seconds=settings.ALERT_REPEAT_S)
-    told = set()
-    for owner, data in AlertEvent.objects.filter(
-        kind=EventKind.EARNED_NOTHING, contributor_id__in=owners, created_at__gte=since
-    ).values_list("contributor_id", "data"):
-        told.update((owner, g["uuid"], g["reason"]) for g in data.get("gpus", []))
+    told = _told(EventKind.EARNED_NOTHING, owners, ctx)
     by_epoch = {e.pk: e for e in epochs}
     grouped: dict[tuple[int, int], list[dict]] = {}
     for h in held:
