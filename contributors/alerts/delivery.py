@@ -201,10 +201,10 @@ def deliver(delivery_pk: int, now: datetime | None = None) -> str:
         else:
             targets.send_apprise(channel.target, message)
     except (targets.SendFailed, targets.TargetRefused) as exc:
-        return _failed_attempt(row, str(exc))
+        return _failed_attempt(row, str(exc), now)
     except Exception as exc:  # a bug or a library's surprise: recorded, retried, never lost
         log.exception("alert delivery %s raised", row.pk)
-        return _failed_attempt(row, f"{type(exc).__name__}: {exc}")
+        return _failed_attempt(row, f"{type(exc).__name__}: {exc}", now)
     if event.kind == EventKind.TEST and channel.kind != AlertChannel.Kind.EMAIL:
         # The server took our message: the channel works.
         AlertChannel.objects.filter(pk=channel.pk, verified_at__isnull=True).update(
@@ -213,13 +213,14 @@ def deliver(delivery_pk: int, now: datetime | None = None) -> str:
     return _finish(row, AlertDelivery.Status.SENT, "")
 
 
-def _failed_attempt(row: AlertDelivery, error: str) -> str:
+def _failed_attempt(row: AlertDelivery, error: str, now: datetime) -> str:
     if row.attempts >= settings.ALERT_MAX_ATTEMPTS or row.event.kind == EventKind.TEST:
         return _finish(row, AlertDelivery.Status.FAILED, error)
     AlertDelivery.objects.filter(pk=row.pk).update(
         status=AlertDelivery.Status.PENDING,
         lease_until=None,
-        next_attempt_at=timezone.now() + backoff(row.attempts),
+        # Back-off from the attempt's own clock (the one its lease and due-ness were read on).
+        next_attempt_at=now + backoff(row.attempts),
         last_error=error[:500],
     )
     return AlertDelivery.Status.PENDING

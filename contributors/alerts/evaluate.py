@@ -380,8 +380,10 @@ def _epoch_at_risk(ctx: _Context) -> int:
     from rewards import settlement
 
     window = settlement.window_from(ctx.now)
-    length = (window.end - window.start).total_seconds()
-    warn = min(settings.ALERT_EPOCH_WARNING_S, length / 2)
+    # window_from(now) starts the window at `now`; the epoch began on its policy's grid.
+    length = timedelta(seconds=window.policy.epoch_length_s)
+    epoch_start = settlement.UNIX_EPOCH + (ctx.now - settlement.UNIX_EPOCH) // length * length
+    warn = min(settings.ALERT_EPOCH_WARNING_S, length.total_seconds() / 2)
     if ctx.now < window.end - timedelta(seconds=warn):
         return 0
     cursor = _cursor("epoch_at_risk", window.start)
@@ -396,7 +398,7 @@ def _epoch_at_risk(ctx: _Context) -> int:
         for g in GPU.objects.filter(
             node__revoked_at__isnull=True,
             node__owner_id__in=ctx.subscribers,
-            last_seen_at__gte=window.start,
+            last_seen_at__gte=epoch_start,
         ).select_related("node")
     }
     if not gpus:
@@ -485,9 +487,13 @@ def _earned_nothing(ctx: _Context) -> int:
     told = _told(EventKind.EARNED_NOTHING, owners, ctx)
     by_epoch = {e.pk: e for e in epochs}
     grouped: dict[tuple[int, int], list[dict]] = {}
-    for h in held:
-        if (h["contributor_id"], h["gpu__uuid"], h["reason"]) in told:
+    # Oldest epoch first, and what one epoch tells is not repeated by a later one in this run.
+    order = {e.pk: i for i, e in enumerate(epochs)}
+    for h in sorted(held, key=lambda h: order[h["epoch_id"]]):
+        said = (h["contributor_id"], h["gpu__uuid"], h["reason"])
+        if said in told:
             continue
+        told.add(said)
         grouped.setdefault((h["epoch_id"], h["contributor_id"]), []).append(h)
     prefs = ctx.prefs(owners)
     events = []

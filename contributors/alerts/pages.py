@@ -9,7 +9,7 @@ from django import forms
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.db import IntegrityError
+from django.db import IntegrityError, transaction
 from django.db.models import Prefetch
 from django.http import HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
@@ -29,6 +29,7 @@ from contributors.models import (
 )
 
 HISTORY_SIZE = 100
+MAX_TARGET = AlertChannel._meta.get_field("target").max_length
 CHOOSABLE = [(k, label) for k, label in EventKind.choices if k != EventKind.TEST]
 # Common zones first in the picker; any IANA name is accepted.
 ZONES = sorted(zoneinfo.available_timezones())
@@ -119,10 +120,14 @@ def _page(request, secret: dict | None = None, prefs_form: PreferencesForm | Non
 @login_required
 def add_channel(request):
     kind = request.POST.get("kind", "")
-    target = request.POST.get("target", "")[:2000]
+    target = request.POST.get("target", "")
     label = request.POST.get("label", "").strip()[:80]
     if kind not in AlertChannel.Kind.values:
         messages.error(request, "Choose email, chat or push (Apprise), or webhook.")
+        return redirect("alerts")
+    if len(target.strip()) > MAX_TARGET:
+        # Refused, not cut short: a shortened URL or address would be another one.
+        messages.error(request, f"An address or URL is at most {MAX_TARGET} characters.")
         return redirect("alerts")
     if AlertChannel.objects.filter(contributor=request.user).count() >= settings.ALERT_MAX_CHANNELS:
         messages.error(request, f"At most {settings.ALERT_MAX_CHANNELS} channels; remove one.")
@@ -138,7 +143,8 @@ def add_channel(request):
     if kind == AlertChannel.Kind.WEBHOOK:
         channel.secret = AlertChannel.new_secret()
     try:
-        channel.save()
+        with transaction.atomic():  # a savepoint: the refusal leaves the request's work usable
+            channel.save()
     except IntegrityError:
         messages.error(request, "You have this channel already.")
         return redirect("alerts")
