@@ -216,11 +216,16 @@ def deliver(delivery_pk: int, now: datetime | None = None) -> str:
 def _failed_attempt(row: AlertDelivery, error: str, now: datetime) -> str:
     if row.attempts >= settings.ALERT_MAX_ATTEMPTS or row.event.kind == EventKind.TEST:
         return _finish(row, AlertDelivery.Status.FAILED, error)
+    # Back-off from the attempt's own clock (the one its lease and due-ness were read on); a
+    # retry that would fall in quiet hours waits for their end, as the first attempt did.
+    retry_at = now + backoff(row.attempts)
+    prefs = AlertPreferences.objects.filter(contributor_id=row.event.contributor_id).first()
+    held = quiet_until(prefs, retry_at)
     AlertDelivery.objects.filter(pk=row.pk).update(
         status=AlertDelivery.Status.PENDING,
         lease_until=None,
-        # Back-off from the attempt's own clock (the one its lease and due-ness were read on).
-        next_attempt_at=now + backoff(row.attempts),
+        next_attempt_at=held or retry_at,
+        held_for_quiet_hours=held is not None,
         last_error=error[:500],
     )
     return AlertDelivery.Status.PENDING
