@@ -89,6 +89,8 @@ class Challenge(models.Model):
         ordering = ["-issued_at"]
         indexes = [
             models.Index(fields=["gpu", "-decided_at"], name="challenge_gpu_decided"),
+            # The alert evaluator reads the challenges decided since its last look, every minute.
+            models.Index(fields=["decided_at"], name="challenge_decided"),
             # The telemetry fast path asks whether a node has a challenge waiting for it.
             models.Index(
                 fields=["node"],
