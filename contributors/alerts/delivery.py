@@ -184,7 +184,9 @@ def deliver(delivery_pk: int, now: datetime | None = None) -> str:
     if event.kind != EventKind.TEST and not channel.active:
         return _finish(row, AlertDelivery.Status.FAILED, "The channel was switched off first.")
     message = targets.Message(
-        delivery_id=f"{row.pk}.{event.pk}",
+        # Stable across attempts; the event's time keeps it unique across databases too (a
+        # fresh demo database starts its ids at 1 again, and mail clients drop repeated ids).
+        delivery_id=f"{row.pk}.{event.pk}.{int(event.created_at.timestamp())}",
         kind=event.kind,
         title=event.title,
         body=event.body,
