@@ -126,6 +126,10 @@ def evaluate_alerts() -> dict:
     name="contributors.deliver_alert",
     ignore_result=True,
     acks_late=True,
+    # Within the delivery's lease: the soft limit ends a send as a failed attempt (retried
+    # later), the hard one ends the process; another worker never sends it at the same time.
+    soft_time_limit=settings.ALERT_DELIVERY_LEASE_S - 10,
+    time_limit=settings.ALERT_DELIVERY_LEASE_S - 5,
     **RETRY_TRANSIENT,
 )
 def deliver_alert(delivery_pk: int) -> str:

@@ -58,12 +58,11 @@ class DemoMachine:
         return self.outage_at <= at < self.outage_at + self.outage_min
 
     def seconds_to_change(self, minute: float) -> float:
-        """Seconds from `minute` until the machine is switched off or on again."""
+        """Seconds from `minute` until the machine is switched off or on again (or the next
+        cycle begins, which changes nothing: the caller looks again)."""
         at = minute % self.outage_every
-        for edge in (self.outage_at, self.outage_at + self.outage_min, self.outage_every):
-            if at < edge:
-                return (edge - at) * 60
-        return (self.outage_every - at + self.outage_at) * 60
+        edges = (self.outage_at, self.outage_at + self.outage_min, self.outage_every)
+        return min(edge - at for edge in edges if edge > at) * 60
 
 
 # Names → private keys derived from the name: public, worthless, and the same on every machine.

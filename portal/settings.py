@@ -590,8 +590,13 @@ EXPLORER_TX_URL = env_str("EXPLORER_TX_URL", "")
 
 # --- Alerts -----------------------------------------------------------------------------------
 
-# Where absolute links in alerts (unsubscribe, verify, a GPU's page) point.
-PORTAL_URL = env_str("PORTAL_URL", DEMO_PORTAL_URL).rstrip("/")
+# Where absolute links in alerts (unsubscribe, verify, a GPU's page) point. Default: the demo's
+# address with DEBUG, else https:// and the first of ALLOWED_HOSTS (an email's links must
+# never point at localhost).
+_first_host = next((h for h in ALLOWED_HOSTS if h and not h.startswith((".", "*"))), "")
+PORTAL_URL = env_str(
+    "PORTAL_URL", DEMO_PORTAL_URL if DEBUG or not _first_host else f"https://{_first_host}"
+).rstrip("/")
 # Email: EMAIL_URL in django-environ's form: smtp://host:port, smtp+tls://user:password@host:587,
 # smtp+ssl://…:465, consolemail:// or filemail:// (files under EMAIL_FILE_PATH). Default: with
 # DEBUG the file backend (the demo's alert page shows what it wrote), else SMTP on localhost:25.
@@ -624,7 +629,15 @@ ALERT_SEND_TIMEOUT_S = env_int("ALERT_SEND_TIMEOUT_S", 5, minimum=1)
 ALERT_MAX_ATTEMPTS = env_int("ALERT_MAX_ATTEMPTS", 6, minimum=1)
 ALERT_RETRY_BASE_S = env_int("ALERT_RETRY_BASE_S", 30, minimum=1)
 # A worker holds a delivery this long while it sends; past it, another may send it again.
+# The delivery task's soft and hard time limits end 10 and 5 s before it, so a receiver that
+# trickles its answer cannot keep a send going into another worker's lease.
 ALERT_DELIVERY_LEASE_S = env_int("ALERT_DELIVERY_LEASE_S", 120, minimum=1)
+if ALERT_DELIVERY_LEASE_S < 2 * ALERT_SEND_TIMEOUT_S + 15:
+    raise ImproperlyConfigured(
+        f"ALERT_DELIVERY_LEASE_S ({ALERT_DELIVERY_LEASE_S}) must be at least twice "
+        f"ALERT_SEND_TIMEOUT_S plus 15 s ({2 * ALERT_SEND_TIMEOUT_S + 15}): a send must end "
+        "within its lease."
+    )
 # Flapping: past this many offline alerts for one machine or GPU within ALERT_FLAP_WINDOW_S,
 # further outages are recorded in the history but not sent until it is stable.
 ALERT_FLAP_LIMIT = env_int("ALERT_FLAP_LIMIT", 3, minimum=1)
@@ -635,6 +648,12 @@ ALERT_EPOCH_WARNING_S = env_int("ALERT_EPOCH_WARNING_S", 15 * 60, minimum=30)
 ALERT_REPEAT_S = env_int("ALERT_REPEAT_S", 24 * 3600, minimum=60)
 # The daily digest goes out at this hour of the contributor's time zone.
 ALERT_DIGEST_HOUR = env_int("ALERT_DIGEST_HOUR", 8)
+if ALERT_DIGEST_HOUR > 23:
+    raise ImproperlyConfigured(
+        f"ALERT_DIGEST_HOUR must be an hour, 0 to 23, not {ALERT_DIGEST_HOUR}"
+    )
 # Channels per contributor, and test messages per contributor per hour.
 ALERT_MAX_CHANNELS = env_int("ALERT_MAX_CHANNELS", 10, minimum=1)
 ALERT_TESTS_PER_HOUR = env_int("ALERT_TESTS_PER_HOUR", 10, minimum=1)
+# Test and confirmation emails one address gets in a day, whoever asks for them.
+ALERT_EMAIL_TESTS_PER_DAY = env_int("ALERT_EMAIL_TESTS_PER_DAY", 3, minimum=1)

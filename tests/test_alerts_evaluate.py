@@ -554,8 +554,8 @@ def test_the_daily_digest_comes_once_a_local_day_after_the_digest_hour(alice, bo
         # 08:00 on the 16th in Los Angeles
         (bob, "digest:2030-01-16", datetime(2030, 1, 16, 16, 0, tzinfo=UTC)),
     ]
-    assert len(emails("alice@example.com", "Yesterday you earned")) == 1
-    assert len(emails("bob@example.com", "Yesterday you earned")) == 2
+    assert len(emails("alice@example.com", "Your GPUs earned")) == 1
+    assert len(emails("bob@example.com", "Your GPUs earned")) == 2
     assert emails("carol@example.com") == []
 
 

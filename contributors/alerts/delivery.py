@@ -107,32 +107,41 @@ def fan_out(now: datetime | None = None) -> int:
 
 
 def send_test(channel: AlertChannel) -> AlertDelivery:
-    """Raise a test event for one channel (verified or not) and queue its delivery now."""
+    """Raise a test event for one channel (verified or not) and queue its delivery now.
+
+    An email address not verified yet (or unsubscribed since) gets its verification link in
+    this message: the link is added when the email is sent and is stored nowhere, so only the
+    address's owner ever sees it."""
     now = timezone.now()
+    verify = channel.kind == AlertChannel.Kind.EMAIL and (
+        channel.verified_at is None or channel.unsubscribed_at is not None
+    )
     with transaction.atomic():
         event = AlertEvent.objects.create(
             contributor_id=channel.contributor_id,
             kind=EventKind.TEST,
             key=f"test:{channel.pk}:{now.timestamp():.6f}",
-            title="OmniTensor test alert",
-            body=_test_body(channel),
-            data={"channel": channel.pk},
+            title="Confirm your OmniTensor alerts" if verify else "OmniTensor test alert",
+            body=(
+                "This is a test from your OmniTensor alerts. "
+                + (
+                    "Open the link in this email to confirm the address; alerts go to it only then."
+                    if verify
+                    else "If you read this, the channel works."
+                )
+            ),
+            data={
+                "channel": channel.pk,
+                "verify": verify,
+                # Kept with the event, so the per-address limit outlives a removed channel.
+                **({"address": channel.target.lower()} if channel.kind == "email" else {}),
+            },
             created_at=now,
             fanned_out=True,
         )
         delivery = AlertDelivery.objects.create(event=event, channel=channel, created_at=now)
         transaction.on_commit(lambda: _queue([delivery.pk]))
     return delivery
-
-
-def _test_body(channel: AlertChannel) -> str:
-    text = "This is a test from your OmniTensor alerts. "
-    if channel.kind == AlertChannel.Kind.EMAIL and channel.verified_at is None:
-        return text + (
-            "Open this link to confirm this address; alerts go to it only then:\n\n"
-            + links.verify_url(channel)
-        )
-    return text + "If you read this, the channel works."
 
 
 # --- sweeping and sending -------------------------------------------------------------------
@@ -145,13 +154,17 @@ def due(now: datetime) -> Q:
 
 
 def sweep(now: datetime | None = None) -> int:
-    """Queue a delivery task for everything due; returns how many were queued."""
+    """Queue a delivery task for everything due and not queued within a lease (a backlog of
+    workers is not fed the same rows every minute); returns how many were queued."""
     now = now or timezone.now()
+    recently = now - timedelta(seconds=settings.ALERT_DELIVERY_LEASE_S)
     pks = list(
         AlertDelivery.objects.filter(due(now))
+        .filter(Q(queued_at__isnull=True) | Q(queued_at__lt=recently))
         .order_by("next_attempt_at")
         .values_list("pk", flat=True)[:SWEEP_LIMIT]
     )
+    AlertDelivery.objects.filter(pk__in=pks).update(queued_at=now)
     _queue(pks)
     return len(pks)
 
@@ -170,26 +183,37 @@ def backoff(attempts: int) -> timedelta:
 
 def deliver(delivery_pk: int, now: datetime | None = None) -> str:
     """Send one delivery if it is due and this worker wins its lease; returns its status (or
-    `skipped` when it was not ours to send)."""
+    `skipped` when it was not ours to send, `superseded` when our lease ran out and another
+    worker took the delivery before we recorded the outcome: theirs stands)."""
     now = now or timezone.now()
+    lease = now + timedelta(seconds=settings.ALERT_DELIVERY_LEASE_S)
     won = AlertDelivery.objects.filter(due(now), pk=delivery_pk).update(
-        status=AlertDelivery.Status.SENDING,
-        lease_until=now + timedelta(seconds=settings.ALERT_DELIVERY_LEASE_S),
-        attempts=F("attempts") + 1,
+        status=AlertDelivery.Status.SENDING, lease_until=lease, attempts=F("attempts") + 1
     )
     if not won:
         return "skipped"
-    row = AlertDelivery.objects.select_related("event", "channel").get(pk=delivery_pk)
+    row = AlertDelivery.objects.select_related("event", "channel").filter(pk=delivery_pk).first()
+    if row is None:
+        return "skipped"  # its channel or event was deleted in between
+    ours = AlertDelivery.objects.filter(
+        pk=row.pk, status=AlertDelivery.Status.SENDING, lease_until=lease
+    )
     channel, event = row.channel, row.event
+    verify = event.kind == EventKind.TEST and event.data.get("verify") is True
+    if channel.unsubscribed_at is not None and not verify:
+        return _finish(ours, AlertDelivery.Status.CANCELLED, "The address unsubscribed.")
     if event.kind != EventKind.TEST and not channel.active:
-        return _finish(row, AlertDelivery.Status.FAILED, "The channel was switched off first.")
+        return _finish(ours, AlertDelivery.Status.CANCELLED, "The channel was paused first.")
+    body = event.body
+    if verify:
+        body += "\n\n" + links.verify_url(channel)
     message = targets.Message(
         # Stable across attempts; the event's time keeps it unique across databases too (a
         # fresh demo database starts its ids at 1 again, and mail clients drop repeated ids).
         delivery_id=f"{row.pk}.{event.pk}.{int(event.created_at.timestamp())}",
         kind=event.kind,
         title=event.title,
-        body=event.body,
+        body=body,
         data=event.data,
         unsubscribe_url=links.unsubscribe_url(channel)
         if channel.kind == AlertChannel.Kind.EMAIL
@@ -203,51 +227,58 @@ def deliver(delivery_pk: int, now: datetime | None = None) -> str:
         else:
             targets.send_apprise(channel.target, message)
     except (targets.SendFailed, targets.TargetRefused) as exc:
-        return _failed_attempt(row, str(exc), now)
-    except Exception as exc:  # a bug or a library's surprise: recorded, retried, never lost
+        return _failed_attempt(row, ours, str(exc), now)
+    except Exception as exc:  # a bug, a library's surprise, the task's soft time limit
         log.exception("alert delivery %s raised", row.pk)
-        return _failed_attempt(row, f"{type(exc).__name__}: {exc}", now)
+        return _failed_attempt(row, ours, f"{type(exc).__name__}: {exc}", now)
     if event.kind == EventKind.TEST and channel.kind != AlertChannel.Kind.EMAIL:
         # The server took our message: the channel works.
         AlertChannel.objects.filter(pk=channel.pk, verified_at__isnull=True).update(
             verified_at=timezone.now()
         )
-    return _finish(row, AlertDelivery.Status.SENT, "")
+    return _finish(ours, AlertDelivery.Status.SENT, "")
 
 
-def _failed_attempt(row: AlertDelivery, error: str, now: datetime) -> str:
+def _failed_attempt(row: AlertDelivery, ours, error: str, now: datetime) -> str:
     if row.attempts >= settings.ALERT_MAX_ATTEMPTS or row.event.kind == EventKind.TEST:
-        return _finish(row, AlertDelivery.Status.FAILED, error)
+        return _finish(ours, AlertDelivery.Status.FAILED, error)
     # Back-off from the attempt's own clock (the one its lease and due-ness were read on); a
     # retry that would fall in quiet hours waits for their end, as the first attempt did.
     retry_at = now + backoff(row.attempts)
     prefs = AlertPreferences.objects.filter(contributor_id=row.event.contributor_id).first()
     held = quiet_until(prefs, retry_at)
-    AlertDelivery.objects.filter(pk=row.pk).update(
+    recorded = ours.update(
         status=AlertDelivery.Status.PENDING,
         lease_until=None,
+        queued_at=None,
         next_attempt_at=held or retry_at,
         held_for_quiet_hours=held is not None,
         last_error=error[:500],
     )
-    return AlertDelivery.Status.PENDING
+    return AlertDelivery.Status.PENDING if recorded else "superseded"
 
 
-def _finish(row: AlertDelivery, status: str, error: str) -> str:
-    AlertDelivery.objects.filter(pk=row.pk).update(
+def _finish(ours, status: str, error: str) -> str:
+    """Record the outcome, only while the lease is still ours (`ours` filters on it)."""
+    recorded = ours.update(
         status=status,
         lease_until=None,
         last_error=error[:500],
         sent_at=timezone.now() if status == AlertDelivery.Status.SENT else None,
     )
-    return status
+    return status if recorded else "superseded"
 
 
 def retry(delivery_pks) -> int:
     """Send failed deliveries again from the start (the admin's action)."""
     return AlertDelivery.objects.filter(
         pk__in=list(delivery_pks), status=AlertDelivery.Status.FAILED
-    ).update(status=AlertDelivery.Status.PENDING, attempts=0, next_attempt_at=timezone.now())
+    ).update(
+        status=AlertDelivery.Status.PENDING,
+        attempts=0,
+        queued_at=None,
+        next_attempt_at=timezone.now(),
+    )
 
 
 def quiet_hours_text(prefs: AlertPreferences | None) -> str:

@@ -109,6 +109,12 @@ def _raise(rows: list[AlertEvent]) -> int:
     return len(rows)
 
 
+# Streams read by time are read again this far behind their cursor: a row is stamped
+# (decided_at, confirmed_at) before its transaction commits, so one committed after a read may
+# carry an earlier time. Events raised twice are skipped by their unique key.
+OVERLAP = timedelta(minutes=10)
+
+
 def _cursor(name: str, now: datetime) -> AlertCursor:
     """A stream's cursor; a new one starts now (history before alerts existed is not sent)."""
     cursor, _ = AlertCursor.objects.get_or_create(name=name, defaults={"at": now})
@@ -352,8 +358,8 @@ def _notify(ctx: _Context) -> int:
             if flapping:
                 body += (
                     f"\n\nIt went offline more than {settings.ALERT_FLAP_LIMIT} times in "
-                    f"{settings.ALERT_FLAP_WINDOW_S // 3600} h: this one is not sent, only kept "
-                    "here, until it is stable."
+                    f"{duration(timedelta(seconds=settings.ALERT_FLAP_WINDOW_S))}: this one is "
+                    "not sent, only kept here, until it is stable."
                 )
         if flapping:
             damped.append(row["pk"])
@@ -504,16 +510,22 @@ def _told(kind: str, owners, ctx: _Context) -> set[tuple[int, str, str]]:
 def _earned_nothing(ctx: _Context) -> int:
     from rewards.models import Epoch, HeldOut
 
-    cursor = _cursor("settled", ctx.now)
+    # Epochs are read by primary key: settlement writes them one at a time, in order (a unique
+    # start stops a second settler), so a higher key is always committed later; a time stamped
+    # inside the transaction would not be.
+    cursor, created = AlertCursor.objects.get_or_create(name="settled", defaults={"at": ctx.now})
+    if created:  # epochs settled before alerts existed are not told
+        cursor.position = Epoch.objects.order_by("-pk").values_list("pk", flat=True).first() or 0
+        cursor.save(update_fields=["position"])
     epochs = list(
-        Epoch.objects.filter(status=Epoch.Status.SETTLED, settled_at__gt=cursor.at).order_by(
-            "settled_at"
-        )[:50]
+        Epoch.objects.filter(status=Epoch.Status.SETTLED, pk__gt=cursor.position).order_by("pk")[
+            :50
+        ]
     )
     if not epochs:
         return 0
-    cursor.at = epochs[-1].settled_at
-    cursor.save(update_fields=["at"])
+    cursor.position, cursor.at = epochs[-1].pk, ctx.now
+    cursor.save(update_fields=["position", "at"])
     held = list(
         HeldOut.objects.filter(epoch__in=epochs, contributor_id__in=ctx.subscribers)
         .exclude(reason=HeldOut.Reason.DISABLED)  # the owner's own choice
@@ -526,8 +538,7 @@ def _earned_nothing(ctx: _Context) -> int:
     by_epoch = {e.pk: e for e in epochs}
     grouped: dict[tuple[int, int], list[dict]] = {}
     # Oldest epoch first, and what one epoch tells is not repeated by a later one in this run.
-    order = {e.pk: i for i, e in enumerate(epochs)}
-    for h in sorted(held, key=lambda h: order[h["epoch_id"]]):
+    for h in sorted(held, key=lambda h: h["epoch_id"]):
         said = (h["contributor_id"], h["gpu__uuid"], h["reason"])
         if said in told:
             continue
@@ -573,7 +584,7 @@ def _verification_failed(ctx: _Context) -> int:
     failed = list(
         Challenge.objects.filter(
             status=Challenge.Status.FAILED,
-            decided_at__gt=cursor.at,
+            decided_at__gt=cursor.at - OVERLAP,
             decided_at__lte=ctx.now,
             gpu__node__owner_id__in=ctx.subscribers,
         ).values(
@@ -621,8 +632,8 @@ def _claims(ctx: _Context) -> int:
     changed = list(
         Claim.objects.filter(contributor_id__in=ctx.subscribers)
         .filter(
-            Q(confirmed_at__gt=cursor.at, confirmed_at__lte=ctx.now)
-            | Q(expired_at__gt=cursor.at, expired_at__lte=ctx.now)
+            Q(confirmed_at__gt=cursor.at - OVERLAP, confirmed_at__lte=ctx.now)
+            | Q(expired_at__gt=cursor.at - OVERLAP, expired_at__lte=ctx.now)
         )
         .values("pk", "contributor_id", "status", "amount_wei", "account", "tx_hash")
     )
@@ -664,7 +675,7 @@ def _claims(ctx: _Context) -> int:
 
 def _digests(ctx: _Context) -> int:
     from rewards.display import omnit
-    from rewards.models import EarningDay
+    from rewards.models import EarningDay, Epoch
 
     cursor = _cursor("digest", ctx.now - timedelta(hours=1))
     if ctx.now - cursor.at < timedelta(minutes=10):
@@ -694,7 +705,17 @@ def _digests(ctx: _Context) -> int:
         ).values_list("contributor_id", "key")
     )
     due = {o: d for o, d in due.items() if (o, f"digest:{d.isoformat()}") not in done}
+    # The last UTC day all of whose epochs are settled: at 08:00 in UTC+8 yesterday (UTC)
+    # closed minutes ago and its last epoch is still in its grace period.
+    last_end = (
+        Epoch.objects.filter(status=Epoch.Status.SETTLED)
+        .order_by("-end")
+        .values_list("end", flat=True)
+        .first()
+    )
     yesterday = (ctx.now.astimezone(UTC) - timedelta(days=1)).date()
+    if last_end is not None:
+        yesterday = min(yesterday, last_end.astimezone(UTC).date() - timedelta(days=1))
     earned = {
         r.contributor_id: r
         for r in EarningDay.objects.filter(contributor_id__in=list(due), day=yesterday)
@@ -715,7 +736,7 @@ def _digests(ctx: _Context) -> int:
                 contributor_id=owner,
                 kind=EventKind.DIGEST,
                 key=f"digest:{day.isoformat()}",
-                title=f"Yesterday you earned {omnit(total)} OMNIT",
+                title=f"Your GPUs earned {omnit(total)} OMNIT on {yesterday.isoformat()}",
                 body=(
                     f"On {yesterday.isoformat()} (UTC) your GPUs earned {omnit(total)} OMNIT: "
                     f"{omnit(compute)} for compute, {omnit(idle)} for idle memory. "

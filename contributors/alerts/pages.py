@@ -137,6 +137,11 @@ def add_channel(request):
     except targets.TargetRefused as exc:
         messages.error(request, str(exc))
         return redirect("alerts")
+    refused = _test_refused(request.user, kind, target)
+    if refused and kind == AlertChannel.Kind.EMAIL:
+        # Adding an address sends it a message: the same limits as the test button.
+        messages.error(request, refused)
+        return redirect("alerts")
     channel = AlertChannel(
         contributor=request.user, kind=kind, target=target, label=label, events=DEFAULT_EVENTS
     )
@@ -156,6 +161,30 @@ def add_channel(request):
     if kind == AlertChannel.Kind.WEBHOOK:
         return _page(request, {"channel": channel, "value": channel.secret})
     return redirect("alerts")
+
+
+def _test_refused(user, kind: str, target: str) -> str:
+    """Why a test message may not go now, or "": ALERT_TESTS_PER_HOUR per contributor, and
+    ALERT_EMAIL_TESTS_PER_DAY per email address whoever asks (an address is nobody's to
+    flood: adding, removing and adding it again counts too)."""
+    now = timezone.now()
+    tests = AlertEvent.objects.filter(kind=EventKind.TEST)
+    if (
+        tests.filter(contributor=user, created_at__gte=now - timedelta(hours=1)).count()
+        >= settings.ALERT_TESTS_PER_HOUR
+    ):
+        return f"At most {settings.ALERT_TESTS_PER_HOUR} test messages an hour."
+    if kind == AlertChannel.Kind.EMAIL:
+        # Test events keep the address they went to, so removing a channel resets nothing.
+        to_address = tests.filter(
+            created_at__gte=now - timedelta(days=1), data__address=target.lower()
+        ).count()
+        if to_address >= settings.ALERT_EMAIL_TESTS_PER_DAY:
+            return (
+                f"This address got {settings.ALERT_EMAIL_TESTS_PER_DAY} messages from us in "
+                "the last day; try again tomorrow."
+            )
+    return ""
 
 
 def _own(request, pk: int) -> AlertChannel:
@@ -178,13 +207,9 @@ def channel_settings(request, pk: int):
 @login_required
 def test_channel(request, pk: int):
     channel = _own(request, pk)
-    recent = AlertEvent.objects.filter(
-        contributor=request.user,
-        kind=EventKind.TEST,
-        created_at__gte=timezone.now() - timedelta(hours=1),
-    ).count()
-    if recent >= settings.ALERT_TESTS_PER_HOUR:
-        messages.error(request, f"At most {settings.ALERT_TESTS_PER_HOUR} tests an hour.")
+    refused = _test_refused(request.user, channel.kind, channel.target)
+    if refused:
+        messages.error(request, refused)
         return redirect("alerts")
     delivery.send_test(channel)
     messages.success(request, "Test sent; its result shows in the history below.")

@@ -56,10 +56,20 @@ class Message:
 # --- checks --------------------------------------------------------------------------------
 
 
+# Ranges Python's `is_global` has let through in some releases, or that carry an IPv4 address
+# a gateway would reach: IPv4-compatible (::/96), site-local, 6to4, Teredo, NAT64.
+REFUSED_V6 = [
+    ipaddress.ip_network(n)
+    for n in ("::/96", "fec0::/10", "2002::/16", "2001::/32", "64:ff9b::/96", "64:ff9b:1::/48")
+]
+
+
 def _is_public(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
-    mapped = getattr(address, "ipv4_mapped", None)
-    if mapped is not None:
-        address = mapped
+    if address.version == 6:
+        if address.ipv4_mapped is not None:
+            return _is_public(address.ipv4_mapped)
+        if any(address in network for network in REFUSED_V6):
+            return False
     return address.is_global and not address.is_multicast
 
 
@@ -120,8 +130,14 @@ def check_apprise(target: str, resolve: bool = True) -> str:
         raise TargetRefused(f"Apprise URLs here start with one of {allowed}.")
     plugin = _plugin(target)
     if resolve:
-        _check_plugin_host(plugin)
+        _check_plugin_host(plugin, scheme)
     return target
+
+
+# Apprise schemes whose URL names the server to connect to; the others name a service with a
+# fixed host, and what stands where a host would (a bot id, a token) is never looked up.
+HOSTED_SCHEMES = {"json", "jsons", "ntfy", "ntfys", "matrix", "matrixs", "gotify", "gotifys",
+                  "mmost", "mmosts"}  # fmt: skip
 
 
 def _plugin(target: str):
@@ -131,27 +147,17 @@ def _plugin(target: str):
     plugin.redirects = False
     plugin.socket_connect_timeout = float(settings.ALERT_SEND_TIMEOUT_S)
     plugin.socket_read_timeout = float(settings.ALERT_SEND_TIMEOUT_S)
+    if hasattr(plugin, "discovery"):
+        # Matrix discovery asks the named server where the homeserver is and then goes there:
+        # a second hop to any address. The URL's server is the one it talks to, or none.
+        plugin.discovery = False
     return plugin
 
 
-def _check_plugin_host(plugin) -> None:
-    host = getattr(plugin, "host", None)
-    if not host:
-        return
-    try:
-        address = ipaddress.ip_address(host.strip("[]"))
-    except ValueError:
-        address = None
-    if address is not None:
-        public_addresses(str(address), 443)
-        return
-    try:
+def _check_plugin_host(plugin, scheme: str) -> None:
+    host = (getattr(plugin, "host", None) or "").strip("[]")
+    if scheme in HOSTED_SCHEMES and host:
         public_addresses(host, 443)
-    except TargetRefused as exc:
-        # A service plugin's "host" may be a token or an id (discord://id/token), which does
-        # not resolve and is never connected to; a name that resolves must be public.
-        if "does not resolve" not in str(exc):
-            raise
 
 
 def check(kind: str, target: str, resolve: bool = True) -> str:
@@ -221,8 +227,9 @@ def send_webhook(url: str, secret: str, message: Message) -> None:
             answer = pool.urlopen(
                 "POST", path, body=body, headers=headers, redirect=False, preload_content=False
             )
-            # The status line and headers are the answer; the body is never read, so a
-            # receiver cannot hold a send past its lease by trickling one.
+            # The status line and headers are the answer; the body is never read. A receiver
+            # that trickles its headers meets the task's time limit, which ends before the
+            # delivery's lease (contributors.tasks.deliver_alert).
             answer.close()
     except urllib3.exceptions.HTTPError as exc:
         raise SendFailed(f"{type(exc).__name__}: {exc}"[:300]) from None
@@ -238,7 +245,7 @@ def send_webhook(url: str, secret: str, message: Message) -> None:
 def send_apprise(url: str, message: Message) -> None:
     try:
         plugin = _plugin(url)
-        _check_plugin_host(plugin)
+        _check_plugin_host(plugin, url.partition("://")[0].lower())
     except TargetRefused as exc:
         raise SendFailed(str(exc)) from None
     with apprise.LogCapture(level=apprise.logging.WARNING) as logs:

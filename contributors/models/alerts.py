@@ -124,12 +124,16 @@ class AlertChannel(models.Model):
 
     @property
     def display_target(self) -> str:
-        """The target without what would let a reader post to it (Apprise URLs hold tokens)."""
+        """The target without what would let a reader post to it: Apprise URLs hold tokens
+        wherever their scheme puts them (a bot id, a topic, a user key), and a webhook's path
+        may be its secret; only the scheme and a webhook's host are shown."""
         if self.kind == self.Kind.EMAIL:
             return self.target
         scheme, _, rest = self.target.partition("://")
-        host = rest.split("/", 1)[0].rsplit("@", 1)[-1]
-        return f"{scheme}://{host[:40]}/…" if rest else self.target[:40]
+        if self.kind == self.Kind.WEBHOOK:
+            host = rest.split("/", 1)[0].split("?", 1)[0].rsplit("@", 1)[-1]
+            return f"{scheme}://{host[:60]}/…"
+        return f"{scheme[:12]}://…"
 
     @property
     def active(self) -> bool:
@@ -231,7 +235,8 @@ class AlertDelivery(models.Model):
     """One event to one channel, exactly one row per pair (the idempotency key).
 
     pending → sending (a worker holds it until `lease_until`) → sent, or back to pending with
-    back-off, or failed after ALERT_MAX_ATTEMPTS. A worker killed while sending leaves the row
+    back-off, or failed after ALERT_MAX_ATTEMPTS, or cancelled when the channel was paused or
+    unsubscribed before it went. A worker killed while sending leaves the row
     `sending`; when its lease runs out the sweeper sends it again, with the same id in the
     `X-OmniTensor-Delivery` header and the email's Message-ID, so a receiver can tell a repeat.
     """
@@ -241,13 +246,17 @@ class AlertDelivery(models.Model):
         SENDING = "sending", "sending"
         SENT = "sent", "delivered"
         FAILED = "failed", "failed"
+        CANCELLED = "cancelled", "not sent: the channel was paused or unsubscribed"
 
     event = models.ForeignKey(AlertEvent, on_delete=models.CASCADE, related_name="deliveries")
     channel = models.ForeignKey(AlertChannel, on_delete=models.CASCADE, related_name="deliveries")
-    status = models.CharField(max_length=8, choices=Status.choices, default=Status.PENDING)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)
     attempts = models.PositiveSmallIntegerField(default=0)
     next_attempt_at = models.DateTimeField(default=timezone.now)
     lease_until = models.DateTimeField(null=True, blank=True)
+    queued_at = models.DateTimeField(
+        null=True, blank=True, help_text="When the sweep last queued it (not again within a lease)."
+    )
     held_for_quiet_hours = models.BooleanField(default=False)
     last_error = models.CharField(max_length=500, blank=True)
     sent_at = models.DateTimeField(null=True, blank=True)
@@ -276,6 +285,7 @@ class AlertCursor(models.Model):
 
     name = models.CharField(max_length=40, unique=True)
     at = models.DateTimeField()
+    position = models.BigIntegerField(default=0, help_text="The last primary key read, if any.")
 
     def __str__(self) -> str:
         return f"{self.name} at {self.at.isoformat()}"
