@@ -694,6 +694,18 @@ def machine_gone_quiet(owner, parked: str) -> Agent:
     return agent
 
 
+def kill_rig(receivers, reaper, tmp_path):
+    """A receiver, three queues of this test's own (the worker to kill, a fresh worker, one
+    nobody reads) and the first worker started on its queue."""
+    receiver = receivers()
+    queues = (unique_queue("alerts-killed"), unique_queue("alerts-fresh"), unique_queue("parked"))
+    reaper.add(purge_queues, *queues)
+    first = start_worker(
+        reaper, queues[0], tmp_path / "killed.log", portal_env(queues[0], **WORKER_ENV)
+    )
+    return receiver, queues, first
+
+
 def received_tasks(worker) -> int:
     return len(re.findall(r"contributors\.deliver_alert\[[^\]]+\] received", worker.output()))
 
@@ -706,13 +718,8 @@ def test_a_delivery_cut_off_by_sigkill_is_sent_again_with_the_same_id(
     """The receiver holds the alert's request open; the worker is SIGKILLed right there. After
     the lease, the sweep sends it again through a new worker: `sent`, 2 attempts, two requests
     with one delivery id and one body, both signed: one delivery to a deduplicating receiver."""
-    receiver = receivers()
-    first_queue, second_queue = unique_queue("alerts-killed"), unique_queue("alerts-fresh")
-    parked = unique_queue("alerts-parked")
-    reaper.add(purge_queues, parked, first_queue, second_queue)
-    first = start_worker(
-        reaper, first_queue, tmp_path / "killed.log", portal_env(first_queue, **WORKER_ENV)
-    )
+    receiver, queues, first = kill_rig(receivers, reaper, tmp_path)
+    first_queue, second_queue, parked = queues
     client = signed_in(alice)
     with producer_using(default_queue=first_queue):
         channel, secret = verified_webhook_via(first, client, receiver)
@@ -765,13 +772,8 @@ def test_a_worker_killed_before_sending_loses_nothing(
     database's write lock, or the row's lock on PostgreSQL) and is SIGKILLed waiting: its
     message is gone with it, nothing was sent or leased. The sweep then finds the delivery
     still due, and a new worker sends it once."""
-    receiver = receivers()
-    first_queue, second_queue = unique_queue("alerts-killed"), unique_queue("alerts-fresh")
-    parked = unique_queue("alerts-parked")
-    reaper.add(purge_queues, parked, first_queue, second_queue)
-    first = start_worker(
-        reaper, first_queue, tmp_path / "killed.log", portal_env(first_queue, **WORKER_ENV)
-    )
+    receiver, queues, first = kill_rig(receivers, reaper, tmp_path)
+    first_queue, second_queue, parked = queues
     client = signed_in(alice)
     with producer_using(default_queue=first_queue):
         channel, _ = verified_webhook_via(first, client, receiver)
