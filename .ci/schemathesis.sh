@@ -127,6 +127,10 @@ fuzz "scheduler" --include-path-regex '^/api/v1/scheduler/' \
 fuzz "auth" --include-path-regex '^/auth/' -H "Cookie: csrftoken=$CSRF" -H "X-CSRFToken: $CSRF"
 fuzz "me" --include-path-regex '^/api/v1/me' \
     -H "Cookie: sessionid=$SESSION_ID; csrftoken=$CSRF" -H "X-CSRFToken: $CSRF"
+# Public: no credentials at all (tests/test_epoch_manifests.py checks a real manifest against
+# its schema; this fuzz database has no settled epoch).
+fuzz "epochs" --include-path-regex '^/api/v1/epochs'
+fuzz "public" --include-path-regex '^/api/v1/(network|leaderboard)$'
 
 if grep -q "Traceback\|Internal Server Error" "$WORK/server.log"; then
     echo

@@ -9,7 +9,13 @@ const path = require("path");
 const solc = require("solc");
 
 const HERE = __dirname;
-const SOURCES = ["RewardDistributor.sol", "TestToken.sol", "TestContractWallet.sol"];
+const SOURCES = [
+  "RewardDistributor.sol",
+  "TestToken.sol",
+  "TestContractWallet.sol",
+  "AggregatorV3Interface.sol",
+  "TestPriceFeed.sol",
+];
 const OUT = path.join(HERE, "artifacts.json");
 
 function findImport(importPath) {

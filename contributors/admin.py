@@ -38,8 +38,13 @@ class WalletInline(admin.TabularInline):
 class ContributorAdmin(UserAdmin):
     list_display = ("username", "payout", "node_count", "is_staff", "is_active", "date_joined")
     list_filter = ("is_staff", "is_active", "date_joined")
-    search_fields = ("username", "email", "wallets__address")
+    search_fields = ("username", "email", "display_name", "wallets__address")
     inlines = [WalletInline]
+    # Admins moderate what the public leaderboard shows (clear a name, unlist someone).
+    fieldsets = (
+        *UserAdmin.fieldsets,
+        ("Public profile", {"fields": ("display_name", "leaderboard")}),
+    )
 
     def get_queryset(self, request):
         return super().get_queryset(request).annotate(_nodes=Count("nodes", distinct=True))

@@ -8,6 +8,7 @@ from contributors.alerts import pages as alerts
 urlpatterns = [
     path("signin/", views.signin_page, name="signin"),
     path("wallets/", views.wallets_page, name="wallets"),
+    path("wallets/profile", views.public_profile, name="public-profile"),
     path("nodes/", views.nodes_page, name="nodes"),
     path("nodes/enrollment-code", views.create_enrollment_code, name="enroll-code"),
     path("nodes/<int:node_id>/revoke", views.revoke_node, name="node-revoke"),

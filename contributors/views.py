@@ -17,6 +17,7 @@ from django.views.decorators.http import require_GET, require_POST
 
 from contributors import charts
 from contributors.models import GPU, Challenge, EnrollmentCode, GpuHour, Node
+from contributors.profile import PublicProfileForm, save_public_profile
 from contributors.series import RANGES, series
 from contributors.verification import challenges
 from portal import agent_dist
@@ -47,9 +48,30 @@ def signin_page(request):
 @ensure_csrf_cookie
 @login_required
 def wallets_page(request):
+    return _wallets_page(request, PublicProfileForm(instance=request.user))
+
+
+def _wallets_page(request, profile_form, status: int = 200):
     return render(
-        request, "contributors/wallets.html", {"wallets": list(request.user.wallets.all())}
+        request,
+        "contributors/wallets.html",
+        {"wallets": list(request.user.wallets.all()), "profile_form": profile_form},
+        status=status,
     )
+
+
+@require_POST
+@login_required
+def public_profile(request):
+    """The wallets page's form: display name and how the public leaderboard lists them."""
+    form = PublicProfileForm(request.POST, instance=request.user)
+    if not form.is_valid() or not save_public_profile(form):
+        request.user.refresh_from_db()  # the page around the form shows what is stored
+        return _wallets_page(request, form, status=400)
+    messages.success(
+        request, f"Saved: {request.user.get_leaderboard_display()} on the public leaderboard."
+    )
+    return redirect("wallets")
 
 
 # --- Machines --------------------------------------------------------------------------------

@@ -233,6 +233,59 @@ def demo_alerts() -> None:
     )
 
 
+# The demo shows the leaderboard's privacy choices: carol is listed by a display name, bob
+# chose not to be listed (and so appears on no board), alice keeps the default (her wallet).
+DEMO_DISPLAY_NAMES = {"carol": "Carol's GPU Lab"}
+DEMO_UNLISTED = ("bob",)
+
+
+def demo_profiles() -> None:
+    """carol's display name and bob's choice not to be listed (for a fresh demo database)."""
+    from contributors.models import Contributor
+    from contributors.signin import contributor_for_sign_in
+
+    for name, display_name in DEMO_DISPLAY_NAMES.items():
+        contributor = contributor_for_sign_in(demo_account(name).address)
+        Contributor.objects.filter(pk=contributor.pk).update(
+            display_name=display_name, leaderboard=Contributor.Leaderboard.NAME
+        )
+    for name in DEMO_UNLISTED:
+        contributor = contributor_for_sign_in(demo_account(name).address)
+        Contributor.objects.filter(pk=contributor.pk).update(
+            leaderboard=Contributor.Leaderboard.HIDDEN
+        )
+
+
+def demo_public_figures(stop: threading.Event) -> None:
+    """/network/ and /leaderboard/ full on first load: their figures computed right after the
+    history (with the recent epochs' manifests), then again once the agents have reported (the
+    GPUs online now); beat keeps them fresh after that (PUBLIC_STATS_EVERY_S)."""
+    from django.db import connections
+
+    from rewards import manifests
+    from rewards.public import network, store
+
+    def compute() -> None:
+        try:
+            # The recent epochs' manifests, so that /network/ shows their digests at once
+            # (beat's settlement publishes them from the next settled epoch on).
+            manifests.publish_missing(limit=network.RECENT_EPOCHS)
+            store.compute_all()
+        except Exception:  # the demo goes on; beat computes them within a minute anyway
+            log.exception("demo: computing the public figures failed")
+
+    compute()
+
+    def again() -> None:
+        try:
+            if not stop.wait(2 * settings.AGENT_REPORT_INTERVAL_S + 5):
+                compute()
+        finally:
+            connections.close_all()
+
+    threading.Thread(target=again, name="demo-public-figures", daemon=True).start()
+
+
 # The demo's earlier claim pays what each contributor earned up to this long before the last
 # settled epoch, so the rest is left to claim on first sign-in.
 EARLIER_CLAIM_BEFORE = timedelta(days=2)
@@ -379,6 +432,8 @@ class Fleet:
         if history:
             self.history = make_history(configs)
             after_history(self)
+            if self.history.made:
+                demo_profiles()
         demo_alerts()
         scheduler = Scheduler(self.portal, self.scheduler_token(), self.stop)
         scheduler.start()
@@ -416,6 +471,8 @@ class Fleet:
             thread = threading.Thread(target=run, name=f"agent-{machine.name}", daemon=True)
             thread.start()
             self.threads.append(thread)
+        if history:
+            demo_public_figures(self.stop)
 
     @staticmethod
     def _run_agent(runner, machine: DemoMachine) -> None:

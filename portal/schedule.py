@@ -45,9 +45,19 @@ def beat_schedule() -> dict:
             "schedule": float(settings.ALERT_EVALUATE_EVERY_S),
             "options": {"expires": float(settings.ALERT_EVALUATE_EVERY_S)},
         },
+        "compute-public-stats": {
+            "task": "rewards.compute_public_stats",
+            "schedule": float(settings.PUBLIC_STATS_EVERY_S),
+            "options": {"expires": float(settings.PUBLIC_STATS_EVERY_S)},
+        },
         "watch-claims": {
             "task": "rewards.watch_claims",
             "schedule": float(settings.CLAIM_WATCH_EVERY_S),
             "options": {"expires": float(settings.CLAIM_WATCH_EVERY_S)},
+        },
+        "record-token-prices": {
+            "task": "rewards.record_token_prices",
+            "schedule": float(settings.PRICE_FEED_EVERY_S),
+            "options": {"expires": float(settings.PRICE_FEED_EVERY_S)},
         },
     }

@@ -549,6 +549,12 @@ REWARD_COMPUTE_POOL_WEI = env_int("REWARD_COMPUTE_POOL_WEI", 1_000 * 10**18)
 REWARD_IDLE_POOL_WEI = env_int("REWARD_IDLE_POOL_WEI", 250 * 10**18)
 # How often Celery beat looks for epochs due for settlement.
 REWARD_SETTLE_EVERY_S = env_int("REWARD_SETTLE_EVERY_S", 60, minimum=5)
+# How often beat computes the public figures of /network/ and /leaderboard/ (rewards/public/);
+# pages and the API serve what the last run stored.
+PUBLIC_STATS_EVERY_S = env_int("PUBLIC_STATS_EVERY_S", 60, minimum=5)
+# The key of the GPU pseudonyms in published epoch manifests (rewards.manifests): empty, one
+# derived from SECRET_KEY. Set it to rotate SECRET_KEY without renaming every GPU in them.
+MANIFEST_PSEUDONYM_KEY = env_secret("MANIFEST_PSEUDONYM_KEY")
 
 # --- Claims and chain -------------------------------------------------------------------------
 
@@ -587,6 +593,36 @@ CLAIM_RELAY_MAX_GAS_PRICE_WEI = env_int("CLAIM_RELAY_MAX_GAS_PRICE_WEI", 50 * 10
 # A transaction page of a block explorer; {tx} is replaced by the hash, e.g.
 # https://etherscan.io/tx/{tx}. Empty: hashes are shown without a link.
 EXPLORER_TX_URL = env_str("EXPLORER_TX_URL", "")
+
+# --- Token prices for tax-ready exports (README "Tax-ready exports") -------------------------
+
+# The currency the rewards CSV and the universal (tax tool) export value OMNIT in, at the price
+# in effect when each epoch closed; quotes are kept per currency in the price table (admin, or
+# the feed below). A code of 2-10 capitals and digits, e.g. USD, EUR.
+PRICE_CURRENCY = env_str("PRICE_CURRENCY", "USD").strip().upper()
+if not (
+    2 <= len(PRICE_CURRENCY) <= 10
+    and PRICE_CURRENCY.isascii()
+    and PRICE_CURRENCY.isalnum()
+    and PRICE_CURRENCY[0].isalpha()
+):
+    raise ImproperlyConfigured(f"PRICE_CURRENCY must be a code such as USD, not {PRICE_CURRENCY!r}")
+# The price at time T is the latest quote at or before T, if it is at most this old (seconds);
+# an older one leaves the value empty, with a note saying so (never a guess).
+PRICE_MAX_AGE_S = env_int("PRICE_MAX_AGE_S", 24 * 3600, minimum=1)
+# An on-chain price feed with Chainlink's AggregatorV3Interface that quotes 1 OMNIT in
+# PRICE_CURRENCY, read through WEB3_PROVIDER_URI. Empty: prices come from admins only. A beat task
+# records its rounds into the price table every PRICE_FEED_EVERY_S; exports never call the chain.
+PRICE_FEED_ADDRESS = env_str("PRICE_FEED_ADDRESS", "").strip()
+if PRICE_FEED_ADDRESS and not (
+    len(PRICE_FEED_ADDRESS) == 42
+    and PRICE_FEED_ADDRESS.startswith("0x")
+    and all(c in "0123456789abcdefABCDEF" for c in PRICE_FEED_ADDRESS[2:])
+):
+    raise ImproperlyConfigured(
+        f"PRICE_FEED_ADDRESS must be 0x and 40 hex digits, not {PRICE_FEED_ADDRESS!r}"
+    )
+PRICE_FEED_EVERY_S = env_int("PRICE_FEED_EVERY_S", 300, minimum=5)
 
 # --- Alerts -----------------------------------------------------------------------------------
 

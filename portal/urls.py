@@ -4,6 +4,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from contributors.api.urls import auth_urlpatterns
 from portal import views
+from rewards.public.urls import api_urlpatterns as public_api_urlpatterns
 
 admin.site.site_header = "OmniTensor network admin"
 admin.site.site_title = "OmniTensor admin"
@@ -16,10 +17,13 @@ urlpatterns = [
     # The node agent's wheel and install script (portal/agent_views.py).
     path("agent/", include("portal.agent_views")),
     path("", include("rewards.urls")),
+    # The public figures: /network/, /leaderboard/ and their JSON (rewards/public/).
+    path("", include("rewards.public.urls")),
     path("", include("contributors.urls")),
     path("auth/", include(auth_urlpatterns)),
     path("api/v1/", include("contributors.api.urls")),
     path("api/v1/", include("rewards.api.urls")),
+    path("api/v1/", include(public_api_urlpatterns)),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
     path("admin/", admin.site.urls),

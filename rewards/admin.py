@@ -1,8 +1,21 @@
+from django import forms
+from django.conf import settings
 from django.contrib import admin, messages
 from django.db import models
 
 from portal.lib.json_bodies import BoundedJSONDecoder
-from rewards.models import Claim, Epoch, GpuModel, HeldOut, Job, Relayer, RewardEntry, RewardPolicy
+from rewards.models import (
+    Claim,
+    Epoch,
+    GpuModel,
+    HeldOut,
+    Job,
+    Relayer,
+    RewardEntry,
+    RewardPolicy,
+    TokenPrice,
+)
+from rewards.models.prices import parse_price, price_text
 from rewards.wei import omnit
 
 ETH = 10**18
@@ -191,3 +204,45 @@ class RelayerAdmin(RelayerSummaryMixin, ReadOnlyAdmin):
     """The relayer accounts that sent claims: their last nonce and transaction."""
 
     list_display = ("address", "chain_id", "sent", "last_nonce", "last_tx_hash", "updated_at")
+
+
+class TokenPriceForm(forms.ModelForm):
+    """A quote typed by an admin: the price as exact decimal text, the currency as a code."""
+
+    class Meta:
+        model = TokenPrice
+        fields = ("currency", "at", "price", "notes")
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if not self.instance.pk:
+            self.fields["currency"].initial = settings.PRICE_CURRENCY
+
+    def clean_currency(self):
+        return (self.cleaned_data.get("currency") or "").strip().upper()
+
+    def clean_price(self):
+        return price_text(parse_price(self.cleaned_data.get("price") or ""))
+
+
+@admin.register(TokenPrice)
+class TokenPriceAdmin(admin.ModelAdmin):
+    """The price table exports value OMNIT with (README "Tax-ready exports"): admins add and
+    correct quotes by hand; quotes read from the price feed are shown, not edited (delete one
+    that is wrong, and add a quote of your own)."""
+
+    form = TokenPriceForm
+    list_display = ("at", "currency", "price", "source", "round_id", "notes")
+    list_filter = ("currency", "source")
+    search_fields = ("price", "notes", "round_id")
+    date_hierarchy = "at"
+    readonly_fields = ("source", "feed", "round_id", "created_at")
+
+    def has_change_permission(self, request, obj=None):
+        if obj is not None and obj.source == TokenPrice.Source.FEED:
+            return False
+        return super().has_change_permission(request, obj)
+
+    def save_model(self, request, obj, form, change):
+        obj.source = TokenPrice.Source.ADMIN
+        super().save_model(request, obj, form, change)

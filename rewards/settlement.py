@@ -321,10 +321,15 @@ class _Payout:
         )
 
 
+# Besides what the statement shows, each entry keeps the exact sums its units come from
+# (`covered_seconds`, `utilization_pct_seconds`), so an epoch's manifest (rewards.manifests)
+# can be recomputed to the wei by anyone.
 def _compute_inputs(use, units: Fraction, weight, policy, total: Fraction) -> dict:
     return {
         "seconds": seconds(use.busy_us),
+        "covered_seconds": seconds(use.covered_us),
         "avg_utilization_pct": rounded_decimal(use.busy_util_us / use.busy_us, places=6),
+        "utilization_pct_seconds": decimal_string(use.busy_util_us / US_PER_S),
         "null_utilization_seconds": seconds(use.null_util_us),
         "weight": decimal_string(Fraction(weight)),
         "gib_seconds": None,
@@ -337,6 +342,7 @@ def _compute_inputs(use, units: Fraction, weight, policy, total: Fraction) -> di
 def _idle_inputs(use, units: Fraction, gpu: GPU, policy, total: Fraction) -> dict:
     return {
         "seconds": seconds(use.idle_us),
+        "covered_seconds": seconds(use.covered_us),
         "avg_utilization_pct": None,
         "weight": None,
         "gib_seconds": decimal_string(units),

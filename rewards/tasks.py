@@ -1,4 +1,5 @@
-"""Celery tasks of the rewards app: settling due epochs (from beat, see portal/schedule.py)."""
+"""Celery tasks of the rewards app (from beat, see portal/schedule.py): settling due epochs,
+watching claims, recording token prices."""
 
 import logging
 
@@ -22,8 +23,31 @@ log = logging.getLogger(__name__)
 def settle_due_epochs(self) -> int:
     """Settle every epoch whose grace has passed; safe to run twice, or on two workers at once."""
     try:
-        return len(settlement.settle_due())
+        settled = settlement.settle_due()
     except OperationalError as exc:  # a locked or restarting database: try again soon
+        raise self.retry(exc=exc, countdown=min(2**self.request.retries * 5, 60)) from None
+    if settled:
+        publish_epoch_manifests.delay()
+    return len(settled)
+
+
+@shared_task(
+    name="rewards.publish_epoch_manifests",
+    bind=True,
+    ignore_result=True,
+    acks_late=True,
+    max_retries=3,
+    soft_time_limit=600,
+    time_limit=660,
+)
+def publish_epoch_manifests(self) -> int:
+    """Publish the manifests of settled epochs that have none yet (rewards.manifests); a request
+    for one publishes it too, so a lost run only makes that request slower."""
+    from rewards import manifests
+
+    try:
+        return manifests.publish_missing()
+    except OperationalError as exc:
         raise self.retry(exc=exc, countdown=min(2**self.request.retries * 5, 60)) from None
 
 
@@ -48,3 +72,24 @@ def watch_claims(self) -> int:
     except (OperationalError, ConnectionError, TimeoutError) as exc:
         raise self.retry(exc=exc, countdown=min(2**self.request.retries * 5, 60)) from None
     return 0 if result is None else result.events
+
+
+@shared_task(
+    name="rewards.record_token_prices",
+    bind=True,
+    ignore_result=True,
+    acks_late=True,
+    max_retries=3,
+    soft_time_limit=120,
+    time_limit=150,
+)
+def record_token_prices(self) -> int:
+    """Record the price feed's new rounds into the price table (rewards.prices); a no-op
+    without PRICE_FEED_ADDRESS and WEB3_PROVIDER_URI. Safe to overlap."""
+    from rewards import prices
+
+    try:
+        result = prices.record_feed_quotes()
+    except (OperationalError, ConnectionError, TimeoutError) as exc:
+        raise self.retry(exc=exc, countdown=min(2**self.request.retries * 5, 60)) from None
+    return 0 if result is None else result.recorded

@@ -1,4 +1,5 @@
-"""Pages of earnings: the statement (why each entry), daily charts, CSV export, the estimate."""
+"""Pages of earnings: the statement (why each entry), daily charts, CSV exports (every entry
+with its value at the epoch's price; the universal layout for tax tools), the estimate."""
 
 import csv
 import io
@@ -8,9 +9,10 @@ from decimal import Decimal, InvalidOperation
 from fractions import Fraction
 from urllib.parse import urlsplit
 
+from django.conf import settings
 from django.contrib.auth.decorators import login_required
 from django.db.models import Q
-from django.http import StreamingHttpResponse
+from django.http import HttpResponseBadRequest, StreamingHttpResponse
 from django.shortcuts import render
 from django.utils import timezone
 from django.views.decorators.http import require_GET
@@ -19,10 +21,11 @@ from rest_framework.request import Request
 from contributors.models import GPU
 from portal.lib.figures import embed
 from portal.lib.times import rfc3339
-from rewards import charts, ledger
+from rewards import charts, ledger, manifests, tax
 from rewards.api.entries import EpochPages
 from rewards.display import omnit
 from rewards.models import Epoch, GpuModel, HeldOut, RewardEntry
+from rewards.prices import epoch_prices
 
 # The statement shows at most STATEMENT_EPOCHS epochs a page, fewer for a contributor with many
 # GPUs, so that a page has at most about STATEMENT_ROWS rows (one per GPU and epoch).
@@ -107,6 +110,10 @@ def rewards_page(request):
     for entry in entries:
         by_key[(entry.epoch_id, entry.gpu_id)][entry.kind] = entry
     held_by_key = {(h.epoch_id, h.gpu_id): h for h in held}
+    # Each epoch's published manifest (the task after settlement publishes it; the links publish
+    # it on demand) and the names the manifests give this contributor's own physical GPUs.
+    digests = manifests.stored_digests(epoch.pk for epoch in epochs)
+    pseudonyms = {gpu.pk: manifests.pseudonym(gpu.uuid) for gpu in gpus if not gpu.mig_parent_id}
     statement = []
     for epoch in epochs:
         rows = []
@@ -126,14 +133,24 @@ def rewards_page(request):
                     "entries": [{"entry": e, "formula": _explain(e)} for e in kinds.values()],
                     "total": sum(e.amount_wei for e in kinds.values()),
                     "reason": reason,
+                    "pseudonym": pseudonyms.get(gpu.pk),
                 }
             )
-        statement.append({"epoch": epoch, "rows": rows, "total": sum(r["total"] for r in rows)})
+        statement.append(
+            {
+                "epoch": epoch,
+                "rows": rows,
+                "total": sum(r["total"] for r in rows),
+                "sha256": digests.get(epoch.pk),
+            }
+        )
     return render(
         request,
         "rewards/rewards.html",
         {
             "days": days,
+            "price_currency": settings.PRICE_CURRENCY,
+            "tax_years": [now.year, now.year - 1],
             "figure": embed(figure),
             "statement": statement,
             "older_url": _relative(pages.get_next_link()),
@@ -151,6 +168,10 @@ def _cell(text: str) -> str:
 CSV_COLUMNS = [
     "epoch_start", "epoch_end", "gpu_uuid", "gpu_name", "node", "kind", "units", "amount_wei",
     "amount_omnit", "seconds", "avg_utilization_pct", "weight", "gib_seconds", "pool_wei", "share",
+    # The entry's value (rewards.prices): the currency (PRICE_CURRENCY), the price of 1 OMNIT
+    # when the epoch closed and when it was quoted, amount × price in cents (half-even); the
+    # last three empty without a price, and value_note says why.
+    "currency", "omnit_price", "price_at", "value", "value_note",
 ]  # fmt: skip
 
 
@@ -160,15 +181,12 @@ CSV_COLUMNS = [
 CSV_EPOCHS_PER_QUERY = 168
 
 
-def _omnit_plain(wei: int) -> str:
-    """Wei as OMNIT with all 18 decimals and no grouping, exact."""
-    sign = "-" if wei < 0 else ""
-    whole, fraction = divmod(abs(wei), 10**18)
-    return f"{sign}{whole}.{fraction:018d}"
+_omnit_plain = tax.omnit_plain
 
 
-def csv_lines(contributor):
-    """The export's lines: a header, then every entry by epoch start, GPU uuid and kind."""
+def csv_lines(contributor, period=None):
+    """The export's lines: a header, then every entry by epoch start, GPU uuid and kind; only
+    epochs that closed within `period` when given (tax.export_period)."""
     buffer = io.StringIO()
     writer = csv.writer(buffer)
     writer.writerow(CSV_COLUMNS)
@@ -180,11 +198,7 @@ def csv_lines(contributor):
         gpus.update({pk: (_cell(u), _cell(name), _cell(node)) for pk, u, name, node in rows})
 
     learn(Q(node__owner=contributor))
-    epochs = list(
-        Epoch.objects.filter(status=Epoch.Status.SETTLED)
-        .order_by("start")
-        .values_list("pk", "start", "end")
-    )
+    epochs = tax.settled_epochs(period)
     for first in range(0, len(epochs), CSV_EPOCHS_PER_QUERY):
         chunk = epochs[first : first + CSV_EPOCHS_PER_QUERY]
         times = {pk: (rfc3339(start), rfc3339(end)) for pk, start, end in chunk}
@@ -200,29 +214,51 @@ def csv_lines(contributor):
         if missing:  # a GPU that has left the contributor's nodes since it earned
             learn(Q(pk__in=missing))
         entries.sort(key=lambda e: (rank[e[0]], gpus[e[1]][0], e[2]))
+        prices = epoch_prices({e[0] for e in entries})
         buffer.seek(0)
         buffer.truncate()
         for epoch_id, gpu_id, kind, units, amount, i in entries:
+            price = prices[epoch_id]
             writer.writerow(
                 [
                     *times[epoch_id], *gpus[gpu_id], kind, units, str(amount),
                     _omnit_plain(amount), i.get("seconds"), i.get("avg_utilization_pct"),
                     i.get("weight"), i.get("gib_seconds"), i.get("pool_wei"), i.get("share"),
+                    price.currency, price.price, price.at, price.value(amount), price.note,
                 ]
             )  # fmt: skip
         yield buffer.getvalue()
 
 
+def _csv_download(request, lines, name: str):
+    """A streamed CSV attachment of `lines(contributor, period)`; `?year=` picks a UTC year
+    (anything else but a year answers 400; other parameters are ignored)."""
+    try:
+        period = tax.export_period(request.GET)
+    except tax.BadPeriod as exc:
+        return HttpResponseBadRequest(f"{exc}\n", content_type="text/plain; charset=utf-8")
+    stamp = datetime.now(UTC).strftime("%Y%m%d")
+    year = f"-{period[0].year}" if period else ""
+    response = StreamingHttpResponse(
+        lines(request.user, period), content_type="text/csv; charset=utf-8"
+    )
+    response["Content-Disposition"] = f'attachment; filename="{name}{year}-{stamp}.csv"'
+    return response
+
+
 @require_GET
 @login_required
 def rewards_csv(request):
-    """Every entry of the contributor, for accounting: wei exact, OMNIT with 18 decimals."""
-    stamp = datetime.now(UTC).strftime("%Y%m%d")
-    response = StreamingHttpResponse(
-        csv_lines(request.user), content_type="text/csv; charset=utf-8"
-    )
-    response["Content-Disposition"] = f'attachment; filename="omnitensor-rewards-{stamp}.csv"'
-    return response
+    """Every entry of the contributor, for accounting: wei exact, OMNIT with 18 decimals, and
+    its value in PRICE_CURRENCY at the epoch's close."""
+    return _csv_download(request, csv_lines, "omnitensor-rewards")
+
+
+@require_GET
+@login_required
+def tax_csv(request):
+    """Rewards per epoch and claim payments in the universal layout of tax tools (rewards.tax)."""
+    return _csv_download(request, tax.universal_lines, "omnitensor-tax-universal")
 
 
 def _fraction(raw: str, default: str, low: Fraction, high: Fraction) -> tuple[Fraction, str]:

@@ -16,6 +16,7 @@ never pay again and its amount may be vouchered again (rewards.claims).
 
 import logging
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
@@ -51,6 +52,10 @@ class WatchResult:
 def _hex(value) -> str:
     text = value.hex() if hasattr(value, "hex") else str(value)
     return text if text.startswith("0x") else "0x" + text
+
+
+def _utc(timestamp: int | None) -> datetime | None:
+    return None if timestamp is None else datetime.fromtimestamp(timestamp, UTC)
 
 
 def _cursor(chain_id: int, distributor: str) -> ChainCursor:
@@ -91,8 +96,10 @@ def watch(w3=None) -> WatchResult | None:
         )
         events = [contract.events.Claimed().process_log(entry) for entry in logs]
         block = w3.eth.get_block(end)
+        # When each payment happened (the tax export's date): one read per block with events.
+        times = {n: w3.eth.get_block(n)["timestamp"] for n in {e["blockNumber"] for e in events}}
         try:
-            applied = apply_range(chain_id, distributor, start - 1, block, events)
+            applied = apply_range(chain_id, distributor, start - 1, block, events, times)
         except CursorMoved:
             log.info("another watcher applied blocks from %s first", start)
             break
@@ -105,8 +112,13 @@ def watch(w3=None) -> WatchResult | None:
 
 
 @transaction.atomic
-def apply_range(chain_id: int, distributor: str, after_block: int, block, events) -> tuple:
-    """Apply the Claimed `events` of blocks (after_block, block.number]; (confirmed, expired)."""
+def apply_range(
+    chain_id: int, distributor: str, after_block: int, block, events, block_times=None
+) -> tuple:
+    """Apply the Claimed `events` of blocks (after_block, block.number]; (confirmed, expired).
+
+    `block_times` maps the events' block numbers to their timestamps (Unix seconds)."""
+    block_times = block_times or {}
     moved = ChainCursor.objects.filter(
         chain_id=chain_id, distributor=distributor, block_number=after_block
     ).update(
@@ -133,6 +145,7 @@ def apply_range(chain_id: int, distributor: str, after_block: int, block, events
                 "cumulative_wei": cumulative,
                 "block_number": event["blockNumber"],
                 "block_hash": _hex(event["blockHash"]),
+                "block_time": _utc(block_times.get(event["blockNumber"])),
             },
         )
         if created:

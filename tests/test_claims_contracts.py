@@ -14,7 +14,10 @@ CONTRACTS = Path(__file__).resolve().parent.parent / "contracts"
 
 def test_the_artifact_holds_the_contracts():
     contracts = chain.artifacts()
-    assert set(contracts) == {"RewardDistributor", "TestToken", "TestContractWallet"}
+    assert set(contracts) == {
+        "RewardDistributor", "TestToken", "TestContractWallet", "AggregatorV3Interface",
+        "TestPriceFeed",
+    }  # fmt: skip
     names = {item.get("name") for item in chain.abi()}
     assert {"claim", "claimed", "setSigner", "pause", "unpause", "Claimed", "signer"} <= names
     assert len(contracts["RewardDistributor"]["bytecode"]) > 1000

@@ -64,7 +64,9 @@ def test_gpu_busy_all_epoch_takes_the_whole_compute_pool(alice):
             "amount_wei": "1000000000000000000000",
             "inputs": {
                 "seconds": "3600",
+                "covered_seconds": "3600",
                 "avg_utilization_pct": "50",
+                "utilization_pct_seconds": "180000",
                 "null_utilization_seconds": "0",
                 "weight": "3",
                 "gib_seconds": None,

@@ -1,9 +1,9 @@
 """The rewards API under /api/v1/: the scheduler's job attestations and memory probes,
-rewards, balance, claims."""
+rewards, balance, claims, and the public epochs with their manifests."""
 
 from django.urls import path
 
-from rewards.api import claims, views
+from rewards.api import claims, epochs, views
 
 urlpatterns = [
     path("scheduler/jobs", views.SchedulerJobsView.as_view(), name="scheduler-jobs"),
@@ -19,5 +19,17 @@ urlpatterns = [
     ),
     path(
         "me/claims/<int:claim_id>/relay", claims.ClaimRelayView.as_view(), name="api-my-claim-relay"
+    ),
+    path("epochs", epochs.EpochListView.as_view(), name="api-epochs"),
+    # <str:>, not <int:>: any id that is not a settled epoch's is a JSON 404 from the view.
+    path(
+        "epochs/<str:epoch_id>/manifest.json",
+        epochs.EpochManifestJsonView.as_view(),
+        name="api-epoch-manifest-json",
+    ),
+    path(
+        "epochs/<str:epoch_id>/manifest.csv",
+        epochs.EpochManifestCsvView.as_view(),
+        name="api-epoch-manifest-csv",
     ),
 ]

@@ -78,6 +78,12 @@ class ClaimEvent(models.Model):
     block_hash = models.CharField(max_length=66)
     tx_hash = models.CharField(max_length=66)
     log_index = models.PositiveIntegerField()
+    block_time = models.DateTimeField(
+        null=True,
+        blank=True,
+        help_text="The block's timestamp: when the tokens moved (empty for events read before "
+        "it was recorded; seen_at stands in for it).",
+    )
     seen_at = models.DateTimeField(default=timezone.now)
 
     class Meta:

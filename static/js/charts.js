@@ -16,7 +16,8 @@
 
   function localise(figure) {
     for (const trace of figure.data || []) {
-      if (Array.isArray(trace.x) && trace.type !== "bar") trace.x = trace.x.map(toLocal);
+      // Times only (RFC 3339 with an offset): day bars and numbers pass through unchanged.
+      if (Array.isArray(trace.x)) trace.x = trace.x.map(toLocal);
     }
     for (const shape of (figure.layout && figure.layout.shapes) || []) {
       shape.x0 = toLocal(shape.x0);
