@@ -46,6 +46,16 @@ class ContributorAdmin(UserAdmin):
         ("Public profile", {"fields": ("display_name", "leaderboard")}),
     )
 
+    def save_model(self, request, obj, form, change):
+        super().save_model(request, obj, form, change)
+        if {"display_name", "leaderboard"} & set(form.changed_data):
+            # The public boards show the change at once, as when the contributor makes it.
+            from django.db import transaction
+
+            from rewards.public import store
+
+            transaction.on_commit(store.relabel)
+
     def get_queryset(self, request):
         return super().get_queryset(request).annotate(_nodes=Count("nodes", distinct=True))
 

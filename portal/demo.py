@@ -26,6 +26,7 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from decimal import Decimal
 from pathlib import Path
 
 from django.conf import settings
@@ -256,6 +257,33 @@ def demo_profiles() -> None:
         )
 
 
+def demo_prices(now=None) -> int:
+    """An OMNIT price an hour over the history and the month ahead (once per database), as an
+    admin would keep them, so the demo's exports carry values; a made-up, deterministic curve
+    between 0.80 and 0.91 USD."""
+    from django.utils import timezone
+
+    from rewards.models import TokenPrice
+    from rewards.models.prices import price_text
+
+    currency = settings.PRICE_CURRENCY
+    if TokenPrice.objects.filter(currency=currency).exists():
+        return 0
+    now = (now or timezone.now()).replace(minute=0, second=0, microsecond=0)
+    hours = range(-24 * 9, 24 * 31)
+    rows = [
+        TokenPrice(
+            currency=currency,
+            at=now + timedelta(hours=h),
+            price=price_text(Decimal(f"0.{80 + (h * 7) % 11:02d}{(h * 13) % 100:02d}")),
+            notes="demo price (made up)",
+        )
+        for h in hours
+    ]
+    TokenPrice.objects.bulk_create(rows, ignore_conflicts=True)
+    return len(rows)
+
+
 def demo_public_figures(stop: threading.Event) -> None:
     """/network/ and /leaderboard/ full on first load: their figures computed right after the
     history (with the recent epochs' manifests), then again once the agents have reported (the
@@ -435,6 +463,7 @@ class Fleet:
             if self.history.made:
                 demo_profiles()
         demo_alerts()
+        demo_prices()
         scheduler = Scheduler(self.portal, self.scheduler_token(), self.stop)
         scheduler.start()
         self.threads.append(scheduler)

@@ -198,8 +198,9 @@ def stored_digests(epoch_ids) -> dict[int, str]:
 
 
 def digests(epoch_ids) -> dict[int, str]:
-    """Epoch id → its manifest's SHA-256, publishing those not published yet (normally the task
-    after settlement has); unsettled or unknown epochs are left out."""
+    """Epoch id → its manifest's SHA-256, publishing those not published yet (for background
+    work only: the beat task's figures; requests read `stored_digests`); unsettled or unknown
+    epochs are left out."""
     ids = list(epoch_ids)
     found = stored_digests(ids)
     for epoch_id in ids:

@@ -26,9 +26,17 @@ def settle_due_epochs(self) -> int:
         settled = settlement.settle_due()
     except OperationalError as exc:  # a locked or restarting database: try again soon
         raise self.retry(exc=exc, countdown=min(2**self.request.retries * 5, 60)) from None
-    if settled:
+    if settled or manifests_missing():
         publish_epoch_manifests.delay()
     return len(settled)
+
+
+def manifests_missing() -> bool:
+    """Settled epochs without a published manifest (a lost publish, or epochs settled before
+    manifests existed): each settlement run queues a publish of the next ones."""
+    from rewards.models import Epoch
+
+    return Epoch.objects.filter(status=Epoch.Status.SETTLED, manifest__isnull=True).exists()
 
 
 @shared_task(

@@ -92,6 +92,13 @@ def _reward_row(start: datetime, end: datetime, kinds: dict, price: PriceAt) -> 
     )
     if not price.known:
         description += f"; {price.note}"
+    if total < 0:
+        # A correction that took back more than the epoch paid: tax tools refuse a negative
+        # received amount, so it is written as sent.
+        return [
+            rfc3339(end, "seconds"), omnit_plain(-total), SYMBOL, "", "", "", "",
+            price.value(-total), price.currency if price.known else "", "", description, "",
+        ]  # fmt: skip
     return [
         rfc3339(end, "seconds"), "", "", omnit_plain(total), SYMBOL, "", "",
         price.value(total), price.currency if price.known else "", REWARD_LABEL, description, "",

@@ -770,8 +770,8 @@ def test_a_worker_killed_before_sending_loses_nothing(
 ):
     """The worker gets the alert's task but cannot take its lease (this test holds the
     database's write lock, or the row's lock on PostgreSQL) and is SIGKILLed waiting: its
-    message is gone with it, nothing was sent or leased. The sweep then finds the delivery
-    still due, and a new worker sends it once."""
+    message is gone with it and nothing was sent. The sweep then finds the delivery due again,
+    and a new worker sends it once."""
     receiver, queues, first = kill_rig(receivers, reaper, tmp_path)
     first_queue, second_queue, parked = queues
     client = signed_in(alice)
@@ -800,22 +800,22 @@ def test_a_worker_killed_before_sending_loses_nothing(
         sigkill_tree(first.proc)
 
     row.refresh_from_db()
-    assert (row.status, row.attempts, row.lease_until) == ("pending", 0, None)
+    assert (row.status, row.sent_at) in (("pending", None), ("sending", None))
     assert receiver.received("offline") == []
-    # Queued once within a lease: the sweep queues it again once that much time has passed.
+    # On PostgreSQL the killed worker's UPDATE may still run once the lock is released (its
+    # server-side backend outlives the process): then it holds a lease nobody will use, and
+    # the delivery comes due again when that runs out, like any lost send. Queued once within
+    # a lease, the sweep does not queue it again before then either.
     with producer_using(default_queue=parked):
         assert delivery.sweep() == 0
-    wait_until(
-        lambda: timezone.now() > row.queued_at + timedelta(seconds=LEASE_S),
-        LEASE_S + 30,
-        "the queueing never aged",
-    )
 
     second = start_worker(
         reaper, second_queue, tmp_path / "fresh.log", portal_env(second_queue, **WORKER_ENV)
     )
     with producer_using(default_queue=second_queue):
-        assert delivery.sweep() == 1
+        wait_until(
+            lambda: delivery.sweep() == 1, 2 * LEASE_S + 30, "the delivery never came due again"
+        )
     wait_until(
         lambda: AlertDelivery.objects.filter(pk=row.pk, status="sent").exists(),
         90,
@@ -823,7 +823,7 @@ def test_a_worker_killed_before_sending_loses_nothing(
         second.log_path,
     )
     row.refresh_from_db()
-    assert row.attempts == 1
+    assert row.attempts in (1, 2)  # 2 when the dead worker's lease was taken
     assert len(receiver.received("offline")) == 1
 
 

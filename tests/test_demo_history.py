@@ -2,6 +2,8 @@
 machines, once per database, with every GPU proved (but the forged one) and every epoch of the
 week settled."""
 
+import csv
+import io
 import time
 from datetime import timedelta
 
@@ -21,7 +23,14 @@ from contributors.models import (
     TelemetryBatch,
 )
 from portal import demo_history
-from portal.demo import DEMO_CONTRIBUTORS, DEMO_MACHINES, Fleet, demo_account, make_history
+from portal.demo import (
+    DEMO_CONTRIBUTORS,
+    DEMO_MACHINES,
+    Fleet,
+    demo_account,
+    demo_prices,
+    make_history,
+)
 from rewards.models import Epoch, HeldOut, Job, RewardEntry, RewardPolicy
 from rewards.settlement import policy_at
 
@@ -158,6 +167,13 @@ def test_history_is_a_settled_week_made_once(live_server, demo_settings, tmp_pat
     rig = gpus.filter(node__name="alice-rig-1").first()
     for path in ("/dashboard/", "/rewards/", f"/gpus/{rig.uuid}/"):
         assert client.get(path).status_code == 200, path
+    # ...and with the demo's price table, her tax export values every epoch of the week.
+    assert demo_prices() > 7 * 24
+    export = client.get("/rewards/export-universal.csv")
+    rows = list(csv.DictReader(io.StringIO(b"".join(export.streaming_content).decode())))
+    rewards = [r for r in rows if r["Label"] == "reward"]
+    assert len(rewards) > 100
+    assert all(r["Net Worth Amount"] and r["Net Worth Currency"] == "USD" for r in rewards)
 
     # A second start (a restarted `make run`) adds nothing.
     before = counts()

@@ -552,3 +552,36 @@ def test_the_demo_lists_carol_by_her_name_and_bob_nowhere():
     page = Client().get("/leaderboard/").content.decode()
     assert "Carol&#x27;s GPU Lab" in page
     assert short(demo_account("bob").address) not in page
+
+
+def test_an_admin_who_takes_someone_off_the_board_takes_them_off_at_once(
+    staff, django_capture_on_commit_callbacks
+):
+    """An admin clears a display name and unlists its contributor in the admin: the stored
+    boards drop them at once, before beat runs again."""
+    (m,) = [member("unlisted-by-admin")]
+    write_epoch(hour0(timezone.now()) - 2 * HOUR, [(m.gpus[0], "idle", OMNIT)])
+    signed_in(m.person).post("/wallets/profile", {"display_name": "Spammy", "leaderboard": "name"})
+    run_beat_task()
+    assert [r["name"] for r in board()["rows"]] == ["Spammy"]
+
+    url = f"/admin/contributors/contributor/{m.person.pk}/change/"
+    person = Contributor.objects.get(pk=m.person.pk)
+    form = {
+        "username": person.username,
+        "date_joined_0": person.date_joined.strftime("%Y-%m-%d"),
+        "date_joined_1": person.date_joined.strftime("%H:%M:%S"),
+        "is_active": "on",
+        "display_name": "",
+        "leaderboard": "hidden",
+        "wallets-TOTAL_FORMS": "0",
+        "wallets-INITIAL_FORMS": "0",
+    }
+    with django_capture_on_commit_callbacks(execute=True):
+        response = staff.post(url, form)
+    assert response.status_code == 302, response.content.decode()[:2000]
+    person.refresh_from_db()
+    assert (person.display_name, person.leaderboard) == ("", "hidden")
+
+    assert board()["rows"] == []
+    assert "Spammy" not in json.dumps(cache.get(store.LEADERBOARD_KEY))

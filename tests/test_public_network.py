@@ -227,9 +227,19 @@ def test_pages_and_api_take_the_same_queries_for_a_small_and_a_larger_network(al
     assert len(computing) <= 20
 
 
-def test_a_new_deployment_computes_once_on_the_first_request(fleet):
+def test_a_new_deployment_asks_a_worker_once_and_never_computes_in_a_request(fleet, parking_queue):
+    """Nothing computed yet: the first request queues the beat task's computation and says
+    "computing"; requests within the minute queue nothing more; once a worker ran it, the
+    figures are served without a query."""
     assert cache.get(store.NETWORK_KEY) is None
 
+    for _ in range(3):
+        response = Client().get("/api/v1/network")
+        assert (response.status_code, response.json()["error"]) == (503, "computing")
+    assert cache.get(store.NETWORK_KEY) is None  # no request computed them
+    assert parking_queue() == 1  # one computation queued for a worker
+
+    run_beat_task()  # what that worker does
     assert network()["online"]["gpus"] == 3
     assert count_queries("/api/v1/network") == 0
 

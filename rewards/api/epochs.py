@@ -39,7 +39,9 @@ class EpochListView(PublicView):
         paginator.page_size = page_limit(request)
         settled = Epoch.objects.filter(status=Epoch.Status.SETTLED).only("pk", "start", "end")
         page = paginator.paginate_queryset(settled, request, self)
-        digests = manifests.digests(epoch.pk for epoch in page)
+        # Stored digests only: a request never builds a manifest (the task after settlement
+        # does); an epoch whose manifest is not published yet says null.
+        digests = manifests.stored_digests(epoch.pk for epoch in page)
         return Response(
             {
                 "next": paginator.get_next_link(),
@@ -49,7 +51,7 @@ class EpochListView(PublicView):
                         "id": epoch.pk,
                         "start": rfc3339(epoch.start),
                         "end": rfc3339(epoch.end),
-                        "sha256": digests[epoch.pk],
+                        "sha256": digests.get(epoch.pk),
                         "manifest_json": self.link(request, "api-epoch-manifest-json", epoch),
                         "manifest_csv": self.link(request, "api-epoch-manifest-csv", epoch),
                     }
@@ -64,13 +66,22 @@ class EpochListView(PublicView):
 
 
 def published(epoch_id: str) -> EpochManifest:
-    """The manifest of the settled epoch `epoch_id` names (published now if it was not yet)."""
-    manifest = None
-    if epoch_id.isascii() and epoch_id.isdigit() and len(epoch_id) <= MAX_ID_DIGITS:
-        manifest = manifests.publish(int(epoch_id))
-    if manifest is None:
+    """The stored manifest of the settled epoch `epoch_id` names. A request never builds one:
+    an epoch settled but not published yet (the task after settlement publishes it within a
+    minute or so) answers 404 `manifest_not_published`."""
+    if not (epoch_id.isascii() and epoch_id.isdigit() and len(epoch_id) <= MAX_ID_DIGITS):
         raise ApiError(404, "epoch_not_found", "No settled epoch has this id.")
-    return manifest
+    manifest = EpochManifest.objects.filter(epoch_id=int(epoch_id)).first()
+    if manifest is not None:
+        return manifest
+    if Epoch.objects.filter(pk=int(epoch_id), status=Epoch.Status.SETTLED).exists():
+        raise ApiError(
+            404,
+            "manifest_not_published",
+            "This epoch is settled; its manifest is published shortly after settlement. "
+            "Try again in a minute.",
+        )
+    raise ApiError(404, "epoch_not_found", "No settled epoch has this id.")
 
 
 class EpochManifestJsonView(PublicView):

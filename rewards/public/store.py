@@ -2,8 +2,9 @@
 and one for /leaderboard/ (every board of every period), kept until the next run replaces them.
 
 Requests only read them. When nothing was computed yet (a fresh deployment, a cache that was
-emptied), the first request computes once, under a lock in the cache, and the others meanwhile
-answer that the figures are being computed; a cache that does not answer means the same.
+emptied), a request queues the beat task's computation (at most once a minute, a flag in the
+cache) and answers that the figures are being computed; a cache or broker that does not
+answer means the same.
 
 A contributor's listing choice must hold everywhere at once, cached boards included, so the
 boards are named (`leaderboard.labels`) right before they are stored, and again whenever a
@@ -17,6 +18,7 @@ import logging
 
 from django.core.cache import cache
 from django.utils import timezone
+from kombu.exceptions import OperationalError as BrokerError
 
 from portal.lib.hotcache import ERRORS
 from rewards.public import leaderboard, network
@@ -27,7 +29,7 @@ NETWORK_KEY = "public:network:v1"
 LEADERBOARD_KEY = "public:leaderboard:v1"
 GENERATION_KEY = "public:labels-generation"
 LOCK_KEY = "public:computing"
-LOCK_S = 300
+LOCK_S = 60
 # Tries to store the boards with the latest listing choices while they keep changing.
 LABEL_ATTEMPTS = 5
 
@@ -97,18 +99,17 @@ def relabel() -> None:
 
 
 def read(key: str) -> dict | None:
-    """What is stored under `key`; computed once now if nothing is (module docstring). None
-    while another process computes it, or while the cache does not answer."""
+    """What is stored under `key`, or None ("computing"): a request never computes figures (the
+    work grows with the network); finding none, it asks a worker for them, at most once a
+    LOCK_S. None too while the cache does not answer."""
     try:
         figures = cache.get(key)
         if figures is None and cache.add(LOCK_KEY, 1, timeout=LOCK_S):
-            try:
-                compute_all()
-            finally:
-                cache.delete(LOCK_KEY)
-            figures = cache.get(key)
-    except ERRORS as exc:
-        log.warning("public figures unavailable: the shared cache did not answer (%s)", exc)
+            from rewards.public.tasks import compute_public_stats
+
+            compute_public_stats.delay()
+    except (*ERRORS, BrokerError) as exc:
+        log.warning("public figures unavailable: the cache or broker did not answer (%s)", exc)
         return None
     return figures
 
