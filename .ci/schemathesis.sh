@@ -130,6 +130,8 @@ fuzz "me" --include-path-regex '^/api/v1/me' \
 # Public: no credentials at all (tests/test_epoch_manifests.py checks a real manifest against
 # its schema; this fuzz database has no settled epoch).
 fuzz "epochs" --include-path-regex '^/api/v1/epochs'
+# Requests never compute the public figures (a worker does; none runs here): compute them first.
+"$BIN/python" manage.py compute_public_stats > /dev/null
 fuzz "public" --include-path-regex '^/api/v1/(network|leaderboard)$'
 
 if grep -q "Traceback\|Internal Server Error" "$WORK/server.log"; then
