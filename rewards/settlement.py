@@ -3,7 +3,9 @@
 - **Epoch**: `[start, start + length)`, aligned to multiples of its length since the Unix epoch,
   under the policy in effect at its start. It settles once `end + grace` has passed and no
   pending batch holds a sample inside it. Samples arriving later are kept, not rewarded.
-- **Usage** (coverage, busy, idle): `rewards.usage`.
+- **Usage** (coverage, busy, idle): `rewards.usage` defines it over the raw samples;
+  settlement reads it from the drains' accumulators (`rewards.accumulators`), one row or two
+  per GPU, and from raw samples only for GPUs the sums cannot tell.
 - **Compute units** = Σ busy seconds * utilization/100 * weight (null utilization = 0).
 - **Idle units** = Σ idle seconds * available committed MiB / 1024 (GiB·s).
 - **Out of the epoch**: GPUs without a valid proof-of-GPU verification at the epoch's end
@@ -31,6 +33,7 @@ from django.utils import timezone
 from contributors.models import GPU, GpuFlag, Probe, Sample, TelemetryBatch
 from contributors.telemetry.validation import stored_sample
 from contributors.verification import challenges
+from rewards import accumulators
 from rewards.catalog import Catalog
 from rewards.ledger import add_to_earning_days
 from rewards.models import Epoch, HeldOut, RewardEntry, RewardPolicy
@@ -244,7 +247,7 @@ def settle(window: Window, now: datetime | None = None, method: str = "auto") ->
     if is_settled(window):
         return None
     max_gap = timedelta(seconds=window.policy.max_gap_s)
-    usage, method = usage_for(window.start, window.end, max_gap, now, method)
+    usage, method = usage_of(window, max_gap, now, method)
 
     instances = GPU.objects.filter(mig_parent_id__in=list(usage)).values_list("pk", flat=True)
     gpus = GPU.objects.select_related("node").in_bulk(set(usage) | set(instances))
@@ -274,6 +277,25 @@ def settle(window: Window, now: datetime | None = None, method: str = "auto") ->
         method,
     )
     return epoch
+
+
+def usage_of(window: Window, max_gap: timedelta, now: datetime, method: str = "auto"):
+    """(usage per physical GPU, the method used): from the accumulators when they hold the
+    whole epoch (`auto`, `accumulators`), else from every raw sample (`sql`, `python`)."""
+    if method in ("auto", "accumulators"):
+        if accumulators.complete_for(window.start, max_gap):
+            outcome = accumulators.usage(window.start, window.end, max_gap, now)
+            if outcome is not None:
+                if outcome.from_raw:
+                    log.info(
+                        "epoch %s: %s of %s GPUs from raw samples",
+                        window.start.isoformat(),
+                        outcome.from_raw,
+                        len(outcome.usage),
+                    )
+                return outcome.usage, "accumulators"
+        method = "auto"
+    return usage_for(window.start, window.end, max_gap, now, method)
 
 
 @dataclass

@@ -193,24 +193,23 @@ def load_jobs(start: datetime, end: datetime, now: datetime) -> dict[str, JobSpa
     }
 
 
-def readings_in(start: datetime, end: datetime, max_gap: timedelta):
-    """Every sample whose coverage can reach into [start, end)."""
-    rows = (
-        Sample.objects.filter(ts__gt=start - max_gap, ts__lt=end)
-        .values_list(
-            "gpu_id", "ts", "utilization_gpu_pct", "memory_used_mib", "memory_total_mib", "job_id"
-        )
-        .order_by()
-    )
+def readings_in(start: datetime, end: datetime, max_gap: timedelta, gpu_ids=None):
+    """Every sample whose coverage can reach into [start, end) (of those GPUs, if given)."""
+    rows = Sample.objects.filter(ts__gt=start - max_gap, ts__lt=end)
+    if gpu_ids is not None:
+        rows = rows.filter(gpu_id__in=list(gpu_ids))
+    rows = rows.values_list(
+        "gpu_id", "ts", "utilization_gpu_pct", "memory_used_mib", "memory_total_mib", "job_id"
+    ).order_by()
     for row in rows.iterator(chunk_size=20_000):
         yield Reading(*row)
 
 
 def database_usage(
-    start: datetime, end: datetime, max_gap: timedelta, now: datetime
+    start: datetime, end: datetime, max_gap: timedelta, now: datetime, gpu_ids=None
 ) -> dict[int, Usage]:
-    """The reference implementation over the stored samples."""
-    readings = list(readings_in(start, end, max_gap))
+    """The reference implementation over the stored samples (of those GPUs, if given)."""
+    readings = list(readings_in(start, end, max_gap, gpu_ids))
     devices = load_devices({r.device for r in readings}, probe_caps(end))
     return python_usage(readings, devices, load_jobs(start, end, now), start, end, max_gap)
 
@@ -245,7 +244,7 @@ WITH cap AS (
                memory_total_mib AS total, job_id,
                round(date_part('epoch', ts - %(start)s) * 1000000)::bigint AS t
         FROM contributors_sample
-        WHERE ts > %(low)s AND ts < %(end)s
+        WHERE ts > %(low)s AND ts < %(end)s {only}
     ) raw
 ), iv AS (
     SELECT d.phys, d.instance, LEAST(d.committed, s.total - s.used) AS available,
@@ -275,9 +274,10 @@ GROUP BY phys
 
 
 def sql_usage(
-    start: datetime, end: datetime, max_gap: timedelta, now: datetime
+    start: datetime, end: datetime, max_gap: timedelta, now: datetime, gpu_ids=None
 ) -> dict[int, Usage]:
-    """The same figures as `database_usage`, computed by PostgreSQL in one pass."""
+    """The same figures as `database_usage`, computed by PostgreSQL in one pass (for those
+    GPUs, if given)."""
     if connection.vendor != "postgresql":
         raise NotImplementedError("the one-pass usage query is written for PostgreSQL")
     caps = probe_caps(end)
@@ -290,11 +290,13 @@ def sql_usage(
         "now": now,
         "gap_us": micros(max_gap),
         "end_us": micros(end - start),
+        "ids": list(gpu_ids or []),
     }
+    only = "" if gpu_ids is None else "AND gpu_id = ANY(%(ids)s)"
     with transaction.atomic(), connection.cursor() as cursor:
         # Shortest-repr float output, whatever the server's configuration says.
         cursor.execute("SET LOCAL extra_float_digits = 1")
-        cursor.execute(_USAGE_SQL, params)
+        cursor.execute(_USAGE_SQL.replace("{only}", only), params)
         rows = cursor.fetchall()
     return {
         phys: Usage(

@@ -19,6 +19,7 @@ import jsonschema
 import pytest
 from django.conf import settings as django_settings
 from django.core.exceptions import ValidationError
+from django.core.management import call_command
 from django.db import connection, transaction
 from django.test import Client
 from django.test.utils import CaptureQueriesContext
@@ -81,6 +82,8 @@ def report(gpu: GPU, start: datetime, offsets, util=50.0, used: int = 1024, job:
 def settle(start: datetime = START, publish: bool = True) -> Epoch:
     """Settle the epoch at `start`; with `publish`, then run the task a worker runs after
     settlement (requests never build manifests)."""
+    # The samples were written straight into the table: accumulate them as a drain would.
+    call_command("rebuild_usage", "--from", start.isoformat(), stdout=io.StringIO())
     epoch = settlement.settle(settlement.window_from(start), now=start + 2 * HOUR)
     assert epoch is not None
     if publish:

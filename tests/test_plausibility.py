@@ -2,6 +2,7 @@
 capped GPUs per node and nodes per contributor, and telemetry no hardware produces, which opens
 the `implausible_telemetry` flag that holds the GPU out."""
 
+import io
 import json
 from datetime import timedelta
 from pathlib import Path
@@ -211,6 +212,8 @@ def test_a_forged_agent_cannot_take_the_idle_pool(alice, bob):
         "implausible_telemetry"
     )
 
+    # Samples written straight into the table count once accumulated as a drain would.
+    call_command("rebuild_usage", "--from", start.isoformat(), stdout=io.StringIO())
     call_command("settle_epochs", until=(start + timedelta(hours=1, minutes=30)).isoformat())
 
     idle = RewardEntry.objects.filter(kind=RewardEntry.Kind.IDLE)

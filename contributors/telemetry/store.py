@@ -110,9 +110,10 @@ def _store(batches: list[_Claimed]) -> int:
         per_gpu: dict[int, list[int]] = {}  # GPU -> indexes of its samples
         for index, gpu in enumerate(columns["gpu_id"]):
             per_gpu.setdefault(gpu, []).append(index)
-        previous = _update_live_state(columns, per_gpu, received)
+        newest = _update_live_state(columns, per_gpu, received)
         backend().insert_samples(columns, ts_texts)
-        _roll_up(columns, per_gpu, previous)
+        _roll_up(columns, per_gpu, {gpu: row[0] for gpu, row in newest.items()})
+        _accumulate(columns, per_gpu, newest)
     _update_nodes(batches)
     TelemetryBatch.objects.filter(pk__in=[b.pk for b in batches]).update(
         status=TelemetryBatch.Status.PROCESSED,
@@ -126,9 +127,10 @@ def _store(batches: list[_Claimed]) -> int:
 
 def _update_live_state(
     columns: dict[str, list], per_gpu: dict[int, list[int]], received: list[datetime]
-) -> dict[int, datetime]:
+) -> dict[int, tuple]:
     """Each GPU's newest sample values and when it was last seen (when the newest batch that
-    holds it came in), with the GPUs' rows locked; returns their newest sample time before.
+    holds it came in), with the GPUs' rows locked; returns their newest sample before (its
+    time, utilization, memory used and total, job: `NEWEST_SAMPLE`).
 
     Batches may be processed out of order, so a GPU's values change only if this batch's
     newest sample is newer than the one shown.
@@ -148,7 +150,7 @@ def _update_live_state(
         seen = max(received[j] for j in per_gpu[gpu])
         rows.append([gpu, *(columns[column][newest] for _, column in LIVE_COLUMNS), seen])
     sql.update_live_state(rows)
-    return dict(found)
+    return {row[0]: row[1:] for row in found}
 
 
 def _roll_up(columns: dict, per_gpu: dict[int, list[int]], previous: dict) -> None:
@@ -180,6 +182,39 @@ def _roll_up(columns: dict, per_gpu: dict[int, list[int]], previous: dict) -> No
     if notes:
         notes.sort()
         backend().insert_due(notes)
+
+
+def _accumulate(columns: dict, per_gpu: dict[int, list[int]], newest: dict[int, tuple]) -> None:
+    """What settlement needs of the new samples (`rewards.accumulators`), while their GPUs'
+    rows are locked: in-order samples are added, a GPU that got an older one marks the epochs
+    it can change for a recount from raw samples."""
+    from rewards import accumulators as acc
+
+    deltas = acc.Deltas(acc.Grid.load())
+    ts, util, used, total, job = (
+        columns[name]
+        for name in ("ts", "utilization_gpu_pct", "memory_used_mib", "memory_total_mib", "job_id")
+    )
+    for gpu, indexes in per_gpu.items():
+        # The first copy of a reading wins, as in the table.
+        readings = sorted(
+            {
+                ts[i]: acc.Reading(acc.to_us(ts[i]), util[i], total[i] - used[i], job[i])
+                for i in reversed(indexes)
+            }.values(),
+            key=lambda r: r.ts,
+        )
+        last_at, last_util, last_used, last_total, last_job = newest[gpu]
+        previous = None
+        if last_at is not None:
+            previous = acc.Reading(
+                acc.to_us(last_at), last_util, (last_total or 0) - (last_used or 0), last_job
+            )
+            if readings[0].ts <= previous.ts:
+                deltas.mark_dirty(gpu, readings[0].ts, max(readings[-1].ts, previous.ts))
+                continue
+        deltas.add_in_order(gpu, previous, readings)
+    acc.write(deltas)
 
 
 def _update_nodes(batches: list[_Claimed]) -> None:

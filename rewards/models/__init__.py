@@ -1,8 +1,9 @@
 """Reward models, by topic: attested jobs (`jobs`), the GPU performance catalog and reward
 policies (`catalog`), epochs, the ledger and its day totals (`ledger`), the epochs' published
 manifests (`manifests`), claims with their vouchers, events and the watcher's cursor
-(`claims`), and token prices for tax-ready exports (`prices`). DESIGN.md "Reward definitions"
-is the reference for all of it; `rewards.settlement` computes it.
+(`claims`), token prices for tax-ready exports (`prices`), and the usage sums the drains add
+up for settlement (`usage`). DESIGN.md "Reward definitions" is the reference for all of it;
+`rewards.settlement` computes it.
 """
 
 from rewards.models.catalog import GpuModel, RewardPolicy
@@ -11,8 +12,10 @@ from rewards.models.jobs import Job
 from rewards.models.ledger import EarningDay, Epoch, HeldOut, RewardEntry
 from rewards.models.manifests import EpochManifest
 from rewards.models.prices import TokenPrice
+from rewards.models.usage import AccumulatedSince, UsageAccumulator
 
 __all__ = [
+    "AccumulatedSince",
     "ChainCursor",
     "Claim",
     "ClaimEvent",
@@ -26,4 +29,5 @@ __all__ = [
     "RewardEntry",
     "RewardPolicy",
     "TokenPrice",
+    "UsageAccumulator",
 ]

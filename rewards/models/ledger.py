@@ -49,7 +49,10 @@ class Epoch(models.Model):
     gpu_count = models.PositiveIntegerField(default=0, help_text="GPUs paid this epoch.")
     held_out_count = models.PositiveIntegerField(default=0)
     method = models.CharField(
-        max_length=10, blank=True, help_text="How usage was computed: python or sql."
+        max_length=20,
+        blank=True,
+        help_text="How usage was computed: accumulators, sql (one pass over the raw samples) "
+        "or python (the reference).",
     )
     settled_at = models.DateTimeField(null=True, blank=True)
 

@@ -43,6 +43,10 @@ LIVE_COLUMNS = tuple(
     for gpu_column in ["last_sample_at" if column == "ts" else f"last_{column}"]
     if any(f.attname == gpu_column for f in GPU._meta.concrete_fields)
 )
+# What the drains read of a GPU before storing its samples: its newest sample so far, which
+# the accumulators counted up to ts + max_gap (`rewards.accumulators`).
+NEWEST_SAMPLE = ("id", "last_sample_at", "last_utilization_gpu_pct", "last_memory_used_mib",
+                 "last_memory_total_mib", "last_job_id")  # fmt: skip
 # Rollup aggregates: maxima (`max_*`) keep the larger value, everything else adds up.
 ROLLUP_COLUMNS = columns_of(GpuMinute, "gpu_id", "start")
 ROLLUP_MAXIMA = frozenset(c for c in ROLLUP_COLUMNS if c.startswith("max_"))

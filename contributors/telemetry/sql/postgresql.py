@@ -11,6 +11,7 @@ from django.db import connection
 from contributors.models import GPU, GpuHour, GpuMinute, Node, RollupDue, Sample
 from contributors.telemetry.sql.common import (
     LIVE_COLUMNS,
+    NEWEST_SAMPLE,
     ROLLUP_COLUMNS,
     ROLLUP_MAXIMA,
     SAMPLE_COLUMNS,
@@ -61,9 +62,9 @@ class PostgreSQL(Statements):
         self._insert_rows(RollupDue, columns, [list(c) for c in zip(*notes, strict=True)])
 
     def gpus_locked(self, ids: list[int]) -> list[tuple]:
-        """(id, last_sample_at) of the GPUs, their rows locked in id order."""
+        """`NEWEST_SAMPLE` of the GPUs, their rows locked in id order."""
         return db.fetch(
-            f"SELECT id, last_sample_at FROM {table(GPU)} WHERE id = ANY(%s) "  # noqa: S608
+            f"SELECT {', '.join(NEWEST_SAMPLE)} FROM {table(GPU)} WHERE id = ANY(%s) "  # noqa: S608
             "ORDER BY id FOR UPDATE",
             [ids],
         )

@@ -9,6 +9,7 @@ from django.db import connection
 from contributors.models import GPU, Node, RollupDue, Sample
 from contributors.telemetry.sql.common import (
     LIVE_COLUMNS,
+    NEWEST_SAMPLE,
     ROLLUP_COLUMNS,
     SAMPLE_COLUMNS,
     Statements,
@@ -58,8 +59,8 @@ class SQLite(Statements):
         self._insert_rows(RollupDue, columns, [list(c) for c in zip(*notes, strict=True)])
 
     def gpus_locked(self, ids: list[int]) -> list[tuple]:
-        """(id, last_sample_at) of the GPUs (the transaction holds the database)."""
-        return list(GPU.objects.filter(pk__in=ids).values_list("pk", "last_sample_at"))
+        """`NEWEST_SAMPLE` of the GPUs (the transaction holds the database)."""
+        return list(GPU.objects.filter(pk__in=ids).values_list(*NEWEST_SAMPLE))
 
     def lock_gpus(self, ids: list[int]) -> None:
         pass  # the transaction holds the database

@@ -1,0 +1,453 @@
+"""Usage from accumulators: settlement in O(GPUs), not O(samples).
+
+The drains (`contributors.telemetry.store`) add each GPU's in-order samples, under its row
+lock, to one `UsageAccumulator` row per (device, epoch, job the samples named), the way they
+add them to the minute and hour rollups:
+
+- a sample covers `[ts, min(next_ts, ts + max_gap))`, cut at epoch boundaries (each epoch with
+  its own policy's max_gap, on the grid `settlement.window_from` cuts: `Grid`);
+- the newest sample of a device is counted up to `ts + max_gap`; the next one takes back what
+  it cuts (`Deltas.add_in_order`), so the rows are exact at any moment for what is stored;
+- a sample older than its GPU's newest marks the epochs it can change `dirty`.
+
+Settlement (`usage`) then reads the rows of its epoch and, per physical GPU, gives exactly what
+`rewards.usage.python_usage` (the reference) gives from the raw samples:
+
+- a group that named an attested job of the same physical GPU is busy when the job spans all
+  of its covered time, idle when the job is outside it; a job that starts or ends inside the
+  group's time (attested late, ended early) cannot be split from sums;
+- idle MiB·µs are Σ µs·min(committed, available); with committed at or below the group's
+  least available MiB that is µs·committed, at or above its most available it is Σ
+  µs·available; a commitment (or probe cap) in between cannot be split from sums either.
+
+Those cases, dirty rows, and GPUs whose samples predate the accumulators fall back to the
+exact raw computation for those GPUs alone. When the epoch grid itself changed after the
+samples were added (a policy made effective retroactively), the whole epoch does.
+"""
+
+import decimal
+import logging
+from bisect import bisect_right
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from fractions import Fraction
+
+from django.db.models import Q
+
+from contributors.models import GPU
+from rewards.models import AccumulatedSince, RewardPolicy, UsageAccumulator
+from rewards.usage import (
+    Usage,
+    database_usage,
+    load_devices,
+    load_jobs,
+    micros,
+    probe_caps,
+    readings_in,
+)
+
+log = logging.getLogger(__name__)
+
+UNIX = datetime(1970, 1, 1, tzinfo=UTC)
+ONE_US = timedelta(microseconds=1)
+# Utilization sums are exact decimals: a rounding would raise, never pass silently.
+_EXACT = decimal.Context(
+    prec=200, traps=[decimal.Inexact, decimal.Rounded, decimal.InvalidOperation]
+)
+_ZERO = decimal.Decimal(0)
+_UTIL_DECIMALS: dict[float, decimal.Decimal] = {}
+
+
+def to_us(moment: datetime) -> int:
+    return (moment - UNIX) // ONE_US
+
+
+def from_us(value: int) -> datetime:
+    return UNIX + timedelta(microseconds=value)
+
+
+def util_decimal(value: float) -> decimal.Decimal:
+    """The utilization as the agent wrote it (its shortest repr), as `usage.utilization`."""
+    found = _UTIL_DECIMALS.get(value)
+    if found is None:
+        found = decimal.Decimal(repr(float(value)))
+        if len(_UTIL_DECIMALS) < 100_000:
+            _UTIL_DECIMALS[value] = found
+    return found
+
+
+# --- the epoch grid -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Span:
+    """An epoch, in microseconds since the Unix epoch, with its policy's max_gap."""
+
+    start: int
+    end: int
+    gap: int
+
+
+class Grid:
+    """Epochs as `settlement.window_from` cuts them: each policy's grid from its
+    `effective_from`, cut where the next policy takes over."""
+
+    def __init__(self, policies: list[tuple[int | None, int, int]]):
+        # (effective_from µs or None for the default, epoch length µs, max_gap µs), in order
+        self.policies = policies
+        self.froms = [float("-inf") if p[0] is None else p[0] for p in policies]
+        self.max_gap = max(p[2] for p in policies)
+
+    @classmethod
+    def load(cls) -> "Grid":
+        default = RewardPolicy.default()
+        policies = [(None, default.epoch_length_s * 10**6, default.max_gap_s * 10**6)]
+        rows = RewardPolicy.objects.order_by("effective_from").values_list(
+            "effective_from", "epoch_length_s", "max_gap_s"
+        )
+        policies += [(to_us(at), length * 10**6, gap * 10**6) for at, length, gap in rows]
+        return cls(policies)
+
+    def at(self, t: int) -> Span:
+        """The epoch that holds the moment `t`."""
+        index = bisect_right(self.froms, t) - 1
+        effective, length, gap = self.policies[index]
+        aligned = t - t % length
+        start = aligned if effective is None else max(aligned, effective)
+        end = aligned + length
+        if index + 1 < len(self.policies):
+            end = min(end, self.policies[index + 1][0])
+        return Span(start, end, gap)
+
+    def pieces(self, ts: int, until: int | None):
+        """(epoch, a, b) for each epoch whose settlement reads the sample at `ts` (DESIGN.md:
+        `start - max_gap < ts < end`) and the part `[a, b)` of it the sample covers (maybe
+        empty), the sample's next one at `until` (None: not yet, so up to ts + max_gap)."""
+        span = self.at(ts)
+        while True:
+            b = ts + span.gap if until is None else min(until, ts + span.gap)
+            a = max(ts, span.start)
+            yield span, a, max(a, min(b, span.end))
+            span = self.at(span.end)
+            if span.start - span.gap >= ts:
+                return
+
+
+# --- what the drains add ---------------------------------------------------------------------
+
+
+class Delta:
+    """What one drain changes in one accumulator row."""
+
+    __slots__ = (
+        "avail",
+        "cap",
+        "covered",
+        "dirty",
+        "first",
+        "hi",
+        "last",
+        "lo",
+        "null",
+        "span",
+        "util",
+    )  # fmt: skip
+
+    def __init__(self, span: Span):
+        self.span = span
+        self.covered = 0
+        self.first = self.last = self.cap = None  # µs since the Unix epoch
+        self.util = _ZERO
+        self.null = 0
+        self.avail = 0
+        self.lo = self.hi = None
+        self.dirty = False
+
+    def add(self, a: int, b: int, util, avail: int) -> None:
+        if b <= a:
+            return
+        length = b - a
+        self.covered += length
+        self.first = a if self.first is None else min(self.first, a)
+        self.last = b if self.last is None else max(self.last, b)
+        if util is None:
+            self.null += length
+        else:
+            self.util = _EXACT.add(self.util, _EXACT.multiply(util_decimal(util), length))
+        self.avail += length * avail
+        self.lo = avail if self.lo is None else min(self.lo, avail)
+        self.hi = avail if self.hi is None else max(self.hi, avail)
+
+    def take(self, a: int, b: int, util, avail: int) -> None:
+        """Take back `[a, b)` of the newest sample counted so far: its row's time ends at a."""
+        length = b - a
+        self.covered -= length
+        self.cap = a if self.cap is None else min(self.cap, a)
+        if util is None:
+            self.null -= length
+        else:
+            self.util = _EXACT.subtract(self.util, _EXACT.multiply(util_decimal(util), length))
+        self.avail -= length * avail
+
+
+@dataclass(frozen=True, slots=True)
+class Reading:
+    """What accumulators need of a sample: its time (µs), utilization, available MiB, job."""
+
+    ts: int
+    util: float | None
+    avail: int
+    job_id: str
+
+
+class Deltas:
+    """The changes of one drain (or rebuild), by (device, epoch start, job)."""
+
+    def __init__(self, grid: Grid):
+        self.grid = grid
+        self.rows: dict[tuple[int, int, str], Delta] = {}
+
+    def _row(self, gpu: int, span: Span, job_id: str) -> Delta:
+        key = (gpu, span.start, job_id)
+        row = self.rows.get(key)
+        if row is None:
+            row = self.rows[key] = Delta(span)
+        return row
+
+    def add_in_order(self, gpu: int, previous: Reading | None, readings: list[Reading]) -> None:
+        """`readings` sorted by time, all newer than `previous` (the device's newest stored
+        sample, counted up to its ts + max_gap so far)."""
+        grid = self.grid
+        if previous is not None:
+            cut = {span.start: b for span, _a, b in grid.pieces(previous.ts, readings[0].ts)}
+            for span, a, b in grid.pieces(previous.ts, None):
+                kept = cut.get(span.start, a)
+                if kept < b:
+                    self._row(gpu, span, previous.job_id).take(
+                        kept, b, previous.util, previous.avail
+                    )
+        last = len(readings) - 1
+        for index, reading in enumerate(readings):
+            until = readings[index + 1].ts if index < last else None
+            for span, a, b in grid.pieces(reading.ts, until):
+                self._row(gpu, span, reading.job_id).add(a, b, reading.util, reading.avail)
+
+    def mark_dirty(self, gpu: int, first_ts: int, last_ts: int) -> None:
+        """Samples from first_ts to last_ts arrived out of order: every epoch they (and the
+        samples before them) can cover is recomputed from the raw samples at settlement."""
+        t = first_ts - self.grid.max_gap
+        while t < last_ts + self.grid.max_gap:
+            span = self.grid.at(t)
+            self._row(gpu, span, "").dirty = True
+            t = span.end
+
+
+_VALUES = ("covered_us", "first_us", "last_us", "util_us", "null_util_us", "avail_mib_us",
+           "min_avail_mib", "max_avail_mib", "dirty")  # fmt: skip
+
+
+def write(deltas: Deltas) -> None:
+    """Add the deltas to their rows (the caller holds the GPUs' row locks)."""
+    if not deltas.rows:
+        return
+    gpus = sorted({key[0] for key in deltas.rows})
+    starts = sorted({key[1] for key in deltas.rows})
+    stored = {
+        (gpu, to_us(start), job): values
+        for gpu, start, job, *values in UsageAccumulator.objects.filter(
+            gpu_id__in=gpus, start__in=[from_us(s) for s in starts]
+        ).values_list("gpu_id", "start", "job_id", *_VALUES)
+    }
+    rows = []
+    for key, d in deltas.rows.items():
+        gpu, start, job = key
+        old = stored.get(key)
+        first = None if d.first is None else d.first - start
+        last = None if d.last is None else d.last - start
+        if old is None:
+            covered, util, null, avail, dirty = d.covered, d.util, d.null, d.avail, d.dirty
+            lo, hi = d.lo or 0, d.hi or 0
+            first = 0 if first is None else first
+            last = (0 if d.cap is None else d.cap - start) if last is None else last
+        else:
+            o_cov, o_first, o_last, o_util, o_null, o_avail, o_lo, o_hi, o_dirty = old
+            covered = o_cov + d.covered
+            util = _EXACT.add(decimal.Decimal(o_util), d.util)
+            null, avail, dirty = o_null + d.null, o_avail + d.avail, o_dirty or d.dirty
+            if d.cap is not None:
+                o_last = min(o_last, d.cap - start)
+            first = o_first if first is None else min(o_first, first)
+            last = o_last if last is None else max(o_last, last)
+            if o_cov <= 0:  # nothing counted before: its extremes are placeholders
+                o_lo, o_hi = d.lo if d.lo is not None else o_lo, d.hi if d.hi is not None else o_hi
+            lo = o_lo if d.lo is None else min(o_lo, d.lo)
+            hi = o_hi if d.hi is None else max(o_hi, d.hi)
+        rows.append(
+            UsageAccumulator(
+                gpu_id=gpu,
+                start=from_us(start),
+                end=from_us(d.span.end),
+                max_gap_s=d.span.gap // 10**6,
+                job_id=job,
+                covered_us=covered,
+                first_us=first,
+                last_us=last,
+                util_us=str(util),
+                null_util_us=null,
+                avail_mib_us=avail,
+                min_avail_mib=lo,
+                max_avail_mib=hi,
+                dirty=dirty,
+            )
+        )
+    UsageAccumulator.objects.bulk_create(
+        rows,
+        update_conflicts=True,
+        unique_fields=["gpu", "start", "job_id"],
+        update_fields=list(_VALUES),
+    )
+
+
+# --- settlement's side -----------------------------------------------------------------------
+
+
+@dataclass
+class Outcome:
+    """Usage per physical GPU, and how many GPUs needed their raw samples."""
+
+    usage: dict[int, Usage]
+    rows: int
+    from_raw: int
+
+
+def complete_for(start: datetime, max_gap: timedelta) -> bool:
+    """Whether the accumulators hold every sample an epoch from `start` reads."""
+    since = AccumulatedSince.objects.values_list("at", flat=True).first()
+    return since is not None and since <= start - max_gap
+
+
+def usage(start: datetime, end: datetime, max_gap: timedelta, now: datetime) -> Outcome | None:
+    """The epoch's usage from its accumulator rows, GPUs that need it from their raw samples;
+    None when the rows were cut on another grid (then the caller reads every raw sample)."""
+    gap_s = micros(max_gap) // 10**6
+    rows = list(
+        UsageAccumulator.objects.filter(end__gt=start, start__lt=end).values_list(
+            "gpu_id", "start", "end", "max_gap_s", "job_id", "covered_us", "first_us",
+            "last_us", "util_us", "null_util_us", "avail_mib_us", "min_avail_mib",
+            "max_avail_mib", "dirty",
+        )
+    )  # fmt: skip
+    if any(r[1] != start or r[2] != end or r[3] != gap_s for r in rows):
+        log.warning(
+            "epoch %s: accumulators on another grid, reading raw samples (%s)",
+            start,
+            [r[1:4] for r in rows if r[1] != start or r[2] != end or r[3] != gap_s][:3],
+        )
+        return None
+    devices = load_devices({r[0] for r in rows}, probe_caps(end))
+    jobs = {
+        job_id: (span.physical, micros(span.start - start), micros(span.end - start))
+        for job_id, span in load_jobs(start, end, now).items()
+    }
+    found: dict[int, Usage] = {}
+    raw: set[int] = set()
+    for gpu, _s, _e, _g, job_id, covered, first, last, util, null, avail, lo, hi, dirty in rows:
+        device = devices[gpu]
+        physical = device.physical
+        if dirty:
+            raw.add(physical)
+            continue
+        into = found.setdefault(physical, Usage())
+        if covered <= 0:
+            if covered < 0:
+                raw.add(physical)  # more taken back than counted: never expected, so recount
+            continue
+        job = jobs.get(job_id) if job_id else None
+        busy = False
+        if job is not None and job[0] == physical:
+            if job[1] <= first and job[2] >= last:
+                busy = True
+            elif not (job[2] <= first or job[1] >= last):
+                raw.add(physical)  # the job starts or ends inside this group's time
+                continue
+        into.covered_us += covered
+        if busy:
+            into.busy_us += covered
+            into.busy_util_us += Fraction(decimal.Decimal(util))
+            into.null_util_us += null
+        elif not device.is_instance:
+            committed = device.committed_mib
+            into.idle_us += covered
+            if committed <= lo:
+                into.idle_mib_us += covered * committed
+            elif committed >= hi:
+                into.idle_mib_us += avail
+            else:
+                raw.add(physical)  # min(committed, available) varies inside the group
+    for physical in raw:
+        found.pop(physical, None)
+    if raw:
+        found.update(raw_usage(start, end, max_gap, now, raw))
+    return Outcome(found, len(rows), len(raw))
+
+
+def raw_usage(start, end, max_gap, now, physical: set[int]) -> dict[int, Usage]:
+    """The exact usage of some physical GPUs from their raw samples (instances included), by
+    the reference itself: a few GPUs' samples, read through their (gpu, ts) index."""
+    ids = GPU.objects.filter(Q(pk__in=physical) | Q(mig_parent_id__in=physical)).values_list(
+        "pk", flat=True
+    )
+    return database_usage(start, end, max_gap, now, gpu_ids=list(ids))
+
+
+# --- rebuilding from raw samples ---------------------------------------------------------------
+
+
+def rebuild(start: datetime, end: datetime | None = None, mark_complete: bool = True) -> int:
+    """Recompute the accumulators of the epochs from the one holding `start` to `end`
+    (default: the newest sample) from the raw samples, as the drains would have added them;
+    then, with `mark_complete`, settlement trusts them from `start` on. Returns the rows.
+
+    For an installation upgraded to accumulators (`manage.py rebuild_usage`) and samples
+    written outside the drains. Run it with the drains stopped or idle: a drain between the
+    delete and the insert would be counted twice.
+    """
+    from contributors.models import Sample
+
+    grid = Grid.load()
+    first = grid.at(to_us(start)).start
+    if end is None:
+        newest = Sample.objects.order_by("-ts").values_list("ts", flat=True).first()
+        end = (newest or start) + timedelta(microseconds=grid.max_gap + 1)
+    UsageAccumulator.objects.filter(start__gte=from_us(first), start__lt=end).delete()
+    deltas = Deltas(grid)
+    series: dict[int, list[Reading]] = {}
+    gap = timedelta(microseconds=grid.max_gap)
+    for reading in readings_in(from_us(first), end, gap):
+        series.setdefault(reading.device, []).append(
+            Reading(
+                to_us(reading.ts),
+                reading.util,
+                reading.total_mib - reading.used_mib,
+                reading.job_id,
+            )
+        )
+    for gpu, readings in series.items():
+        readings.sort(key=lambda r: r.ts)
+        deltas.add_in_order(gpu, None, readings)
+    deltas.rows = {k: d for k, d in deltas.rows.items() if k[1] >= first}
+    write(deltas)
+    if mark_complete:
+        since = from_us(first)
+        current = AccumulatedSince.objects.first()
+        if current is None:
+            AccumulatedSince.objects.create(at=since)
+        elif current.at > since:
+            current.at = since
+            current.save(update_fields=["at"])
+    return len(deltas.rows)
+
+
+def prune(before: datetime) -> int:
+    """Drop the rows of epochs that ended before `before` (settled long ago)."""
+    return UsageAccumulator.objects.filter(end__lt=before).delete()[0]
