@@ -159,6 +159,8 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # First, so that the time it measures is the whole stack's (portal/metrics.py).
+    "portal.metrics.RequestMetricsMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "portal.middleware.RejectNulMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
@@ -174,6 +176,8 @@ MIDDLEWARE = [
 ]
 # What the agent API's requests go through (portal/wsgi.py): nothing that only pages need.
 AGENT_API_MIDDLEWARE = [
+    # First, so that the time it measures is the whole stack's (portal/metrics.py).
+    "portal.metrics.RequestMetricsMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "portal.middleware.RejectNulMiddleware",
     "portal.middleware.DatabaseUnavailableMiddleware",
@@ -339,7 +343,8 @@ WHITENOISE_USE_FINDERS = not STATIC_MANIFEST
 if env_bool("SECURE_PROXY_SSL_HEADER", False):
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", not DEBUG)
-SECURE_REDIRECT_EXEMPT = [r"^healthz$"]
+# Load balancers and Prometheus reach each web process directly, often over plain HTTP.
+SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^metrics$"]
 SESSION_COOKIE_SECURE = env_bool("SESSION_COOKIE_SECURE", not DEBUG)
 CSRF_COOKIE_SECURE = env_bool("CSRF_COOKIE_SECURE", not DEBUG)
 SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 0 if DEBUG else 31_536_000)
@@ -527,14 +532,55 @@ LOGIN_URL = "signin"
 LOG_LEVEL = env_str("LOG_LEVEL", "INFO").upper()
 if LOG_LEVEL not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
     raise ImproperlyConfigured(f"LOG_LEVEL must be a logging level name, not {LOG_LEVEL!r}")
+# `plain`: one readable line per record; `json`: one JSON object per line (time, level, logger,
+# message, and the exception when there is one) for a log collector. Web, worker and beat
+# alike: Celery leaves the root logger to these settings (CELERY_WORKER_HIJACK_ROOT_LOGGER).
+LOG_FORMAT = env_str("LOG_FORMAT", "plain").strip().lower()
+if LOG_FORMAT not in ("plain", "json"):
+    raise ImproperlyConfigured(f"LOG_FORMAT must be plain or json, not {LOG_FORMAT!r}")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "formatters": {
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"},
+        "json": {
+            "()": "pythonjsonlogger.json.JsonFormatter",
+            "fmt": "%(levelname)s %(name)s %(message)s",
+            "rename_fields": {"levelname": "level", "name": "logger"},
+            "timestamp": "time",  # ISO 8601, UTC
+        },
+    },
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": LOG_FORMAT}},
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
     "loggers": {"django.db.backends": {"level": "WARNING"}},
 }
+
+# --- Metrics (README "Metrics and Grafana") ------------------------------------------------
+
+# The bearer token Prometheus sends to GET /metrics (or METRICS_TOKEN_FILE naming a file that
+# holds it). Empty: /metrics answers 404, as if there were no such page.
+METRICS_TOKEN = env_secret("METRICS_TOKEN")
+METRICS_TOKEN_MIN_LENGTH = 24
+if METRICS_TOKEN and len(METRICS_TOKEN) < METRICS_TOKEN_MIN_LENGTH:
+    raise ImproperlyConfigured(
+        f"METRICS_TOKEN must be at least {METRICS_TOKEN_MIN_LENGTH} characters long; generate "
+        "one with: python -c 'import secrets; print(secrets.token_urlsafe(32))'"
+    )
+# Client addresses (CIDRs; the client as TRUSTED_PROXIES tell it) that may scrape; empty: any
+# address with the token. Others get 403.
+try:
+    METRICS_ALLOWED_NETWORKS = [
+        ipaddress.ip_network(net, strict=False) for net in env_list("METRICS_ALLOWED_NETWORKS", [])
+    ]
+except ValueError as exc:
+    raise ImproperlyConfigured(f"METRICS_ALLOWED_NETWORKS: {exc}") from None
+# prometheus-client reads PROMETHEUS_MULTIPROC_DIR itself, when a process starts: with it, the
+# processes sharing the folder (gunicorn's workers, Celery's pool) are added up on /metrics.
+_multiproc_dir = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+if _multiproc_dir and not Path(_multiproc_dir).is_dir():
+    raise ImproperlyConfigured(
+        f"PROMETHEUS_MULTIPROC_DIR={_multiproc_dir!r} is not a folder; create it (empty) first"
+    )
 
 # --- Rewards ----------------------------------------------------------------------------------
 

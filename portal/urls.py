@@ -13,6 +13,8 @@ admin.site.index_title = "Contributors, machines and rewards"
 urlpatterns = [
     path("", views.landing, name="landing"),
     path("healthz", views.healthz, name="healthz"),
+    # Prometheus (portal/metrics.py); 404 unless METRICS_TOKEN is set.
+    path("metrics", views.prometheus_metrics, name="metrics"),
     path("dashboard/", views.dashboard, name="dashboard"),
     # The node agent's wheel and install script (portal/agent_views.py).
     path("agent/", include("portal.agent_views")),

@@ -1,12 +1,14 @@
-"""The site shell's pages and the health endpoint."""
+"""The site shell's pages, the health endpoint and /metrics for Prometheus."""
 
+import ipaddress
 import logging
+import secrets
 from datetime import timedelta
 
 from django.conf import settings
 from django.contrib.auth.views import redirect_to_login
 from django.db import DatabaseError
-from django.http import JsonResponse
+from django.http import Http404, HttpResponse, JsonResponse
 from django.shortcuts import render
 from django.utils import timezone
 from django.views.decorators.cache import never_cache
@@ -15,7 +17,8 @@ from django.views.decorators.http import require_GET
 from contributors import charts
 from contributors.models import GPU, Sample
 from contributors.verification import challenges
-from portal import health
+from portal import health, metrics
+from portal.lib.client_ip import client_ip
 from portal.lib.figures import embed
 from portal.lib.times import rfc3339
 from rewards.models import RewardEntry
@@ -70,6 +73,44 @@ def _is_staff(request) -> bool:
         return request.user.is_active and request.user.is_staff
     except DatabaseError:
         return False
+
+
+@never_cache
+@require_GET
+def prometheus_metrics(request):
+    """GET /metrics for Prometheus: 404 unless METRICS_TOKEN is set (as if there were no such
+    page), 403 from outside METRICS_ALLOWED_NETWORKS, 401 without the token. Refusals say
+    nothing of the metrics."""
+    if not settings.METRICS_TOKEN:
+        raise Http404
+    if settings.METRICS_ALLOWED_NETWORKS and not _in_networks(
+        client_ip(request), settings.METRICS_ALLOWED_NETWORKS
+    ):
+        return HttpResponse("Not from this address.\n", status=403, content_type="text/plain")
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    # Compared in constant time, as bytes (compare_digest refuses str with non-ASCII).
+    if scheme.lower() != "bearer" or not secrets.compare_digest(
+        token.strip().encode(), settings.METRICS_TOKEN.encode()
+    ):
+        response = HttpResponse(
+            "Send the metrics token as 'Authorization: Bearer …'.\n",
+            status=401,
+            content_type="text/plain",
+        )
+        response["WWW-Authenticate"] = 'Bearer realm="metrics"'
+        return response
+    body, content_type = metrics.exposition(request.headers.get("Accept", ""))
+    return HttpResponse(body, content_type=content_type)
+
+
+def _in_networks(address: str, networks) -> bool:
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    if ip.version == 6 and ip.ipv4_mapped:  # a dual-stack socket's view of an IPv4 client
+        ip = ip.ipv4_mapped
+    return any(ip in network for network in networks)
 
 
 @require_GET

@@ -20,6 +20,7 @@
 """
 
 import logging
+import time
 from bisect import bisect_left
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -33,6 +34,7 @@ from django.utils import timezone
 from contributors.models import GPU, GpuFlag, Probe, Sample, TelemetryBatch
 from contributors.telemetry.validation import stored_sample
 from contributors.verification import challenges
+from portal import metrics
 from rewards import accumulators
 from rewards.catalog import Catalog
 from rewards.ledger import add_to_earning_days
@@ -246,6 +248,7 @@ def settle(window: Window, now: datetime | None = None, method: str = "auto") ->
     now = now or timezone.now()
     if is_settled(window):
         return None
+    started = time.perf_counter()
     max_gap = timedelta(seconds=window.policy.max_gap_s)
     usage, method = usage_of(window, max_gap, now, method)
 
@@ -269,6 +272,7 @@ def settle(window: Window, now: datetime | None = None, method: str = "auto") ->
     if epoch is None:
         log.info("epoch %s was settled by someone else", window.start.isoformat())
         return None
+    metrics.epoch_settled(time.perf_counter() - started)
     log.info(
         "settled epoch %s: %s entries, %s held out (%s)",
         window.start.isoformat(),

@@ -23,6 +23,7 @@ from contributors.telemetry.dispatch import request_drain
 from contributors.telemetry.validation import MAX_INVENTORY
 from contributors.verification import challenges
 from contributors.verification.proof import LEAF_BYTES
+from portal import metrics
 from portal.lib import ratelimit
 from portal.lib.bearer import bearer_token, refuse_bad_token
 from portal.lib.client_ip import client_ip
@@ -123,6 +124,8 @@ class TelemetryView(AgentView):
             ),
             refuse_token=lambda found, revoked: _refuse_token(request, found, revoked),
         )
+        if outcome.result is intake.Result.ACCEPTED:
+            metrics.batch_accepted()
         if outcome.enqueue:
             transaction.on_commit(lambda: request_drain(outcome.node_id))
         return Response(outcome.body, status=outcome.status)

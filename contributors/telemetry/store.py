@@ -32,6 +32,7 @@ from contributors.telemetry import rollups
 from contributors.telemetry.sql import backend
 from contributors.telemetry.sql.common import LIVE_COLUMNS, SAMPLE_COLUMNS
 from contributors.telemetry.validation import stored_sample
+from portal import metrics
 
 log = logging.getLogger(__name__)
 
@@ -63,27 +64,33 @@ def ingest(batch_pk: int) -> int:
 
 
 def _consume(queryset, limit: int) -> tuple[int, int]:
-    """Claim up to `limit` batches of `queryset` and store them in one transaction. If the
-    database refuses the set, each batch is stored on its own, so that one bad batch is
-    counted as failed and the rest go through."""
+    """Claim up to `limit` batches of `queryset` and store them in one transaction; returns
+    (batches taken, samples stored). If the database refuses the set, each batch is stored on
+    its own, so that one bad batch is counted as failed and the rest go through."""
     with transaction.atomic():
         batches = _claim(queryset, limit)
-        if len(batches) > 1:
-            try:
-                with transaction.atomic():
-                    return len(batches), _store(batches)
-            except (IntegrityError, DataError):
-                log.warning(
-                    "a set of %s batches was refused; storing them one by one", len(batches)
-                )
-        stored = 0
-        for batch in batches:
-            try:
-                with transaction.atomic():
-                    stored += _store([batch])
-            except (IntegrityError, DataError) as exc:
-                _count_failure(batch.pk, batch.attempts, f"{type(exc).__name__}: {exc}")
-        return len(batches), stored
+        stored_batches, samples = _store_claimed(batches)
+    metrics.batches_stored(stored_batches, samples)  # committed
+    return len(batches), samples
+
+
+def _store_claimed(batches: list[_Claimed]) -> tuple[int, int]:
+    """(batches, samples) stored of the claimed `batches`."""
+    if len(batches) > 1:
+        try:
+            with transaction.atomic():
+                return len(batches), _store(batches)
+        except (IntegrityError, DataError):
+            log.warning("a set of %s batches was refused; storing them one by one", len(batches))
+    stored_batches = samples = 0
+    for batch in batches:
+        try:
+            with transaction.atomic():
+                samples += _store([batch])
+            stored_batches += 1
+        except (IntegrityError, DataError) as exc:
+            _count_failure(batch.pk, batch.attempts, f"{type(exc).__name__}: {exc}")
+    return stored_batches, samples
 
 
 def _claim(queryset, limit: int) -> list[_Claimed]:

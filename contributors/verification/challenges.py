@@ -22,6 +22,7 @@ from django.utils import timezone
 from contributors.models import GPU, Challenge, Node
 from contributors.telemetry.inventory import catalog
 from contributors.verification import proof
+from portal import metrics
 from portal.lib.errors import Refused
 
 log = logging.getLogger(__name__)
@@ -378,6 +379,7 @@ def check(pk: int, now: datetime | None = None) -> Challenge | None:
         if won and reason:
             _retry_later(challenge.gpu_id, now or timezone.now())
     if won:
+        metrics.challenge_decided(updates["status"], reason)
         log.info("challenge %s: %s %s", challenge.public_id, updates["status"], reason)
     return Challenge.objects.get(pk=pk)
 
@@ -413,6 +415,8 @@ def _fail(challenge: Challenge, reason: str, now: datetime, detail: str = "") ->
         status=Challenge.Status.FAILED, reason=reason, decided_at=now, detail=detail
     )
     if won:
+        # Callers may hold a transaction (`commit`, `reveal`): counted once it commits.
+        transaction.on_commit(lambda: metrics.challenge_decided(Challenge.Status.FAILED, reason))
         _retry_later(challenge.gpu_id, now)
     return bool(won)
 
