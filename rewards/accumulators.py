@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from fractions import Fraction
 
+from django.db import connection
 from django.db.models import Q
 
 from contributors.models import GPU
@@ -44,6 +45,7 @@ from rewards.usage import (
     micros,
     probe_caps,
     readings_in,
+    sql_usage,
 )
 
 log = logging.getLogger(__name__)
@@ -392,11 +394,13 @@ def usage(start: datetime, end: datetime, max_gap: timedelta, now: datetime) -> 
 
 
 def raw_usage(start, end, max_gap, now, physical: set[int]) -> dict[int, Usage]:
-    """The exact usage of some physical GPUs from their raw samples (instances included), by
-    the reference itself: a few GPUs' samples, read through their (gpu, ts) index."""
+    """The exact usage of some physical GPUs from their raw samples (instances included),
+    read through their (gpu, ts) index: one SQL pass on PostgreSQL, the reference elsewhere."""
     ids = GPU.objects.filter(Q(pk__in=physical) | Q(mig_parent_id__in=physical)).values_list(
         "pk", flat=True
     )
+    if connection.vendor == "postgresql":
+        return sql_usage(start, end, max_gap, now, gpu_ids=list(ids))
     return database_usage(start, end, max_gap, now, gpu_ids=list(ids))
 
 

@@ -253,12 +253,12 @@ WITH cap AS (
            LEAST(s.t + %(gap_us)s, COALESCE(s.next_t, %(end_us)s), %(end_us)s) AS b
     FROM s JOIN dev d ON d.id = s.gpu_id
 ), part AS (
-    SELECT iv.phys, iv.instance, iv.util, iv.available, iv.b - iv.a AS covered_us,
+    -- A sample that covers nothing of the epoch still names its GPU, as in the reference.
+    SELECT iv.phys, iv.instance, iv.util, iv.available, GREATEST(iv.b - iv.a, 0) AS covered_us,
            CASE WHEN job.job_id IS NULL THEN 0  -- (LEAST and GREATEST skip NULLs)
                 ELSE LEAST(iv.b, job.jb) - GREATEST(iv.a, job.ja) END AS busy_us
     FROM iv LEFT JOIN job ON job.job_id = iv.job_id AND job.phys = iv.phys
-                         AND job.ja < iv.b AND job.jb > iv.a
-    WHERE iv.b > iv.a
+                         AND job.ja < iv.b AND job.jb > iv.a AND iv.b > iv.a
 )
 SELECT phys,
        SUM(covered_us),

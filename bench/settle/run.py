@@ -46,8 +46,8 @@ def load(url: str, gpus: int, seed: int = 8) -> int:
     with psycopg.connect(url) as conn, conn.cursor() as cur:
         cur.execute(
             "INSERT INTO contributors_contributor (password, is_superuser, username, first_name,"
-            " last_name, email, is_staff, is_active, date_joined)"
-            " SELECT '!', false, 'bench-' || i, '', '', '', false, true, now()"
+            " last_name, email, is_staff, is_active, date_joined, display_name, leaderboard)"
+            " SELECT '!', false, 'bench-' || i, '', '', '', false, true, now(), '', 'wallet'"
             " FROM generate_series(1, %s) i RETURNING id",
             (max(1, gpus // 8),),
         )
@@ -73,6 +73,12 @@ def load(url: str, gpus: int, seed: int = 8) -> int:
                 )  # fmt: skip
         cur.execute("SELECT id FROM contributors_gpu ORDER BY id")
         gpu_ids = [row[0] for row in cur.fetchall()]
+        # Verified hardware (an admin's exemption stands for a passed proof of GPU here).
+        cur.execute(
+            "INSERT INTO contributors_exemption (gpu_id, reason, granted_at)"
+            " SELECT id, 'bench', %s FROM contributors_gpu",
+            (START - timedelta(days=1),),
+        )
         # A third of the GPUs run an attested job; some start or end inside the epoch.
         jobs = {}
         with cur.copy(
@@ -157,11 +163,44 @@ def main() -> None:
     now = END + timedelta(hours=1)
     gap = timedelta(seconds=window.policy.max_gap_s)
 
+    # The accumulators, as the drains would have written them: rebuilt from the raw samples
+    # (what `manage.py rebuild_usage` does on an upgraded installation).
+    from rewards import accumulators
+
+    if not args.reuse:
+        t = time.perf_counter()
+        rows = accumulators.rebuild(START - timedelta(hours=1))
+        print(f"accumulators rebuilt from raw samples: {rows:,} rows in "
+              f"{time.perf_counter() - t:.1f} s")  # fmt: skip
+    t = time.perf_counter()
+    outcome = accumulators.usage(START, END, gap, now)
+    acc_s = time.perf_counter() - t
+    print(f"usage from accumulators:   {acc_s:6.2f} s  ({outcome.rows:,} rows, "
+          f"{len(outcome.usage):,} GPUs, {outcome.from_raw:,} of them from raw samples)"
+    )  # fmt: skip
+
     rss0 = peak_rss_mib()
     t = time.perf_counter()
     fast = sql_usage(START, END, gap, now)
     sql_s = time.perf_counter() - t
     print(f"one-pass SQL usage:        {sql_s:6.2f} s  ({len(fast):,} GPUs)")
+    same = {k: u.as_tuple() for k, u in outcome.usage.items() if any(u.as_tuple())} == {
+        k: u.as_tuple() for k, u in fast.items()
+    }
+    print(f"  accumulators equal to the one-pass SQL: {same}; SQL / accumulators = "
+          f"{sql_s / acc_s:.1f}x")  # fmt: skip
+    assert same
+
+    t = time.perf_counter()
+    epoch = settlement.settle(window, now, method="accumulators")
+    print(f"settle() from accumulators: {time.perf_counter() - t:5.2f} s  "
+          f"({epoch.entries.count():,} entries, {epoch.held_out_count} held out, "
+          f"method {epoch.method}); peak RSS {peak_rss_mib():.0f} MiB")  # fmt: skip
+    from rewards.models import Epoch, HeldOut, RewardEntry
+
+    RewardEntry.objects.all().delete()
+    HeldOut.objects.all().delete()
+    Epoch.objects.all().delete()
 
     t = time.perf_counter()
     epoch = settlement.settle(window, now, method="sql")
@@ -170,8 +209,6 @@ def main() -> None:
           f"{epoch.entries.count():,} entries, {epoch.held_out_count} held out); "
           f"peak RSS {peak_rss_mib():.0f} MiB (was {rss0:.0f} before settling)")  # fmt: skip
     # Again, from scratch, under tracemalloc (which slows it) for the Python heap's peak.
-    from rewards.models import Epoch, HeldOut, RewardEntry
-
     RewardEntry.objects.all().delete()
     HeldOut.objects.all().delete()
     Epoch.objects.all().delete()
