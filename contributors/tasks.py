@@ -83,6 +83,18 @@ def prune_telemetry() -> dict:
     return removed
 
 
+@shared_task(name="contributors.ensure_sample_partitions", ignore_result=True, acks_late=True)
+def ensure_sample_partitions() -> dict:
+    """Create the raw samples' day partitions of today and the next
+    SAMPLE_PARTITIONS_AHEAD_DAYS days (PostgreSQL; nothing on SQLite)."""
+    from contributors import partitions
+
+    created = partitions.ensure_partitions()
+    if created:
+        log.info("sample partitions created (rows moved from the default): %s", created)
+    return created
+
+
 @shared_task(name="contributors.prune_signin_nonces", ignore_result=True)
 def prune_signin_nonces() -> int:
     """Delete nonces past their lifetime; a spent or expired nonce can never sign in again."""

@@ -30,6 +30,11 @@ def beat_schedule() -> dict:
             "schedule": 3600.0,
             "options": {"expires": 3600.0},
         },
+        "ensure-sample-partitions": {
+            "task": "contributors.ensure_sample_partitions",
+            "schedule": 3600.0,
+            "options": {"expires": 3600.0},
+        },
         "prune-signin-nonces": {
             "task": "contributors.prune_signin_nonces",
             "schedule": 3600.0,

@@ -513,6 +513,10 @@ COVERAGE_MAX_GAP_S = env_int("COVERAGE_MAX_GAP_S", 30, minimum=1)
 RETENTION_RAW_DAYS = env_int("RETENTION_RAW_DAYS", 7, minimum=2)
 RETENTION_MINUTE_DAYS = env_int("RETENTION_MINUTE_DAYS", 90, minimum=2)
 RETENTION_BATCH_DAYS = env_int("RETENTION_BATCH_DAYS", 7, minimum=2)
+# PostgreSQL keeps raw samples in one partition per UTC day (contributors/partitions.py); beat
+# creates today's and this many next days' partitions every hour, so a day's partition exists
+# long before its first sample.
+SAMPLE_PARTITIONS_AHEAD_DAYS = env_int("SAMPLE_PARTITIONS_AHEAD_DAYS", 3, minimum=1)
 # A batch whose ingestion raised this many times is marked failed and shown to admins.
 INGEST_MAX_ATTEMPTS = env_int("INGEST_MAX_ATTEMPTS", 10, minimum=1)
 

@@ -53,7 +53,11 @@ class TelemetryBatch(models.Model):
 
 
 class Sample(models.Model):
-    """One GPU reading at one instant; (GPU, ts) is unique, so a resent sample counts once."""
+    """One GPU reading at one instant; (GPU, ts) is unique, so a resent sample counts once.
+
+    On PostgreSQL the table is partitioned by UTC day of `ts` (`contributors.partitions`), and
+    its primary key there is (id, ts); `id` alone is unique in practice (one sequence).
+    """
 
     # The unique (gpu, ts) index serves every lookup by GPU; a second index on gpu alone would
     # only cost another write per sample, ten thousand a second at the design target.
