@@ -453,5 +453,12 @@ def rebuild(start: datetime, end: datetime | None = None, mark_complete: bool = 
 
 
 def prune(before: datetime) -> int:
-    """Drop the rows of epochs that ended before `before` (settled long ago)."""
-    return UsageAccumulator.objects.filter(end__lt=before).delete()[0]
+    """Drop the rows of settled epochs that ended before `before` (through the `end` index);
+    an epoch not settled yet keeps its rows whatever their age."""
+    from rewards.models import Epoch
+
+    settled_until = Epoch.objects.order_by("-end").values_list("end", flat=True).first()
+    if settled_until is None:
+        return 0
+    rows = UsageAccumulator.objects.filter(end__lt=before, end__lte=settled_until)
+    return rows.delete()[0]

@@ -28,6 +28,16 @@ def settle_due_epochs(self) -> int:
         raise self.retry(exc=exc, countdown=min(2**self.request.retries * 5, 60)) from None
     if settled or manifests_missing():
         publish_epoch_manifests.delay()
+    if settled:
+        # Usage sums of epochs settled before the raw samples' retention are of no more use.
+        from datetime import timedelta
+
+        from django.conf import settings
+        from django.utils import timezone
+
+        from rewards import accumulators
+
+        accumulators.prune(timezone.now() - timedelta(days=settings.RETENTION_RAW_DAYS))
     return len(settled)
 
 

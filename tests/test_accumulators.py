@@ -316,3 +316,15 @@ def test_samples_written_outside_the_drains_count_after_rebuild_usage():
     assert accumulators.complete_for(window.start, gap)
     after = accumulators.usage(window.start, window.end, gap, START).usage[parent.pk]
     assert after.as_tuple() == reference.as_tuple()
+
+
+@pytest.mark.django_db
+def test_settled_epochs_rows_go_after_the_raw_samples_retention_and_open_ones_stay():
+    parent, _ = build(steady_world())
+    assert UsageAccumulator.objects.filter(gpu=parent).count() == 1
+    later = START + timedelta(days=30)
+    assert accumulators.prune(later) == 0  # nothing settled yet: the rows wait for it
+    settlement.settle(settlement.window_from(START), START + timedelta(hours=2))
+    assert accumulators.prune(START) == 0  # younger than the cut
+    assert accumulators.prune(later) == 1
+    assert not UsageAccumulator.objects.exists()
