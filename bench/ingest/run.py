@@ -11,8 +11,9 @@ node report first, as to a portal that has been running. Printed, for the measur
   table, from the first request to the last batch stored), API latency p50/p99;
 - in the same run, a binary PostgreSQL COPY of the same number of rows into a copy of the
   samples table: the ceiling, and the ratio of persisted to it;
-- the CPU time each part used (gunicorn, Celery, PostgreSQL, Redis, the load generator), in all
-  and per request, since they all share this machine's cores.
+- the CPU time each part used (gunicorn, Celery, PostgreSQL, Redis, the load generator), in all,
+  per request and per sample persisted, since they all share this machine's cores (PostgreSQL:
+  the bench database's processes and the server's background ones, not other databases').
 
 Usage (PostgreSQL at 127.0.0.1:5432 and Redis at 127.0.0.1:6379, as .ci/run expects):
 
@@ -26,6 +27,7 @@ import argparse
 import json
 import multiprocessing as mp
 import os
+import re
 import resource
 import shutil
 import signal
@@ -34,6 +36,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from dataclasses import dataclass
@@ -259,6 +262,56 @@ def service_roots() -> dict[str, list[int]]:
     return roots
 
 
+class PostgresMeter:
+    """CPU of the PostgreSQL processes that work for `db` (its backends and autovacuum
+    workers, whose titles name it) and of the server's background processes (WAL writer,
+    checkpointer, ...), from `start` to `stop`. Other databases on the same server (other
+    people's tests, here) are left out, which the postmaster's process tree cannot do. Polled,
+    so that a backend that exits in between (a connection past CONN_MAX_AGE) still counts up
+    to its last poll."""
+
+    POLL_S = 0.5
+
+    def __init__(self, db: str):
+        self.db = re.compile(rf"\b{re.escape(db)}\b")
+        self.first: dict[int, tuple[float, float]] = {}
+        self.last: dict[int, tuple[float, float]] = {}
+        self.done = threading.Event()
+
+    def _ours(self) -> dict[int, tuple[float, float]]:
+        found = {}
+        for pid, (name, _, cpu, kernel) in _proc_table().items():
+            if name != "postgres":
+                continue
+            try:
+                title = (Path("/proc") / str(pid) / "cmdline").read_bytes().decode(errors="replace")
+            except OSError:
+                continue
+            client = "(" in title or "[local]" in title or "autovacuum worker" in title
+            if self.db.search(title) or (title.startswith("postgres: ") and not client):
+                found[pid] = (cpu, kernel)
+        return found
+
+    def _poll(self) -> None:
+        while not self.done.wait(self.POLL_S):
+            self.last.update(self._ours())
+
+    def start(self) -> None:
+        self.first = self._ours()
+        self.last = dict(self.first)
+        self.thread = threading.Thread(target=self._poll, daemon=True)
+        self.thread.start()
+
+    def stop(self) -> tuple[float, float]:
+        self.done.set()
+        self.thread.join()
+        self.last.update(self._ours())
+        return tuple(
+            sum(cpu[i] - self.first.get(pid, (0.0, 0.0))[i] for pid, cpu in self.last.items())
+            for i in (0, 1)
+        )
+
+
 def wait_ready(port: int, timeout: float = 60) -> None:
     import urllib.request
 
@@ -466,12 +519,15 @@ def main() -> None:
             generate(port, fleet, args, args.warmup, int(time.time()) - 7200, True)
             wait_until_stored()
         cpu_before = cpu_by_component(roots)
+        postgres = PostgresMeter(DB)
+        postgres.start()
         measured_from = int(time.time()) - 3600
         received_from = datetime.now(UTC)
         load = generate(port, fleet, args, args.seconds, measured_from, not args.warmup)
         wait_until_stored()
         persisted_end = time.time()
         cpu_after = cpu_by_component(roots)
+        postgres_ours = postgres.stop()
         persisted = count(
             "SELECT count(*) FROM contributors_sample WHERE ts >= to_timestamp(%s)",
             [measured_from],
@@ -513,7 +569,10 @@ def main() -> None:
         label: tuple(a - b for a, b in zip(cpu_after[label], cpu_before[label], strict=True))
         for label in roots
     }
-    cpu["load generator"] = load.cpu
+    # The whole server's CPU counts other databases' work too (other tests on a shared machine).
+    server = cpu.pop("PostgreSQL")
+    cpu = {"gunicorn": cpu["gunicorn"], "Celery": cpu["Celery"], "PostgreSQL": postgres_ours,
+           "Redis": cpu["Redis"], "load generator": load.cpu}  # fmt: skip
     requests = max(1, load.requests)
     cores = os.cpu_count() or 1
     print(
@@ -522,11 +581,26 @@ def main() -> None:
         + f" (of {cores * persist_duration:.0f} s on {cores} cores)"
     )
     print(
+        f"           PostgreSQL: {DB}'s backends and the server's background processes; the "
+        f"whole server used {server[0]:.1f} s, other databases included"
+    )
+    print(
         "per request: "
         + ", ".join(
             f"{label} {total / requests * 1000:.2f} ms ({kernel / requests * 1000:.2f} kernel)"
             for label, (total, kernel) in cpu.items()
         )
+    )
+    # Per sample: what one GPU reading costs each part, whatever the batch size (requests still
+    # in flight at the end are in `persisted`, not in `requests`).
+    samples = max(1, persisted)
+    print(
+        "per sample:  "
+        + ", ".join(
+            f"{label} {total / samples * 1e6:.1f} us ({kernel / samples * 1e6:.1f} kernel)"
+            for label, (total, kernel) in cpu.items()
+        )
+        + f"; all {sum(total for total, _ in cpu.values()) / samples * 1e6:.1f} us"
     )
     if accepted != persisted:
         print(f"MISMATCH: accepted {accepted} samples but {persisted} rows were stored")

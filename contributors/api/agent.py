@@ -20,7 +20,7 @@ from contributors.api import agent_schema as doc
 from contributors.models import Node
 from contributors.telemetry import intake
 from contributors.telemetry.dispatch import request_drain
-from contributors.telemetry.validation import MAX_INVENTORY
+from contributors.telemetry.validation import MAX_INVENTORY, read_report
 from contributors.verification import challenges
 from contributors.verification.proof import LEAF_BYTES
 from portal import metrics
@@ -28,7 +28,7 @@ from portal.lib import ratelimit
 from portal.lib.bearer import bearer_token, refuse_bad_token
 from portal.lib.client_ip import client_ip
 from portal.lib.errors import ApiError
-from portal.lib.json_bodies import read_json_object
+from portal.lib.json_bodies import read_capped, read_json_object
 
 MAX_ENROLL_BODY = 256 * 1024
 
@@ -119,8 +119,8 @@ class TelemetryView(AgentView):
     def post(self, request):
         outcome = intake.receive(
             bearer_token(request, AGENT_REALM),
-            read_body=lambda: read_json_object(
-                request, settings.TELEMETRY_MAX_BODY_BYTES, "batch_too_large"
+            read_body=lambda: read_report(
+                read_capped(request, settings.TELEMETRY_MAX_BODY_BYTES, "batch_too_large")
             ),
             refuse_token=lambda found, revoked: _refuse_token(request, found, revoked),
         )

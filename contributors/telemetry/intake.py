@@ -30,11 +30,14 @@ from contributors.telemetry.sql import backend
 from contributors.telemetry.sql.common import AGENT_GPU_COLUMNS, AGENT_NODE_COLUMNS
 from contributors.telemetry.validation import (
     BatchFields,
+    Report,
     accepted_window,
     batch_fields,
     named_gpus,
     normal_uuid,
+    sent_inventory,
     validate_sample,
+    validate_typed_sample,
 )
 from contributors.verification import challenges
 from portal.lib import ratelimit
@@ -111,12 +114,13 @@ def authenticate(token: str) -> AgentNode | None:
 
 def receive(
     token: str,
-    read_body: Callable[[], dict],
+    read_body: Callable[[], Report | dict],
     refuse_token: Callable[[bool, bool], None],
 ) -> Outcome:
     """One telemetry request of the holder of `token`, from rate limit to stored batch.
 
-    `read_body` reads the JSON body (called only once the token is known to be valid);
+    `read_body` reads the body (`validation.read_report`; called only once the token is known
+    to be valid);
     `refuse_token(found, revoked)` raises the 401 or 403 for a token that is not valid.
     """
     digest = tokens.digest(token)
@@ -143,7 +147,7 @@ def receive(
         agent_node = agent_node or _authenticated(token, digest, refuse_token)
         outcome = accept(agent_node.node, body, gpu_rows=agent_node.gpu_rows)
         if outcome.result is Result.ACCEPTED and "rejected_gpus" not in outcome.body:
-            known_agents.remember(digest, outcome.node_id, outcome.gpus, body.get("gpus") or [])
+            known_agents.remember(digest, outcome.node_id, outcome.gpus, sent_inventory(body))
         # The fast path never runs while a challenge waits for this node (its INSERT's guard),
         # so the full path is where the answer carries challenges until they are committed.
         waiting = challenges.waiting_for(outcome.node_id)
@@ -167,12 +171,16 @@ def _new_batch(
     node_id: int, fields: BatchFields, now: datetime, inventory: Inventory, gpu_rejections: list
 ) -> NewBatch:
     """The batch row for a report: its accepted samples and the answer the agent gets."""
-    batch_id, sent_at, samples, _ = fields
+    batch_id, sent_at, samples = fields.batch_id, fields.sent_at, fields.samples
     accepted, rejected, seen, implausible = [], [], set(), {}
     window = accepted_window(now)
     gpus, foreign = inventory.gpus, inventory.foreign
-    for index, item in enumerate(samples):
-        sample, error, why = validate_sample(item, gpus, foreign, window)
+    if fields.typed:
+        times = {}  # each distinct time of the batch parsed once
+        checked = (validate_typed_sample(item, gpus, foreign, window, times) for item in samples)
+    else:
+        checked = (validate_sample(item, gpus, foreign, window) for item in samples)
+    for index, (sample, error, why) in enumerate(checked):
         if sample is None:
             rejected.append({"index": index, "error": error})
             if why:
@@ -209,7 +217,10 @@ def _accepted(batch: NewBatch, now: datetime, gpus: dict | None = None) -> Outco
 
 
 def accept(
-    node: Node, body: dict, now: datetime | None = None, gpu_rows: list[tuple] | None = None
+    node: Node,
+    body: Report | dict,
+    now: datetime | None = None,
+    gpu_rows: list[tuple] | None = None,
 ) -> Outcome:
     """Validate and store one telemetry request of `node` (the full path); the caller asks
     for a drain on commit. `gpu_rows`: the node's GPUs if already read (see `authenticate`).
@@ -224,7 +235,7 @@ def accept(
         gpu_rejections, inventory = register_gpus(node, fields.gpus, now, known)
     else:
         gpu_rejections, inventory = [], Inventory.of_rows(known)
-    named = {normal_uuid(u) or u for u in named_gpus(fields.samples)}
+    named = {normal_uuid(u) or u for u in named_gpus(fields)}
     unknown = {u for u in named if u not in inventory.gpus}
     if unknown:
         inventory.note_foreign(node, unknown, now)
@@ -239,7 +250,7 @@ def accept(
 
 
 def accept_known(
-    known: KnownAgent, token_digest: str, body: dict, now: datetime | None = None
+    known: KnownAgent, token_digest: str, body: Report | dict, now: datetime | None = None
 ) -> Outcome | None:
     """The usual report of a remembered agent, with one statement; None if it needs the full
     path (`accept` after `authenticate`): a new inventory, a GPU the entry does not know, a
@@ -254,7 +265,7 @@ def accept_known(
         return None  # answered by the full path, which first says whether the token is valid
     if fields.gpus and not known.sent_same_inventory(fields.gpus):
         return None
-    if not named_gpus(fields.samples) <= known.gpus.keys():
+    if not named_gpus(fields) <= known.gpus.keys():
         return None
     batch = _new_batch(known.node_id, fields, now, Inventory(gpus=known.gpus), [])
     gpu_ids = sorted({sample[0] for sample in batch.samples})

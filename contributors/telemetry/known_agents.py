@@ -13,11 +13,26 @@ import hashlib
 import json
 from dataclasses import dataclass
 
+import msgspec
+
 from contributors.telemetry.inventory import GpuLimits
 from portal.lib import hotcache
 
 CACHE_KEY = "agent:{digest}"
 TTL_S = 600
+
+
+class _Entry(msgspec.Struct):
+    """An entry as stored: the node, each GPU's `GpuLimits.as_list()` by uuid, the fingerprint.
+    Read on every report, so msgspec decodes and type-checks it in one pass."""
+
+    node: int
+    lim: dict[str, tuple[int, int, float | None, bool, bool]]
+    inv: str = ""
+
+
+_ENTRY = msgspec.json.Decoder(_Entry)
+_encode = msgspec.json.Encoder().encode
 
 
 @dataclass(frozen=True)
@@ -28,7 +43,7 @@ class KnownAgent:
 
     def dumps(self) -> str:
         gpus = {uuid: limits.as_list() for uuid, limits in self.gpus.items()}
-        return json.dumps({"node": self.node_id, "lim": gpus, "inv": self.inventory})
+        return _encode(_Entry(self.node_id, gpus, self.inventory)).decode()
 
     @classmethod
     def loads(cls, text: str | None) -> "KnownAgent | None":
@@ -37,11 +52,10 @@ class KnownAgent:
         if not text:
             return None
         try:
-            value = json.loads(text)
-            gpus = {u: GpuLimits.from_list(v) for u, v in value["lim"].items()}
-            return cls(int(value["node"]), gpus, str(value.get("inv", "")))
-        except (ValueError, TypeError, KeyError, AttributeError):
+            entry = _ENTRY.decode(text)
+        except msgspec.MsgspecError:
             return None
+        return cls(entry.node, {u: GpuLimits(*v) for u, v in entry.lim.items()}, entry.inv)
 
     def sent_same_inventory(self, gpus: list) -> bool:
         return bool(self.inventory) and fingerprint(gpus) == self.inventory

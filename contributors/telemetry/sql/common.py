@@ -76,9 +76,9 @@ def _batch_kind(column: str) -> str:
 _BATCH_KINDS = [(column, _batch_kind(column)) for column in BATCH_COLUMNS]
 
 
-def _batch_values(batch) -> list:
+def _batch_values(batch, json_value) -> list:
     """The row's values as Django's fields would send them, without building a model instance
-    on the hottest path."""
+    on the hottest path (JSON through the backend's `json_value`)."""
     ops, native_uuid = connection.ops, connection.features.has_native_uuid_field
     values = []
     for column, kind in _BATCH_KINDS:
@@ -86,7 +86,7 @@ def _batch_values(batch) -> list:
         if kind == "DateTimeField":
             value = ops.adapt_datetimefield_value(value)
         elif kind == "JSONField":
-            value = ops.adapt_json_value(value, None)
+            value = json_value(value)
         elif kind == "UUIDField" and not native_uuid:
             value = value.hex
         values.append(value)
@@ -102,6 +102,10 @@ class Statements:
     use. Statements that are the same on both databases live here."""
 
     vendor = ""
+
+    def json_value(self, value):
+        """A JSON column's parameter, as Django's JSONField sends it."""
+        return connection.ops.adapt_json_value(value, None)
 
     def agent_rows(self, token_prefix: str) -> list[tuple]:
         """The node holding the token prefix with its GPUs, one LEFT JOIN: rows of
@@ -130,7 +134,7 @@ class Statements:
         is not revoked, owns those GPUs and has no proof-of-GPU challenge waiting for its commit
         (the full path answers with it); None then cannot tell a replay from a failed guard.
         """
-        values = _batch_values(batch)
+        values = _batch_values(batch, self.json_value)
         if guard is None:
             return _first(db.fetch(self._insert_batch_sql(None), values))
         digest, gpu_ids = guard

@@ -6,7 +6,9 @@ psycopg's array dumper is Python. Rows that two workers may both update (GPUs, n
 locked first in id order, so overlapping drains wait for each other instead of deadlocking.
 """
 
+import msgspec
 from django.db import connection
+from psycopg.types.json import Jsonb
 
 from contributors.models import GPU, GpuHour, GpuMinute, Node, RollupDue, Sample
 from contributors.telemetry.sql.common import (
@@ -38,6 +40,11 @@ def _kind(model, column: str) -> str:
 
 class PostgreSQL(Statements):
     vendor = "postgresql"
+
+    def json_value(self, value):
+        """A jsonb parameter encoded by msgspec (about five times faster than `json.dumps` for
+        a batch's samples). jsonb keeps values, not text: `1e16` and `1e+16` are one number."""
+        return Jsonb(value, dumps=msgspec.json.encode)
 
     def _insert_rows(self, model, columns: list[str], values: list[list], tail: str = "") -> None:
         """INSERT many rows, given column by column, in one statement."""
