@@ -203,6 +203,20 @@ def accepted_window(now: datetime) -> tuple[datetime, datetime]:
     )
 
 
+def _named_gpu(uuid_: str, gpus: dict, foreign) -> tuple[object | None, str]:
+    """The limits of the node's GPU a sample names, or None and why it is refused.
+
+    Registered uuids are in NVML's case; an agent that sends another still finds its GPU (only
+    a miss pays for the normalisation)."""
+    limits = gpus.get(uuid_)
+    if limits is None:
+        uuid_ = normal_uuid(uuid_) or uuid_
+        limits = gpus.get(uuid_)
+    if limits is None:
+        return None, "gpu_owned_by_other_node" if uuid_ in foreign else "unknown_gpu"
+    return limits, ""
+
+
 def validate_sample(
     item, gpus: dict, foreign: set[str], window: tuple[datetime, datetime]
 ) -> tuple[list | None, str, tuple[int, str] | None]:
@@ -219,16 +233,9 @@ def validate_sample(
     total = item.get("memory_total_mib")
     if not isinstance(uuid_, str) or ts is None or not _is_int(used) or not _is_int(total):
         return None, "validation_failed", None
-    limits = gpus.get(uuid_)
+    limits, error = _named_gpu(uuid_, gpus, foreign)
     if limits is None:
-        # Registered uuids are in NVML's case; an agent that sends another still finds its GPU
-        # (only a miss pays for the normalisation).
-        uuid_ = normal_uuid(uuid_) or uuid_
-        limits = gpus.get(uuid_)
-    if limits is None:
-        if uuid_ in foreign:
-            return None, "gpu_owned_by_other_node", None
-        return None, "unknown_gpu", None
+        return None, error, None
     if not window[0] <= ts <= window[1]:
         return None, "timestamp_out_of_window", None
     if not (0 <= used <= MAX_MEMORY_MIB and 0 < total <= MAX_MEMORY_MIB):
@@ -282,15 +289,9 @@ def validate_typed_sample(
     ts, ts_iso = parsed
     if ts is None:
         return None, "validation_failed", None
-    uuid_ = item.gpu_uuid
-    limits = gpus.get(uuid_)
+    limits, error = _named_gpu(item.gpu_uuid, gpus, foreign)
     if limits is None:
-        uuid_ = normal_uuid(uuid_) or uuid_
-        limits = gpus.get(uuid_)
-    if limits is None:
-        if uuid_ in foreign:
-            return None, "gpu_owned_by_other_node", None
-        return None, "unknown_gpu", None
+        return None, error, None
     if not window[0] <= ts <= window[1]:
         return None, "timestamp_out_of_window", None
     used, total = item.memory_used_mib, item.memory_total_mib
