@@ -20,9 +20,11 @@ Settlement (`usage`) then reads the rows of its epoch and, per physical GPU, giv
   least available MiB that is µs·committed, at or above its most available it is Σ
   µs·available; a commitment (or probe cap) in between cannot be split from sums either.
 
-Those cases, dirty rows, and GPUs whose samples predate the accumulators fall back to the
-exact raw computation for those GPUs alone. When the epoch grid itself changed after the
-samples were added (a policy made effective retroactively), the whole epoch does.
+Those cases and dirty rows fall back to the exact raw computation for those GPUs alone. When
+the epoch grid changes (a stored policy added, edited or deleted while samples it governs
+exist, or the settings' REWARD_EPOCH_S / REWARD_MAX_GAP_S), every epoch those samples can reach
+settles from raw samples (`distrust_until_now`); a row cut on another grid than its epoch's
+makes that epoch do so too.
 """
 
 import decimal
@@ -32,8 +34,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from fractions import Fraction
 
+from django.conf import settings
 from django.db import connection
 from django.db.models import Q
+from django.utils import timezone
 
 from contributors.models import GPU
 from rewards.models import AccumulatedSince, RewardPolicy, UsageAccumulator
@@ -122,16 +126,19 @@ class Grid:
         return Span(start, end, gap)
 
     def pieces(self, ts: int, until: int | None):
-        """(epoch, a, b) for each epoch whose settlement reads the sample at `ts` (DESIGN.md:
-        `start - max_gap < ts < end`) and the part `[a, b)` of it the sample covers (maybe
-        empty), the sample's next one at `until` (None: not yet, so up to ts + max_gap)."""
+        """(epoch, a, b) for each epoch whose settlement reads the sample at `ts` (as
+        `usage.readings_in`: `start - max_gap < ts < end`) and the part `[a, b)` of it the
+        sample covers (maybe empty), the sample's next one at `until` (None: not yet, so up
+        to ts + max_gap)."""
         span = self.at(ts)
         while True:
-            b = ts + span.gap if until is None else min(until, ts + span.gap)
-            a = max(ts, span.start)
-            yield span, a, max(a, min(b, span.end))
+            if span.start - span.gap < ts:  # (the first span holds ts: always)
+                b = ts + span.gap if until is None else min(until, ts + span.gap)
+                a = max(ts, span.start)
+                yield span, a, max(a, min(b, span.end))
             span = self.at(span.end)
-            if span.start - span.gap >= ts:
+            # A later policy's larger max_gap can reach past an epoch that does not read ts.
+            if span.start - self.max_gap >= ts:
                 return
 
 
@@ -258,7 +265,7 @@ def write(deltas: Deltas) -> None:
         (gpu, to_us(start), job): values
         for gpu, start, job, *values in UsageAccumulator.objects.filter(
             gpu_id__in=gpus, start__in=[from_us(s) for s in starts]
-        ).values_list("gpu_id", "start", "job_id", *_VALUES)
+        ).values_list("gpu_id", "start", "job_id", *_VALUES, "end", "max_gap_s")
     }
     rows = []
     for key, d in deltas.rows.items():
@@ -272,10 +279,12 @@ def write(deltas: Deltas) -> None:
             first = 0 if first is None else first
             last = (0 if d.cap is None else d.cap - start) if last is None else last
         else:
-            o_cov, o_first, o_last, o_util, o_null, o_avail, o_lo, o_hi, o_dirty = old
+            o_cov, o_first, o_last, o_util, o_null, o_avail, o_lo, o_hi, o_dirty, o_end, o_gap = old
             covered = o_cov + d.covered
             util = _EXACT.add(decimal.Decimal(o_util), d.util)
             null, avail, dirty = o_null + d.null, o_avail + d.avail, o_dirty or d.dirty
+            # Cut on another grid before: recount this epoch from raw samples, whatever comes.
+            dirty = dirty or (o_end, o_gap) != (from_us(d.span.end), d.span.gap // 10**6)
             if d.cap is not None:
                 o_last = min(o_last, d.cap - start)
             first = o_first if first is None else min(o_first, first)
@@ -322,10 +331,45 @@ class Outcome:
     from_raw: int
 
 
+def default_grid() -> str:
+    """The settings' policy, which accumulated rows were cut on where no stored one applies."""
+    default = RewardPolicy.default()
+    return f"{default.epoch_length_s}/{default.max_gap_s}"
+
+
 def complete_for(start: datetime, max_gap: timedelta) -> bool:
-    """Whether the accumulators hold every sample an epoch from `start` reads."""
-    since = AccumulatedSince.objects.values_list("at", flat=True).first()
-    return since is not None and since <= start - max_gap
+    """Whether the accumulators hold every sample an epoch from `start` reads, cut on the grid
+    it is settled on."""
+    since = AccumulatedSince.objects.first()
+    if since is None:
+        return False
+    if since.grid != default_grid():  # REWARD_EPOCH_S or REWARD_MAX_GAP_S changed
+        distrust_until_now(since)
+        return False
+    return since.at <= start - max_gap
+
+
+def distrust_until_now(since: AccumulatedSince | None = None) -> None:
+    """The epoch grid changed: samples added so far may have been cut on the old one, so
+    epochs they can reach settle from raw samples (everything drained from now on is cut on
+    the new grid)."""
+    since = since or AccumulatedSince.objects.first()
+    if since is None:
+        return
+    reach = timedelta(seconds=settings.TELEMETRY_MAX_AHEAD_S, microseconds=Grid.load().max_gap)
+    since.at = max(since.at, timezone.now() + reach)
+    since.grid = default_grid()
+    since.save(update_fields=["at", "grid"])
+
+
+def policy_changed(effective_from: datetime) -> None:
+    """A stored policy from `effective_from` was added, changed or deleted: if any sample
+    was added that an epoch from then on reads, those epochs settle from raw samples."""
+    from contributors.models import Sample
+
+    reach = timedelta(microseconds=Grid.load().max_gap)
+    if Sample.objects.filter(ts__gt=effective_from - reach).exists():
+        distrust_until_now()
 
 
 def usage(start: datetime, end: datetime, max_gap: timedelta, now: datetime) -> Outcome | None:
@@ -445,10 +489,10 @@ def rebuild(start: datetime, end: datetime | None = None, mark_complete: bool = 
         since = from_us(first)
         current = AccumulatedSince.objects.first()
         if current is None:
-            AccumulatedSince.objects.create(at=since)
-        elif current.at > since:
-            current.at = since
-            current.save(update_fields=["at"])
+            AccumulatedSince.objects.create(at=since, grid=default_grid())
+        else:
+            current.at, current.grid = since, default_grid()
+            current.save(update_fields=["at", "grid"])
     return len(deltas.rows)
 
 

@@ -328,3 +328,36 @@ def test_settled_epochs_rows_go_after_the_raw_samples_retention_and_open_ones_st
     assert accumulators.prune(START) == 0  # younger than the cut
     assert accumulators.prune(later) == 1
     assert not UsageAccumulator.objects.exists()
+
+
+@pytest.mark.django_db
+def test_a_policy_with_a_larger_max_gap_later_still_reads_the_sample_it_reaches():
+    """5-minute epochs with max_gap 30 s, then from 01:00 a policy with max_gap 600 s: the
+    sample at 00:53:20 is read by the epoch from 01:00 (it covers 200 s of it), though the
+    epoch between (00:55-01:00) does not read it."""
+    parent, _ = build(steady_world(readings=[(1, 3200_000_000 - 3600_000_000, 0.0, 300,
+                                              PARENT_MIB, "")], length=300))  # fmt: skip
+    RewardPolicy.objects.create(
+        effective_from=START, epoch_length_s=300, grace_s=60, max_gap_s=600,
+        compute_pool_wei=1, idle_pool_wei=1,
+    )  # fmt: skip
+    # The policy came after the sample: epochs it reaches settle from raw samples now.
+    assert not accumulators.complete_for(START, timedelta(seconds=600))
+    accumulators.rebuild(START - timedelta(hours=1))  # cut on the new grid
+    assert accumulators.complete_for(START, timedelta(seconds=600))
+    window = settlement.window_from(START)
+    gap = timedelta(seconds=600)
+    found = accumulators.usage(window.start, window.end, gap, START)
+    reference = database_usage(window.start, window.end, gap, START)
+    assert found.usage[parent.pk].covered_us == reference[parent.pk].covered_us == 200_000_000
+
+
+@pytest.mark.django_db
+def test_changed_settings_grid_distrusts_what_was_added_before():
+    build(steady_world())
+    gap = timedelta(seconds=30)
+    assert accumulators.complete_for(START, gap)
+    AccumulatedSince.objects.update(grid="60/5")  # as if REWARD_* changed since
+    assert not accumulators.complete_for(START, gap)
+    assert AccumulatedSince.objects.get().grid == accumulators.default_grid()
+    assert not accumulators.complete_for(START, gap)  # until rebuild_usage

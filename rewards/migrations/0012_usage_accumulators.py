@@ -4,6 +4,7 @@ import django.db.models.deletion
 import rewards.wei
 from datetime import UTC, datetime
 
+from django.conf import settings
 from django.db import migrations, models
 
 
@@ -20,6 +21,7 @@ class Migration(migrations.Migration):
             fields=[
                 ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
                 ('at', models.DateTimeField()),
+                ('grid', models.CharField(blank=True, max_length=40)),
             ],
         ),
         migrations.AlterField(
@@ -61,7 +63,8 @@ def accumulate_from_the_start(apps, schema_editor):
     Batch = apps.get_model("contributors", "TelemetryBatch")
     if not Sample.objects.exists() and not Batch.objects.exists():
         apps.get_model("rewards", "AccumulatedSince").objects.create(
-            at=datetime(1970, 1, 1, tzinfo=UTC)
+            at=datetime(1970, 1, 1, tzinfo=UTC),
+            grid=f"{settings.REWARD_EPOCH_S}/{settings.REWARD_MAX_GAP_S}",
         )
 
 

@@ -64,6 +64,8 @@ class AccumulatedSince(models.Model):
     """
 
     at = models.DateTimeField()
+    # The settings' policy (epoch length/max gap) the rows were cut on where no stored one is.
+    grid = models.CharField(max_length=40, blank=True)
 
     def __str__(self) -> str:
         return f"accumulators complete since {self.at.isoformat()}"
