@@ -63,11 +63,13 @@ import time
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 
 ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+from bench import scratch  # noqa: E402 (run as a script: the project root first)
+
 DB = "bench_alerts"
 T0 = datetime(2026, 3, 2, 10, 5, tzinfo=UTC)  # minute 5 of an hourly epoch
 SILENT_SINCE = T0 - timedelta(minutes=2)  # the silent ones: last report 2 minutes before T0
@@ -123,21 +125,6 @@ STEPS = [
 
 
 # --- database and rows ------------------------------------------------------------------------
-
-
-def db_url(admin_url: str) -> str:
-    return urlunsplit(urlsplit(admin_url)._replace(path=f"/{DB}"))
-
-
-def create_database(admin_url: str) -> None:
-    with psycopg.connect(admin_url, autocommit=True) as conn:
-        conn.execute(f"DROP DATABASE IF EXISTS {DB} WITH (FORCE)")
-        conn.execute(f"CREATE DATABASE {DB}")
-
-
-def drop_database(admin_url: str) -> None:
-    with psycopg.connect(admin_url, autocommit=True) as conn:
-        conn.execute(f"DROP DATABASE IF EXISTS {DB} WITH (FORCE)")
 
 
 def ts(moment: datetime) -> str:
@@ -404,14 +391,14 @@ def run_size(args, gpus: int, broker_dir: Path, probe: "Probe") -> dict:
     from contributors.models import AlertCursor
 
     connection.close()
-    create_database(args.admin_url)
+    scratch.create(args.admin_url, DB)
     from django.core.management import call_command
 
     t = time.perf_counter()
     call_command("migrate", verbosity=0)
     migrate_s = time.perf_counter() - t
     t = time.perf_counter()
-    counts = load(db_url(args.admin_url), gpus, args.challenge_days)
+    counts = load(scratch.url_of(args.admin_url, DB), gpus, args.challenge_days)
     load_s = time.perf_counter() - t
     print(f"\n=== {counts['gpus']:,} GPUs ===")
     print(
@@ -428,7 +415,7 @@ def run_size(args, gpus: int, broker_dir: Path, probe: "Probe") -> dict:
 
     results = []
     queue = broker_dir / "queue"
-    world = psycopg.connect(db_url(args.admin_url), autocommit=True)
+    world = psycopg.connect(scratch.url_of(args.admin_url, DB), autocommit=True)
     try:
         for minute, scenario, label in TIMELINE:
             now = T0 + timedelta(minutes=minute)
@@ -608,7 +595,7 @@ def slowest(sizes: list[dict], explain: bool, slow_s: float, admin_url: str) -> 
     if not plans:
         return
     # The state is the one after the timeline: the plans of steady-state reads hold.
-    with psycopg.connect(db_url(admin_url)) as conn:
+    with psycopg.connect(scratch.url_of(admin_url, DB)) as conn:
         for scenario, seconds, step, sql in plans:
             print(
                 f"\n--- EXPLAIN (ANALYZE, BUFFERS) of a ({scenario}) query of {step}, "
@@ -643,7 +630,7 @@ def main() -> None:
         parser.error("pick another database name (`test` is CI's)")
 
     broker_dir = Path(tempfile.mkdtemp(prefix="bench-alerts-broker-"))
-    os.environ["DATABASE_URL"] = db_url(args.admin_url)
+    os.environ["DATABASE_URL"] = scratch.url_of(args.admin_url, DB)
     os.environ.setdefault("DEBUG", "true")
     os.environ["LOG_LEVEL"] = "WARNING"
     os.environ["CELERY_BROKER_URL"] = "filesystem://"
@@ -652,7 +639,7 @@ def main() -> None:
     sys.path.insert(0, str(ROOT))
     import django
 
-    create_database(args.admin_url)  # settings may open it at setup
+    scratch.create(args.admin_url, DB)  # settings may open it at setup
     django.setup()
     from django.conf import settings
 
@@ -684,7 +671,7 @@ def main() -> None:
     finally:
         connection.close()
         if not args.keep:
-            drop_database(args.admin_url)
+            scratch.drop(args.admin_url, DB)
         shutil.rmtree(broker_dir, ignore_errors=True)
 
 

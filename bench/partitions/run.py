@@ -18,31 +18,17 @@ import sys
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 
 ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+from bench import scratch  # noqa: E402 (run as a script: the project root first)
+
 DB = "bench_partitions"
 BEFORE = "0010_public_profile"
 AFTER = "0011_sample_day_partitions"
 STEP_S = 10
-
-
-def database_url(admin_url: str) -> str:
-    return urlunsplit(urlsplit(admin_url)._replace(path=f"/{DB}"))
-
-
-def create_database(admin_url: str) -> str:
-    with psycopg.connect(admin_url, autocommit=True) as conn:
-        conn.execute(f"DROP DATABASE IF EXISTS {DB} WITH (FORCE)")
-        conn.execute(f"CREATE DATABASE {DB}")
-    return database_url(admin_url)
-
-
-def drop_database(admin_url: str) -> None:
-    with psycopg.connect(admin_url, autocommit=True) as conn:
-        conn.execute(f"DROP DATABASE IF EXISTS {DB} WITH (FORCE)")
 
 
 def load(url: str, rows: int, days: int) -> int:
@@ -135,7 +121,7 @@ def main() -> None:
     )
     args = parser.parse_args()
 
-    url = create_database(args.admin_url)
+    url = scratch.create(args.admin_url, DB)
     os.environ["DATABASE_URL"] = url
     os.environ.setdefault("DEBUG", "true")
     os.environ["LOG_LEVEL"] = "WARNING"
@@ -177,7 +163,7 @@ def main() -> None:
     finally:
         connection.close()
         if not args.keep:
-            drop_database(args.admin_url)
+            scratch.drop(args.admin_url, DB)
 
 
 if __name__ == "__main__":

@@ -71,11 +71,13 @@ import uuid
 from collections import defaultdict
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 
 ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+from bench import scratch  # noqa: E402 (run as a script: the project root first)
+
 DB = "bench_public"
 NULL = "\\N"
 EPOCH = timedelta(hours=1)
@@ -107,21 +109,6 @@ STEPS = [
 
 
 # --- database -----------------------------------------------------------------------------------
-
-
-def db_url(admin_url: str) -> str:
-    return urlunsplit(urlsplit(admin_url)._replace(path=f"/{DB}"))
-
-
-def create_database(admin_url: str) -> None:
-    with psycopg.connect(admin_url, autocommit=True) as conn:
-        conn.execute(f"DROP DATABASE IF EXISTS {DB} WITH (FORCE)")
-        conn.execute(f"CREATE DATABASE {DB}")
-
-
-def drop_database(admin_url: str) -> None:
-    with psycopg.connect(admin_url, autocommit=True) as conn:
-        conn.execute(f"DROP DATABASE IF EXISTS {DB} WITH (FORCE)")
 
 
 def pg_version(admin_url: str) -> str:
@@ -791,7 +778,7 @@ def run_size(args, gpus: int, probe: Probe, cache_info: dict) -> dict:
     from rewards.models import Epoch
 
     connection.close()
-    create_database(args.admin_url)
+    scratch.create(args.admin_url, DB)
     clear_cache(cache_info)
     t = time.perf_counter()
     call_command("migrate", verbosity=0)
@@ -803,7 +790,7 @@ def run_size(args, gpus: int, probe: Probe, cache_info: dict) -> dict:
         f"{now:%Y-%m-%d %H:%M:%S} UTC) ==="
     )
     t = time.perf_counter()
-    loaded = load(db_url(args.admin_url), gpus, args.days, args.rollup_days, now)
+    loaded = load(scratch.url_of(args.admin_url, DB), gpus, args.days, args.rollup_days, now)
     load_s = time.perf_counter() - t
     c = loaded["counts"]
     mib = {k: v / 2**20 for k, v in loaded["sizes"].items()}
@@ -821,7 +808,7 @@ def run_size(args, gpus: int, probe: Probe, cache_info: dict) -> dict:
     result = {"gpus": gpus, "counts": c, "load_s": load_s}
 
     # 1. compute_all, the live state as fresh as the ingestion worker keeps it
-    refresh_live_state(db_url(args.admin_url))
+    refresh_live_state(scratch.url_of(args.admin_url, DB))
     result["compute"] = computed = time_compute_all(probe, cache_info)
     print_compute(computed)
 
@@ -888,7 +875,7 @@ def run_size(args, gpus: int, probe: Probe, cache_info: dict) -> dict:
     if gpus == args.gpus:  # the main size: plans now, before --try-index changes them
         explain_compute(computed, args)
     if args.try_index:  # the proposed fix, tried on this database only
-        with psycopg.connect(db_url(args.admin_url), autocommit=True) as conn:
+        with psycopg.connect(scratch.url_of(args.admin_url, DB), autocommit=True) as conn:
             t = time.perf_counter()
             conn.execute(f"CREATE INDEX {INDEX} ON contributors_gpuhour (start)")
             conn.execute("ANALYZE contributors_gpuhour")
@@ -896,7 +883,7 @@ def run_size(args, gpus: int, probe: Probe, cache_info: dict) -> dict:
                 f"\n--try-index: CREATE INDEX {INDEX} ON contributors_gpuhour (start) in "
                 f"{time.perf_counter() - t:.1f} s (this database only)"
             )
-        refresh_live_state(db_url(args.admin_url))
+        refresh_live_state(scratch.url_of(args.admin_url, DB))
         result["compute_indexed"] = time_compute_all(probe, cache_info)
         print_compute(result["compute_indexed"])
         if gpus == args.gpus:
@@ -1052,7 +1039,7 @@ def explain(sizes: list[dict], args) -> None:
 def show_plans(plans: list[tuple], args) -> None:
     """EXPLAIN (ANALYZE, BUFFERS) of each (where, seconds, step, sql), each statement once."""
     seen = set()
-    with psycopg.connect(db_url(args.admin_url)) as conn:
+    with psycopg.connect(scratch.url_of(args.admin_url, DB)) as conn:
         for where, seconds, step, sql in plans:
             key = re.sub(r"'[^']*'", "?", " ".join(sql.split()))  # the same statement, other times
             if key in seen or not sql.lstrip().upper().startswith("SELECT") or seconds < 0.005:
@@ -1123,7 +1110,7 @@ def main() -> None:
     broker_dir = Path(tempfile.mkdtemp(prefix="bench-public-broker-"))
     prefix = f"bench_public_{os.getpid()}"
     cache_info = setup_cache(args.cache_url, prefix)
-    os.environ["DATABASE_URL"] = db_url(args.admin_url)
+    os.environ["DATABASE_URL"] = scratch.url_of(args.admin_url, DB)
     os.environ.setdefault("DEBUG", "true")
     os.environ["LOG_LEVEL"] = "WARNING"
     os.environ["CELERY_BROKER_URL"] = "filesystem://"
@@ -1132,7 +1119,7 @@ def main() -> None:
     sys.path.insert(0, str(ROOT))
     import django
 
-    create_database(args.admin_url)  # settings may open it at setup
+    scratch.create(args.admin_url, DB)  # settings may open it at setup
     from django.conf import settings
 
     settings.CACHES  # noqa: B018 - read the settings module before changing its cache
@@ -1165,7 +1152,7 @@ def main() -> None:
     finally:
         connection.close()
         if not args.keep:
-            drop_database(args.admin_url)
+            scratch.drop(args.admin_url, DB)
         clear_cache(cache_info)
         shutil.rmtree(broker_dir, ignore_errors=True)
         if cache_info["dir"]:

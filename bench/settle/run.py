@@ -18,11 +18,13 @@ import time
 import tracemalloc
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 
 ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+from bench import scratch  # noqa: E402 (run as a script: the project root first)
+
 START = datetime(2026, 1, 1, tzinfo=UTC)
 END = START + timedelta(hours=1)
 DB = "bench_settle"
@@ -30,14 +32,6 @@ DB = "bench_settle"
 
 def peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-def create_database(admin_url: str) -> str:
-    with psycopg.connect(admin_url, autocommit=True) as conn:
-        conn.execute(f"DROP DATABASE IF EXISTS {DB} WITH (FORCE)")
-        conn.execute(f"CREATE DATABASE {DB}")
-    parts = urlsplit(admin_url)
-    return urlunsplit(parts._replace(path=f"/{DB}"))
 
 
 def load(url: str, gpus: int, seed: int = 8) -> int:
@@ -116,6 +110,16 @@ def load(url: str, gpus: int, seed: int = 8) -> int:
     return count
 
 
+def unsettle() -> None:
+    """Forget the settled epoch (its ledger rows, held-out rows and day totals) to settle again."""
+    from rewards.models import EarningDay, Epoch, HeldOut, RewardEntry
+
+    RewardEntry.objects.all().delete()
+    HeldOut.objects.all().delete()
+    EarningDay.objects.all().delete()
+    Epoch.objects.all().delete()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--gpus", type=int, default=10_000)
@@ -127,11 +131,7 @@ def main() -> None:
     parser.add_argument("--skip-python", action="store_true", help="skip the reference path")
     args = parser.parse_args()
 
-    if args.reuse:
-        parts = urlsplit(args.admin_url)
-        url = urlunsplit(parts._replace(path=f"/{DB}"))
-    else:
-        url = create_database(args.admin_url)
+    url = scratch.url_of(args.admin_url, DB) if args.reuse else scratch.create(args.admin_url, DB)
     os.environ["DATABASE_URL"] = url
     os.environ.setdefault("DEBUG", "true")
     os.environ["LOG_LEVEL"] = "WARNING"
@@ -143,11 +143,7 @@ def main() -> None:
     from django.core.management import call_command
 
     if args.reuse:
-        from rewards.models import Epoch, HeldOut, RewardEntry
-
-        RewardEntry.objects.all().delete()
-        HeldOut.objects.all().delete()
-        Epoch.objects.all().delete()
+        unsettle()
     else:
         call_command("migrate", verbosity=0)
         t = time.perf_counter()
@@ -196,11 +192,7 @@ def main() -> None:
     print(f"settle() from accumulators: {time.perf_counter() - t:5.2f} s  "
           f"({epoch.entries.count():,} entries, {epoch.held_out_count} held out, "
           f"method {epoch.method}); peak RSS {peak_rss_mib():.0f} MiB")  # fmt: skip
-    from rewards.models import Epoch, HeldOut, RewardEntry
-
-    RewardEntry.objects.all().delete()
-    HeldOut.objects.all().delete()
-    Epoch.objects.all().delete()
+    unsettle()
 
     t = time.perf_counter()
     epoch = settlement.settle(window, now, method="sql")
@@ -209,9 +201,7 @@ def main() -> None:
           f"{epoch.entries.count():,} entries, {epoch.held_out_count} held out); "
           f"peak RSS {peak_rss_mib():.0f} MiB (was {rss0:.0f} before settling)")  # fmt: skip
     # Again, from scratch, under tracemalloc (which slows it) for the Python heap's peak.
-    RewardEntry.objects.all().delete()
-    HeldOut.objects.all().delete()
-    Epoch.objects.all().delete()
+    unsettle()
     tracemalloc.start()
     epoch = settlement.settle(window, now, method="sql")
     _, traced_peak = tracemalloc.get_traced_memory()

@@ -1,0 +1,1 @@
+"""Benchmarks: each `bench/<name>/run.py` prints its figures (see README "Benchmarks")."""
