@@ -145,32 +145,60 @@ class Grid:
 # --- what the drains add ---------------------------------------------------------------------
 
 
+Window = tuple[int, int | None] | None  # an attested job's (start, end or None if running)
+_FOREVER = float("inf")
+
+
+def _end(window) -> float:
+    return _FOREVER if window[1] is None else window[1]
+
+
+def same_busy(seen: Window, now: Window, first: int, last: int, busy: int) -> bool:
+    """Whether time within [first, last) that was split into busy and idle under the job
+    window `seen` (None: no attested job on this GPU) splits the same under `now`."""
+    if seen == now:
+        return True
+    if seen is None:  # all of it was idle: still so if the job is outside it
+        return now[0] >= last or _end(now) <= first
+    if now is None:
+        return busy == 0
+    if seen[0] != now[0]:
+        return busy == 0 and (now[0] >= last or _end(now) <= first)
+    return min(_end(seen), _end(now)) >= last  # the same start; ends beyond the time
+
+
 class Delta:
     """What one drain changes in one accumulator row."""
 
     __slots__ = (
-        "avail",
-        "cap",
-        "covered",
-        "dirty",
-        "first",
-        "hi",
-        "last",
-        "lo",
-        "null",
-        "span",
-        "util",
+        "avail", "busy", "busy_avail", "cap", "covered", "dirty", "first", "hi", "last", "lo",
+        "null", "span", "util", "window",
     )  # fmt: skip
 
-    def __init__(self, span: Span):
+    def __init__(self, span: Span, window: Window):
         self.span = span
-        self.covered = 0
+        self.window = window
+        self.covered = self.busy = self.null = self.avail = self.busy_avail = 0
         self.first = self.last = self.cap = None  # µs since the Unix epoch
         self.util = _ZERO
-        self.null = 0
-        self.avail = 0
         self.lo = self.hi = None
         self.dirty = False
+
+    def _busy(self, a: int, b: int, util, avail: int, sign: int) -> None:
+        """The part of [a, b) inside the attested job, added (sign 1) or taken back (-1)."""
+        window = self.window
+        if window is None:
+            return
+        length = min(b, _end(window)) - max(a, window[0])
+        if length <= 0:
+            return
+        length = int(length) * sign
+        self.busy += length
+        self.busy_avail += length * avail
+        if util is None:
+            self.null += length
+        else:
+            self.util = _EXACT.add(self.util, _EXACT.multiply(util_decimal(util), length))
 
     def add(self, a: int, b: int, util, avail: int) -> None:
         if b <= a:
@@ -179,24 +207,18 @@ class Delta:
         self.covered += length
         self.first = a if self.first is None else min(self.first, a)
         self.last = b if self.last is None else max(self.last, b)
-        if util is None:
-            self.null += length
-        else:
-            self.util = _EXACT.add(self.util, _EXACT.multiply(util_decimal(util), length))
         self.avail += length * avail
         self.lo = avail if self.lo is None else min(self.lo, avail)
         self.hi = avail if self.hi is None else max(self.hi, avail)
+        self._busy(a, b, util, avail, 1)
 
     def take(self, a: int, b: int, util, avail: int) -> None:
         """Take back `[a, b)` of the newest sample counted so far: its row's time ends at a."""
         length = b - a
         self.covered -= length
         self.cap = a if self.cap is None else min(self.cap, a)
-        if util is None:
-            self.null -= length
-        else:
-            self.util = _EXACT.subtract(self.util, _EXACT.multiply(util_decimal(util), length))
         self.avail -= length * avail
+        self._busy(a, b, util, avail, -1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -209,37 +231,66 @@ class Reading:
     job_id: str
 
 
+@dataclass(frozen=True, slots=True)
+class Job:
+    """An attested job as the accumulators split time by it (µs since the Unix epoch)."""
+
+    physical: int
+    start: int
+    end: int | None  # None while it runs
+
+
+def jobs_named(job_ids) -> dict[str, Job]:
+    """The attested jobs of these ids, now."""
+    from rewards.models import Job as JobRow
+
+    rows = JobRow.objects.filter(job_id__in=list(job_ids)).values_list(
+        "job_id", "gpu_id", "gpu__mig_parent_id", "started_at", "ended_at"
+    )
+    return {
+        job_id: Job(parent or gpu, to_us(started), None if ended is None else to_us(ended))
+        for job_id, gpu, parent, started, ended in rows
+    }
+
+
 class Deltas:
     """The changes of one drain (or rebuild), by (device, epoch start, job)."""
 
-    def __init__(self, grid: Grid):
+    def __init__(self, grid: Grid, jobs: dict[str, Job]):
         self.grid = grid
+        self.jobs = jobs
         self.rows: dict[tuple[int, int, str], Delta] = {}
 
-    def _row(self, gpu: int, span: Span, job_id: str) -> Delta:
+    def _row(self, gpu: int, physical: int, span: Span, job_id: str) -> Delta:
         key = (gpu, span.start, job_id)
         row = self.rows.get(key)
         if row is None:
-            row = self.rows[key] = Delta(span)
+            job = self.jobs.get(job_id) if job_id else None
+            window = (job.start, job.end) if job is not None and job.physical == physical else None
+            row = self.rows[key] = Delta(span, window)
         return row
 
-    def add_in_order(self, gpu: int, previous: Reading | None, readings: list[Reading]) -> None:
+    def add_in_order(
+        self, gpu: int, physical: int, previous: Reading | None, readings: list[Reading]
+    ) -> None:
         """`readings` sorted by time, all newer than `previous` (the device's newest stored
-        sample, counted up to its ts + max_gap so far)."""
+        sample, counted up to its ts + max_gap so far); `physical`: the GPU they count for."""
         grid = self.grid
         if previous is not None:
             cut = {span.start: b for span, _a, b in grid.pieces(previous.ts, readings[0].ts)}
             for span, a, b in grid.pieces(previous.ts, None):
                 kept = cut.get(span.start, a)
                 if kept < b:
-                    self._row(gpu, span, previous.job_id).take(
+                    self._row(gpu, physical, span, previous.job_id).take(
                         kept, b, previous.util, previous.avail
                     )
         last = len(readings) - 1
         for index, reading in enumerate(readings):
             until = readings[index + 1].ts if index < last else None
             for span, a, b in grid.pieces(reading.ts, until):
-                self._row(gpu, span, reading.job_id).add(a, b, reading.util, reading.avail)
+                self._row(gpu, physical, span, reading.job_id).add(
+                    a, b, reading.util, reading.avail
+                )
 
     def mark_dirty(self, gpu: int, first_ts: int, last_ts: int) -> None:
         """Samples from first_ts to last_ts arrived out of order: every epoch they (and the
@@ -247,12 +298,19 @@ class Deltas:
         t = first_ts - self.grid.max_gap
         while t < last_ts + self.grid.max_gap:
             span = self.grid.at(t)
-            self._row(gpu, span, "").dirty = True
+            self._row(gpu, gpu, span, "").dirty = True
             t = span.end
 
 
-_VALUES = ("covered_us", "first_us", "last_us", "util_us", "null_util_us", "avail_mib_us",
-           "min_avail_mib", "max_avail_mib", "dirty")  # fmt: skip
+_VALUES = ("covered_us", "first_us", "last_us", "busy_us", "busy_util_us", "busy_null_us",
+           "avail_mib_us", "busy_avail_mib_us", "min_avail_mib", "max_avail_mib", "job_from_us",
+           "job_until_us", "dirty")  # fmt: skip
+
+
+def _window_of(start: int, job_from, job_until) -> Window:
+    if job_from is None:
+        return None
+    return (start + job_from, None if job_until is None else start + job_until)
 
 
 def write(deltas: Deltas) -> None:
@@ -273,18 +331,27 @@ def write(deltas: Deltas) -> None:
         old = stored.get(key)
         first = None if d.first is None else d.first - start
         last = None if d.last is None else d.last - start
+        window = d.window
         if old is None:
-            covered, util, null, avail, dirty = d.covered, d.util, d.null, d.avail, d.dirty
+            covered, busy, util, null = d.covered, d.busy, d.util, d.null
+            avail, busy_avail, dirty = d.avail, d.busy_avail, d.dirty
             lo, hi = d.lo or 0, d.hi or 0
             first = 0 if first is None else first
             last = (0 if d.cap is None else d.cap - start) if last is None else last
         else:
-            o_cov, o_first, o_last, o_util, o_null, o_avail, o_lo, o_hi, o_dirty, o_end, o_gap = old
-            covered = o_cov + d.covered
+            (o_cov, o_first, o_last, o_busy, o_util, o_null, o_avail, o_busy_avail, o_lo, o_hi,
+             o_from, o_until, o_dirty, o_end, o_gap) = old  # fmt: skip
+            covered, busy = o_cov + d.covered, o_busy + d.busy
             util = _EXACT.add(decimal.Decimal(o_util), d.util)
-            null, avail, dirty = o_null + d.null, o_avail + d.avail, o_dirty or d.dirty
+            null, avail = o_null + d.null, o_avail + d.avail
+            busy_avail, dirty = o_busy_avail + d.busy_avail, o_dirty or d.dirty
             # Cut on another grid before: recount this epoch from raw samples, whatever comes.
             dirty = dirty or (o_end, o_gap) != (from_us(d.span.end), d.span.gap // 10**6)
+            # The job was attested, ended or moved since: the time counted before must split
+            # the same way under what is known now, or the epoch is recounted for this GPU.
+            seen = _window_of(start, o_from, o_until)
+            if not same_busy(seen, window, start + o_first, start + o_last, o_busy):
+                dirty = True
             if d.cap is not None:
                 o_last = min(o_last, d.cap - start)
             first = o_first if first is None else min(o_first, first)
@@ -303,11 +370,15 @@ def write(deltas: Deltas) -> None:
                 covered_us=covered,
                 first_us=first,
                 last_us=last,
-                util_us=str(util),
-                null_util_us=null,
+                busy_us=busy,
+                busy_util_us=str(util),
+                busy_null_us=null,
                 avail_mib_us=avail,
+                busy_avail_mib_us=busy_avail,
                 min_avail_mib=lo,
                 max_avail_mib=hi,
+                job_from_us=None if window is None else window[0] - start,
+                job_until_us=None if window is None or window[1] is None else window[1] - start,
                 dirty=dirty,
             )
         )
@@ -378,26 +449,25 @@ def usage(start: datetime, end: datetime, max_gap: timedelta, now: datetime) -> 
     gap_s = micros(max_gap) // 10**6
     rows = list(
         UsageAccumulator.objects.filter(end__gt=start, start__lt=end).values_list(
-            "gpu_id", "start", "end", "max_gap_s", "job_id", "covered_us", "first_us",
-            "last_us", "util_us", "null_util_us", "avail_mib_us", "min_avail_mib",
-            "max_avail_mib", "dirty",
+            "gpu_id", "start", "end", "max_gap_s", "job_id", *_VALUES
         )
-    )  # fmt: skip
+    )
     if any(r[1] != start or r[2] != end or r[3] != gap_s for r in rows):
-        log.warning(
-            "epoch %s: accumulators on another grid, reading raw samples (%s)",
-            start,
-            [r[1:4] for r in rows if r[1] != start or r[2] != end or r[3] != gap_s][:3],
-        )
+        log.warning("epoch %s: accumulators on another grid, reading raw samples", start)
         return None
     devices = load_devices({r[0] for r in rows}, probe_caps(end))
+    origin = to_us(start)
+    # A running job counts up to the settlement (`usage.load_jobs`).
     jobs = {
-        job_id: (span.physical, micros(span.start - start), micros(span.end - start))
+        job_id: (span.physical, (to_us(span.start) - origin, to_us(span.end) - origin))
         for job_id, span in load_jobs(start, end, now).items()
     }
     found: dict[int, Usage] = {}
     raw: set[int] = set()
-    for gpu, _s, _e, _g, job_id, covered, first, last, util, null, avail, lo, hi, dirty in rows:
+    for row in rows:
+        gpu, job_id = row[0], row[4]
+        (covered, first, last, busy, util, null, avail, busy_avail, lo, hi, job_from,
+         job_until, dirty) = row[5:]  # fmt: skip
         device = devices[gpu]
         physical = device.physical
         if dirty:
@@ -409,25 +479,22 @@ def usage(start: datetime, end: datetime, max_gap: timedelta, now: datetime) -> 
                 raw.add(physical)  # more taken back than counted: never expected, so recount
             continue
         job = jobs.get(job_id) if job_id else None
-        busy = False
-        if job is not None and job[0] == physical:
-            if job[1] <= first and job[2] >= last:
-                busy = True
-            elif not (job[2] <= first or job[1] >= last):
-                raw.add(physical)  # the job starts or ends inside this group's time
-                continue
+        window = job[1] if job is not None and job[0] == physical else None
+        if not same_busy(_window_of(0, job_from, job_until), window, first, last, busy):
+            raw.add(physical)  # attested, ended or moved after its samples were added
+            continue
         into.covered_us += covered
-        if busy:
-            into.busy_us += covered
-            into.busy_util_us += Fraction(decimal.Decimal(util))
-            into.null_util_us += null
-        elif not device.is_instance:
+        into.busy_us += busy
+        into.busy_util_us += Fraction(decimal.Decimal(util))
+        into.null_util_us += null
+        idle = covered - busy
+        if idle and not device.is_instance:
             committed = device.committed_mib
-            into.idle_us += covered
+            into.idle_us += idle
             if committed <= lo:
-                into.idle_mib_us += covered * committed
+                into.idle_mib_us += idle * committed
             elif committed >= hi:
-                into.idle_mib_us += avail
+                into.idle_mib_us += avail - busy_avail
             else:
                 raw.add(physical)  # min(committed, available) varies inside the group
     for physical in raw:
@@ -468,7 +535,6 @@ def rebuild(start: datetime, end: datetime | None = None, mark_complete: bool = 
         newest = Sample.objects.order_by("-ts").values_list("ts", flat=True).first()
         end = (newest or start) + timedelta(microseconds=grid.max_gap + 1)
     UsageAccumulator.objects.filter(start__gte=from_us(first), start__lt=end).delete()
-    deltas = Deltas(grid)
     series: dict[int, list[Reading]] = {}
     gap = timedelta(microseconds=grid.max_gap)
     for reading in readings_in(from_us(first), end, gap):
@@ -480,9 +546,15 @@ def rebuild(start: datetime, end: datetime | None = None, mark_complete: bool = 
                 reading.job_id,
             )
         )
+    deltas = Deltas(grid, jobs_named({r.job_id for rs in series.values() for r in rs} - {""}))
+    parents = dict(
+        GPU.objects.filter(pk__in=list(series), mig_parent__isnull=False).values_list(
+            "pk", "mig_parent_id"
+        )
+    )
     for gpu, readings in series.items():
         readings.sort(key=lambda r: r.ts)
-        deltas.add_in_order(gpu, None, readings)
+        deltas.add_in_order(gpu, parents.get(gpu, gpu), None, readings)
     deltas.rows = {k: d for k, d in deltas.rows.items() if k[1] >= first}
     write(deltas)
     if mark_complete:

@@ -44,7 +44,8 @@ def worlds(draw):
     for name in ("j1", "j2"):
         a = draw(st.integers(-60_000_000, 600_000_000))
         b = None if draw(st.booleans()) else a + draw(st.integers(0, 600_000_000))
-        jobs[name] = (a, b, draw(st.sampled_from(["before", "after", "ended-after"])))
+        when = ["before", "during", "after", "ended-during", "ended-after"]
+        jobs[name] = (a, b, draw(st.sampled_from(when)))
     readings = []
     for device, total in ((1, PARENT_MIB), (2, CHILD_MIB)):
         offsets = draw(st.sets(st.integers(-40_000_000, 620_000_000), min_size=3, max_size=40))
@@ -107,16 +108,29 @@ def build(world) -> tuple[GPU, GPU]:
             ended_at=None if b is None else at(b),
         )  # fmt: skip
 
-    late = []
+    late = []  # (when, what): a job to attest, or (job, its end) to end
     for name, (a, b, when) in world["jobs"].items():
         gpu = child if name == "j2" else parent
-        if when == "after":
-            late.append((name, a, b, gpu))
-        elif when == "ended-after":
+        if when in ("after", "during"):
+            late.append((when, (name, a, b, gpu)))
+        elif when in ("ended-after", "ended-during"):
             job = make_job(name, a, None, gpu)
-            late.append((job, b))
+            late.append((when.removeprefix("ended-"), (job, b)))
         else:
             make_job(name, a, b, gpu)
+
+    def attest_late(items, when):
+        for item in [i for i in items if i[0] == when]:
+            items.remove(item)
+            what = item[1]
+            if isinstance(what[0], Job):
+                job, b = what
+                if b is not None:
+                    job.ended_at = at(b)
+                    job.save()
+            else:
+                make_job(*what)
+
     rnd = random.Random(world["seed"])
     rows = [
         [pk[device], at(offset).isoformat(), util, used, total, None, None, job]
@@ -137,16 +151,13 @@ def build(world) -> tuple[GPU, GPU]:
     else:
         if world["arrival"] == "shuffled":
             rnd.shuffle(pks)
-        for batch in pks:
+        # Jobs attested (or ended) "during" come after the first half of the batches.
+        for index, batch in enumerate(pks):
+            if index == len(pks) // 2:
+                attest_late(late, "during")
             store.ingest(batch)
-    for item in late:
-        if isinstance(item[0], Job):
-            job, b = item
-            if b is not None:
-                job.ended_at = at(b)
-                job.save()
-        else:
-            make_job(*item)
+    attest_late(late, "during")
+    attest_late(late, "after")
     if world["committed_after"] != "same":
         parent.committed_memory_mib = world["committed_after"]
         parent.save()
@@ -266,19 +277,27 @@ def test_a_late_sample_marks_its_epoch_for_a_recount_from_raw_samples():
 
 
 @pytest.mark.django_db
-def test_a_job_ending_inside_its_samples_time_is_recounted_and_one_spanning_it_is_not():
+def test_a_job_known_when_its_samples_came_splits_them_exactly_and_one_changed_after_recounts():
+    """The job ends 5 minutes into its samples' 10: attested before them, the drains split the
+    time at its end themselves; its end moved afterwards (it runs on), settlement recounts
+    that GPU from its raw samples."""
     readings = [(1, s * 10_000_000, 50.0, 70_000, PARENT_MIB, "j1") for s in range(60)]
-    jobs = {"j1": (-5_000_000, 300_000_000, "before")}  # ends after 5 of the 10 minutes
+    jobs = {"j1": (-5_000_000, 300_000_000, "before")}
     parent, _ = build(steady_world(readings=readings, jobs=jobs))
     window = settlement.window_from(START)
     gap = timedelta(seconds=30)
-    found = accumulators.usage(window.start, window.end, gap, START + timedelta(hours=1))
-    assert found.from_raw == 1
-    assert found.usage[parent.pk].busy_us == 300_000_000
-    Job.objects.filter(job_id="j1").update(ended_at=None)  # still running at settlement
-    found = accumulators.usage(window.start, window.end, gap, START + timedelta(hours=1))
+    later = START + timedelta(hours=1)
+    found = accumulators.usage(window.start, window.end, gap, later)
     assert found.from_raw == 0
+    assert found.usage[parent.pk].busy_us == 300_000_000
+    assert found.usage[parent.pk].idle_us == 320_000_000
+    Job.objects.filter(job_id="j1").update(ended_at=None)  # still running at settlement
+    found = accumulators.usage(window.start, window.end, gap, later)
+    assert found.from_raw == 1
     assert found.usage[parent.pk].busy_us == 620_000_000
+    assert found.usage[parent.pk].as_tuple() == (
+        database_usage(window.start, window.end, gap, later)[parent.pk].as_tuple()
+    )
 
 
 @pytest.mark.django_db
@@ -361,3 +380,19 @@ def test_changed_settings_grid_distrusts_what_was_added_before():
     assert not accumulators.complete_for(START, gap)
     assert AccumulatedSince.objects.get().grid == accumulators.default_grid()
     assert not accumulators.complete_for(START, gap)  # until rebuild_usage
+
+
+@pytest.mark.django_db
+def test_a_job_attested_between_drains_recounts_the_time_counted_idle_before():
+    """Three of six batches were stored before the scheduler attested the job their samples
+    name: that time was counted idle, so the epoch is recounted for this GPU, and pays busy."""
+    readings = [(1, s * 10_000_000, 40.0, 300, PARENT_MIB, "j1") for s in range(60)]
+    jobs = {"j1": (-5_000_000, None, "during")}
+    parent, _ = build(steady_world(readings=readings, jobs=jobs))
+    assert UsageAccumulator.objects.get(gpu=parent).dirty
+    window = settlement.window_from(START)
+    gap = timedelta(seconds=30)
+    later = START + timedelta(hours=1)
+    found = accumulators.usage(window.start, window.end, gap, later)
+    assert found.from_raw == 1
+    assert found.usage[parent.pk].busy_us == 620_000_000

@@ -137,7 +137,7 @@ def _update_live_state(
 ) -> dict[int, tuple]:
     """Each GPU's newest sample values and when it was last seen (when the newest batch that
     holds it came in), with the GPUs' rows locked; returns their newest sample before (its
-    time, utilization, memory used and total, job: `NEWEST_SAMPLE`).
+    time, utilization, memory used and total, job) and MIG parent: `NEWEST_SAMPLE`.
 
     Batches may be processed out of order, so a GPU's values change only if this batch's
     newest sample is newer than the one shown.
@@ -197,11 +197,16 @@ def _accumulate(columns: dict, per_gpu: dict[int, list[int]], newest: dict[int, 
     it can change for a recount from raw samples."""
     from rewards import accumulators as acc
 
-    deltas = acc.Deltas(acc.Grid.load())
     ts, util, used, total, job = (
         columns[name]
         for name in ("ts", "utilization_gpu_pct", "memory_used_mib", "memory_total_mib", "job_id")
     )
+    # The jobs the samples (and each GPU's newest before them) name, as attested now.
+    named = {job[i] for indexes in per_gpu.values() for i in indexes} | {
+        row[4] for row in newest.values()
+    }
+    named.discard("")
+    deltas = acc.Deltas(acc.Grid.load(), acc.jobs_named(named) if named else {})
     for gpu, indexes in per_gpu.items():
         # The first copy of a reading wins, as in the table.
         readings = sorted(
@@ -211,7 +216,7 @@ def _accumulate(columns: dict, per_gpu: dict[int, list[int]], newest: dict[int, 
             }.values(),
             key=lambda r: r.ts,
         )
-        last_at, last_util, last_used, last_total, last_job = newest[gpu]
+        last_at, last_util, last_used, last_total, last_job, parent = newest[gpu]
         previous = None
         if last_at is not None:
             previous = acc.Reading(
@@ -220,7 +225,7 @@ def _accumulate(columns: dict, per_gpu: dict[int, list[int]], newest: dict[int, 
             if readings[0].ts <= previous.ts:
                 deltas.mark_dirty(gpu, readings[0].ts, max(readings[-1].ts, previous.ts))
                 continue
-        deltas.add_in_order(gpu, previous, readings)
+        deltas.add_in_order(gpu, parent or gpu, previous, readings)
     acc.write(deltas)
 
 

@@ -13,7 +13,8 @@ from rewards.wei import WeiField
 
 class UsageAccumulator(models.Model):
     """The samples of one device (a GPU or MIG instance) in one epoch that named one job
-    ("" for none): how long they covered and what that time was worth.
+    ("" for none): how long they covered, how much of it inside that job's attested time, and
+    what that time was worth.
 
     Times are microseconds; `first_us` and `last_us` bound the covered intervals, counted
     from the epoch's start. The newest sample of a device is counted up to `ts + max_gap`
@@ -32,11 +33,18 @@ class UsageAccumulator(models.Model):
     covered_us = models.BigIntegerField(default=0)
     first_us = models.BigIntegerField()
     last_us = models.BigIntegerField()
-    # Σ covered µs * utilization % of the samples that had one, an exact decimal.
-    util_us = models.CharField(max_length=100, default="0")
-    null_util_us = models.BigIntegerField(default=0)
-    # Σ covered µs * (memory_total_mib - memory_used_mib), and that MiB's extremes.
+    # The covered µs inside the named job's attested time (`job_from_us`..`job_until_us`, as
+    # known when the samples were added; no start: not attested, no end: running), their
+    # Σ µs * utilization % (an exact decimal) and the µs whose sample had none.
+    busy_us = models.BigIntegerField(default=0)
+    busy_util_us = models.CharField(max_length=100, default="0")
+    busy_null_us = models.BigIntegerField(default=0)
+    job_from_us = models.BigIntegerField(null=True)
+    job_until_us = models.BigIntegerField(null=True)
+    # Σ covered µs * (memory_total_mib - memory_used_mib), of the busy part too, and the
+    # extremes of that MiB.
     avail_mib_us = WeiField(default=0)
+    busy_avail_mib_us = WeiField(default=0)
     min_avail_mib = models.BigIntegerField()
     max_avail_mib = models.BigIntegerField()
     dirty = models.BooleanField(default=False)

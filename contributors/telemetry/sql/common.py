@@ -44,9 +44,9 @@ LIVE_COLUMNS = tuple(
     if any(f.attname == gpu_column for f in GPU._meta.concrete_fields)
 )
 # What the drains read of a GPU before storing its samples: its newest sample so far, which
-# the accumulators counted up to ts + max_gap (`rewards.accumulators`).
+# the accumulators counted up to ts + max_gap (`rewards.accumulators`), and its MIG parent.
 NEWEST_SAMPLE = ("id", "last_sample_at", "last_utilization_gpu_pct", "last_memory_used_mib",
-                 "last_memory_total_mib", "last_job_id")  # fmt: skip
+                 "last_memory_total_mib", "last_job_id", "mig_parent_id")  # fmt: skip
 # Rollup aggregates: maxima (`max_*`) keep the larger value, everything else adds up.
 ROLLUP_COLUMNS = columns_of(GpuMinute, "gpu_id", "start")
 ROLLUP_MAXIMA = frozenset(c for c in ROLLUP_COLUMNS if c.startswith("max_"))
