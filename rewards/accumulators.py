@@ -463,6 +463,7 @@ def usage(start: datetime, end: datetime, max_gap: timedelta, now: datetime) -> 
         for job_id, span in load_jobs(start, end, now).items()
     }
     found: dict[int, Usage] = {}
+    utils: dict[int, decimal.Decimal] = {}
     raw: set[int] = set()
     for row in rows:
         gpu, job_id = row[0], row[4]
@@ -485,7 +486,8 @@ def usage(start: datetime, end: datetime, max_gap: timedelta, now: datetime) -> 
             continue
         into.covered_us += covered
         into.busy_us += busy
-        into.busy_util_us += Fraction(decimal.Decimal(util))
+        if busy:
+            utils[physical] = _EXACT.add(utils.get(physical, _ZERO), decimal.Decimal(util))
         into.null_util_us += null
         idle = covered - busy
         if idle and not device.is_instance:
@@ -497,6 +499,8 @@ def usage(start: datetime, end: datetime, max_gap: timedelta, now: datetime) -> 
                 into.idle_mib_us += avail - busy_avail
             else:
                 raw.add(physical)  # min(committed, available) varies inside the group
+    for physical, util in utils.items():
+        found[physical].busy_util_us = Fraction(util)  # one exact sum each, made rational once
     for physical in raw:
         found.pop(physical, None)
     if raw:

@@ -8,7 +8,8 @@ class RewardsConfig(AppConfig):
 
     def ready(self) -> None:
         # A stored policy changes the epoch grid the usage accumulators were cut on.
-        policy = self.get_model("RewardPolicy")
+        from rewards.models import RewardPolicy as policy
+
         pre_save.connect(_remember_effective_from, sender=policy)
         post_save.connect(_policy_changed, sender=policy)
         post_delete.connect(_policy_changed, sender=policy)

@@ -16,7 +16,7 @@ def utc_day(moment: datetime) -> date:
     return moment.astimezone(UTC).date()
 
 
-def add_to_earning_days(epoch_start: datetime, entries: list[RewardEntry]) -> None:
+def add_to_earning_days(epoch_start: datetime, entries: list) -> None:
     """Add an epoch's entries to their contributors' day totals (`EarningDay`), in the
     settlement's transaction. Contributors are locked in id order, so two settlements adding to
     the same day wait for each other instead of losing an addition (on SQLite the epoch row
@@ -28,8 +28,10 @@ def add_to_earning_days(epoch_start: datetime, entries: list[RewardEntry]) -> No
         return
     day = utc_day(epoch_start)
     ids = sorted(added)
-    list(Contributor.objects.select_for_update().filter(pk__in=ids).order_by("pk").values("pk"))
-    days = {d.contributor_id: d for d in EarningDay.objects.filter(contributor_id__in=ids, day=day)}
+    list(Contributor.objects.select_for_update().filter(pk__any=ids).order_by("pk").values("pk"))
+    days = {
+        d.contributor_id: d for d in EarningDay.objects.filter(contributor_id__any=ids, day=day)
+    }
     new = []
     for contributor_id, (compute, idle) in added.items():
         row = days.get(contributor_id)

@@ -25,22 +25,24 @@ from bisect import bisect_left
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from fractions import Fraction
+from math import lcm
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
-from django.db.models import Min, OuterRef, Subquery
+from django.db.models import Min, OuterRef, Q, Subquery
 from django.utils import timezone
 
 from contributors.models import GPU, GpuFlag, Probe, Sample, TelemetryBatch
 from contributors.telemetry.validation import stored_sample
 from contributors.verification import challenges
 from portal import metrics
+from portal.lib import db
 from rewards import accumulators
 from rewards.catalog import Catalog
 from rewards.ledger import add_to_earning_days
 from rewards.models import Epoch, HeldOut, RewardEntry, RewardPolicy
 from rewards.usage import Usage, usage_for
-from rewards.wei import decimal_string, rounded_decimal
+from rewards.wei import decimal_string, rounded_decimal, rounded_ratio
 
 log = logging.getLogger(__name__)
 
@@ -157,20 +159,26 @@ def idle_units(usage: Usage) -> Fraction:
     return Fraction(usage.idle_mib_us, MIB_PER_GIB * US_PER_S)
 
 
+def on_common_denominator(units: dict) -> tuple[dict, int]:
+    """Rationals as integer numerators over one common denominator, and that denominator:
+    settlement's sums and shares in integers (units have few distinct denominators)."""
+    common = lcm(*{u.denominator for u in units.values()}) if units else 1
+    return {key: u.numerator * (common // u.denominator) for key, u in units.items()}, common
+
+
 def split_pool(pool_wei: int, units: dict[str, Fraction]) -> dict[str, int]:
     """Each key's `floor(pool * units / Σunits)` plus one leftover wei each by largest
     remainder (ties by key ascending): the amounts add up to the pool exactly.
 
     With no units at all, everybody gets 0 and the pool stays unallocated.
     """
-    total = sum(units.values(), Fraction(0))
+    scaled, _common = on_common_denominator(units)
+    total = sum(scaled.values())
     if total == 0 or pool_wei == 0:
         return dict.fromkeys(units, 0)
     amounts, remainders = {}, {}
-    for key, share in units.items():
-        exact = pool_wei * share / total
-        amounts[key] = exact.numerator // exact.denominator
-        remainders[key] = exact - amounts[key]
+    for key, share in scaled.items():
+        amounts[key], remainders[key] = divmod(pool_wei * share, total)
     leftover = pool_wei - sum(amounts.values())
     for key in sorted(units, key=lambda k: (-remainders[k], k))[:leftover]:
         amounts[key] += 1
@@ -188,7 +196,7 @@ WHAT_TO_DO = {
 }
 
 
-def held_out_reasons(gpus: dict[int, GPU], at: datetime) -> dict[int, tuple[str, str]]:
+def held_out_reasons(gpus: dict, at: datetime) -> dict[int, tuple[str, str]]:
     """Physical GPU pk → (reason, detail) for those that earn nothing in the epoch ending
     `at`; the first reason found wins: verification, a failed probe, a flag, disabled."""
     reasons = {}
@@ -205,7 +213,7 @@ def held_out_reasons(gpus: dict[int, GPU], at: datetime) -> dict[int, tuple[str,
              "memory it offers; it earns again after a successful probe."),
         )  # fmt: skip
     flagged = (
-        GpuFlag.objects.filter(gpu_id__in=list(gpus), cleared_at__isnull=True)
+        GpuFlag.objects.filter(gpu_id__any=list(gpus), cleared_at__isnull=True)
         .order_by("created_at")
         .values_list("gpu_id", "reason")
     )
@@ -228,7 +236,7 @@ def failed_probes(gpu_ids: list[int], at: datetime) -> list[int]:
         .order_by("-at", "-pk")
         .values("ok")[:1]
     )
-    rows = GPU.objects.filter(pk__in=gpu_ids).annotate(last_ok=last_ok).filter(last_ok=False)
+    rows = GPU.objects.filter(pk__any=gpu_ids).annotate(last_ok=last_ok).filter(last_ok=False)
     return list(rows.values_list("pk", flat=True))
 
 
@@ -236,7 +244,11 @@ def failed_probes(gpu_ids: list[int], at: datetime) -> list[int]:
 
 
 def seconds(us: int) -> str:
-    return decimal_string(Fraction(us, US_PER_S))
+    """Microseconds as exact decimal seconds (`decimal_string` of us / 10^6)."""
+    whole, part = divmod(us, US_PER_S)
+    if us < 0:
+        return decimal_string(Fraction(us, US_PER_S))
+    return f"{whole}.{part:06d}".rstrip("0") if part else str(whole)
 
 
 def is_settled(window: Window) -> bool:
@@ -252,15 +264,14 @@ def settle(window: Window, now: datetime | None = None, method: str = "auto") ->
     max_gap = timedelta(seconds=window.policy.max_gap_s)
     usage, method = usage_of(window, max_gap, now, method)
 
-    instances = GPU.objects.filter(mig_parent_id__in=list(usage)).values_list("pk", flat=True)
-    gpus = GPU.objects.select_related("node").in_bulk(set(usage) | set(instances))
+    gpus = _gpus_of(list(usage))
     reasons = held_out_reasons(gpus, window.end)
     earning = {pk: u for pk, u in usage.items() if pk not in reasons and pk in gpus}
     paid = _Payout.of(window.policy, earning, gpus)
     held = [
         HeldOut(
             gpu_id=pk,
-            contributor_id=gpus[pk].node.owner_id,
+            contributor_id=gpus[pk].owner_id,
             reason=reason,
             detail=detail,
             covered_seconds=seconds(usage[pk].covered_us),
@@ -283,6 +294,32 @@ def settle(window: Window, now: datetime | None = None, method: str = "auto") ->
     return epoch
 
 
+@dataclass(frozen=True, slots=True)
+class SettledGpu:
+    """What settlement reads of a GPU (a model instance each would cost more than the rest)."""
+
+    pk: int
+    uuid: str
+    name: str
+    owner_id: int
+    mig_parent_id: int | None
+    enabled: bool
+    effective_committed_mib: int
+
+
+def _gpus_of(physical: list[int]) -> dict[int, SettledGpu]:
+    """The GPUs of the usage and their MIG instances."""
+    rows = GPU.objects.filter(Q(pk__any=physical) | Q(mig_parent_id__any=physical)).values_list(
+        "pk", "uuid", "name", "node__owner_id", "mig_parent_id", "enabled",
+        "committed_memory_mib", "memory_total_mib",
+    )  # fmt: skip
+    return {
+        pk: SettledGpu(pk, uuid, name, owner, parent, enabled,
+                       total if committed is None else min(committed, total))
+        for pk, uuid, name, owner, parent, enabled, committed, total in rows
+    }  # fmt: skip
+
+
 def usage_of(window: Window, max_gap: timedelta, now: datetime, method: str = "auto"):
     """(usage per physical GPU, the method used): from the accumulators when they hold the
     whole epoch (`auto`, `accumulators`), else from every raw sample (`sql`, `python`)."""
@@ -302,11 +339,24 @@ def usage_of(window: Window, max_gap: timedelta, now: datetime, method: str = "a
     return usage_for(window.start, window.end, max_gap, now, method)
 
 
+@dataclass(slots=True)
+class LedgerRow:
+    """A `RewardEntry` about to be written (`portal.lib.db.insert_many` takes its fields)."""
+
+    gpu_id: int
+    contributor_id: int
+    kind: str
+    units: str
+    amount_wei: int
+    inputs: dict
+    epoch_id: int | None = None
+
+
 @dataclass
 class _Payout:
     """What each pool pays the earning GPUs of one epoch, as unsaved ledger entries."""
 
-    entries: list[RewardEntry]
+    entries: list[LedgerRow]
     compute_total: Fraction
     idle_total: Fraction
     compute_paid_wei: int
@@ -327,17 +377,34 @@ class _Payout:
             policy.compute_pool_wei, {uuid_of[pk]: u for pk, u in compute.items()}
         )
         idle_paid = split_pool(policy.idle_pool_wei, {uuid_of[pk]: u for pk, u in idle.items()})
-        compute_total = sum(compute.values(), Fraction(0))
-        idle_total = sum(idle.values(), Fraction(0))
-        entries = [
-            _entry(pk, gpus, RewardEntry.Kind.COMPUTE, units, compute_paid[uuid_of[pk]],
-                   _compute_inputs(earning[pk], units, weights[pk], policy, compute_total))
-            for pk, units in compute.items()
-        ] + [
-            _entry(pk, gpus, RewardEntry.Kind.IDLE, units, idle_paid[uuid_of[pk]],
-                   _idle_inputs(earning[pk], units, gpus[pk], policy, idle_total))
-            for pk, units in idle.items()
-        ]  # fmt: skip
+        # Totals and shares in integers, over each pool's common denominator.
+        compute_scaled, compute_common = on_common_denominator(compute)
+        idle_scaled, idle_common = on_common_denominator(idle)
+        compute_total = Fraction(sum(compute_scaled.values()), compute_common)
+        idle_total = Fraction(sum(idle_scaled.values()), idle_common)
+        # What every entry of a pool repeats, written once.
+        pools = {
+            RewardEntry.Kind.COMPUTE: (str(policy.compute_pool_wei), compute_scaled,
+                                       decimal_string(compute_total), compute_paid),
+            RewardEntry.Kind.IDLE: (str(policy.idle_pool_wei), idle_scaled,
+                                    decimal_string(idle_total), idle_paid),
+        }  # fmt: skip
+        entries = []
+        for kind, units_of in ((RewardEntry.Kind.COMPUTE, compute), (RewardEntry.Kind.IDLE, idle)):
+            pool_wei, scaled, total_text, paid = pools[kind]
+            scaled_total = sum(scaled.values())
+            for pk, units in units_of.items():
+                text = decimal_string(units)
+                use = earning[pk]
+                if kind == RewardEntry.Kind.COMPUTE:
+                    inputs = _compute_inputs(use, weights[pk])
+                else:
+                    inputs = _idle_inputs(use, text, gpus[pk])
+                inputs.update(pool_wei=pool_wei, total_units=total_text,
+                              share=_share(scaled[pk], scaled_total), units=text)  # fmt: skip
+                entries.append(
+                    LedgerRow(pk, gpus[pk].owner_id, kind, text, paid[uuid_of[pk]], inputs)
+                )
         return cls(
             entries,
             compute_total,
@@ -350,7 +417,7 @@ class _Payout:
 # Besides what the statement shows, each entry keeps the exact sums its units come from
 # (`covered_seconds`, `utilization_pct_seconds`), so an epoch's manifest (rewards.manifests)
 # can be recomputed to the wei by anyone.
-def _compute_inputs(use, units: Fraction, weight, policy, total: Fraction) -> dict:
+def _compute_inputs(use, weight) -> dict:
     return {
         "seconds": seconds(use.busy_us),
         "covered_seconds": seconds(use.covered_us),
@@ -359,23 +426,17 @@ def _compute_inputs(use, units: Fraction, weight, policy, total: Fraction) -> di
         "null_utilization_seconds": seconds(use.null_util_us),
         "weight": decimal_string(Fraction(weight)),
         "gib_seconds": None,
-        "pool_wei": str(policy.compute_pool_wei),
-        "total_units": decimal_string(total),
-        "share": _share(units, total),
     }
 
 
-def _idle_inputs(use, units: Fraction, gpu: GPU, policy, total: Fraction) -> dict:
+def _idle_inputs(use, gib_seconds: str, gpu: SettledGpu) -> dict:
     return {
         "seconds": seconds(use.idle_us),
         "covered_seconds": seconds(use.covered_us),
         "avg_utilization_pct": None,
         "weight": None,
-        "gib_seconds": decimal_string(units),
+        "gib_seconds": gib_seconds,
         "committed_mib": gpu.effective_committed_mib,
-        "pool_wei": str(policy.idle_pool_wei),
-        "total_units": decimal_string(total),
-        "share": _share(units, total),
     }
 
 
@@ -405,9 +466,9 @@ def _record(window: Window, paid: _Payout, held: list, method: str, now) -> Epoc
                 method=method,
             )
             for row in [*entries, *held]:
-                row.epoch = epoch
-            RewardEntry.objects.bulk_create(entries, batch_size=2000)
-            HeldOut.objects.bulk_create(held, batch_size=2000)
+                row.epoch_id = epoch.pk
+            db.insert_many(RewardEntry, entries)
+            db.insert_many(HeldOut, held)
             add_to_earning_days(window.start, entries)
             won = Epoch.objects.filter(pk=epoch.pk, status=Epoch.Status.SETTLING).update(
                 status=Epoch.Status.SETTLED, settled_at=now
@@ -420,16 +481,6 @@ def _record(window: Window, paid: _Payout, held: list, method: str, now) -> Epoc
     return epoch
 
 
-def _share(units: Fraction, total: Fraction) -> str:
-    return rounded_decimal(units / total) if total else "0"
-
-
-def _entry(pk, gpus, kind, units: Fraction, amount: int, inputs: dict) -> RewardEntry:
-    return RewardEntry(
-        gpu_id=pk,
-        contributor_id=gpus[pk].node.owner_id,
-        kind=kind,
-        units=decimal_string(units),
-        amount_wei=amount,
-        inputs={**inputs, "units": decimal_string(units)},
-    )
+def _share(units: int, total: int) -> str:
+    """units / total of a pool (both over its common denominator), 18 decimals."""
+    return rounded_ratio(units, total) if total else "0"

@@ -157,7 +157,7 @@ def python_usage(
 def load_devices(pks, caps: dict[int, int] | None = None) -> dict[int, Device]:
     """The devices, their committed memory capped by a valid scheduler probe (`probe_caps`)."""
     caps = caps or {}
-    rows = GPU.objects.filter(pk__in=list(pks)).values_list(
+    rows = GPU.objects.filter(pk__any=list(pks)).values_list(
         "pk", "mig_parent_id", "committed_memory_mib", "memory_total_mib"
     )
     devices = {}

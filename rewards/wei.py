@@ -97,29 +97,40 @@ def sum_wei(queryset, field: str) -> int:
 
 def decimal_string(value: Fraction) -> str:
     """A rational with a terminating decimal expansion, written exactly (no rounding, ever)."""
-    value = Fraction(value)
-    sign = "-" if value < 0 else ""
-    value = abs(value)
-    whole, rest = divmod(value.numerator, value.denominator)
-    if rest == 0:
-        return f"{sign}{whole}"
-    digits = []
-    denominator = value.denominator
-    for _ in range(400):
-        rest *= 10
-        digit, rest = divmod(rest, denominator)
-        digits.append(str(digit))
-        if rest == 0:
-            return f"{sign}{whole}.{''.join(digits)}"
-    raise ValueError(f"{value} has no terminating decimal expansion")
+    if type(value) is not Fraction:
+        value = Fraction(value)
+    numerator, denominator = value.numerator, value.denominator
+    sign = "-" if numerator < 0 else ""
+    numerator = abs(numerator)
+    if denominator == 1:
+        return f"{sign}{numerator}"
+    # Terminating means a denominator of 2^a * 5^b: scaled by 10^max(a, b) it divides evenly.
+    twos = (denominator & -denominator).bit_length() - 1
+    rest, fives = denominator >> twos, 0
+    while rest % 5 == 0:
+        rest //= 5
+        fives += 1
+    if rest != 1:
+        raise ValueError(f"{value} has no terminating decimal expansion")
+    places = max(twos, fives)
+    digits = str(numerator * 10**places // denominator).rjust(places + 1, "0")
+    return f"{sign}{digits[:-places]}.{digits[-places:].rstrip('0')}"
 
 
 def rounded_decimal(value: Fraction, places: int = 18) -> str:
     """A rational shown with `places` decimals (rounded half up): for shares, never for money."""
-    scaled = Fraction(value) * 10**places
-    whole = int(scaled + Fraction(1, 2)) if scaled >= 0 else -int(-scaled + Fraction(1, 2))
-    text = decimal_string(Fraction(whole, 10**places))
-    return text
+    value = Fraction(value)
+    return rounded_ratio(value.numerator, value.denominator, places)
+
+
+def rounded_ratio(numerator: int, denominator: int, places: int = 18) -> str:
+    """`rounded_decimal` of numerator / denominator (denominator > 0), in integers alone."""
+    # Half up: floor(|value| * 10^places + 1/2), the sign put back.
+    whole = (2 * abs(numerator) * 10**places + denominator) // (2 * denominator)
+    sign = "-" if numerator < 0 and whole else ""
+    digits = str(whole).rjust(places + 1, "0")
+    decimals = digits[len(digits) - places :].rstrip("0") if places else ""
+    return f"{sign}{digits[: len(digits) - places]}" + (f".{decimals}" if decimals else "")
 
 
 def omnit(wei: int) -> str:

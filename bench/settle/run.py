@@ -34,56 +34,93 @@ def peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def load_fleet(cur, gpus: int, rnd: random.Random) -> tuple[list[int], dict]:
+    """Contributors, nodes, GPUs (each exempted as verified) and the attested jobs of a third
+    of them: (GPU ids, GPU id -> (job id, start, end or None))."""
+    cur.execute(
+        "INSERT INTO contributors_contributor (password, is_superuser, username, first_name,"
+        " last_name, email, is_staff, is_active, date_joined, display_name, leaderboard)"
+        " SELECT '!', false, 'bench-' || i, '', '', '', false, true, now(), '', 'wallet'"
+        " FROM generate_series(1, %s) i RETURNING id",
+        (max(1, gpus // 8),),
+    )
+    owners = [row[0] for row in cur.fetchall()]
+    with cur.copy(
+        "COPY contributors_node (owner_id, name, hostname, agent_version, token_prefix,"
+        " token_hash, created_at) FROM STDIN"
+    ) as copy:
+        for i, owner in enumerate(owners):
+            copy.write_row((owner, f"rig-{i}", "", "", f"p{i}", f"h{i}", START))
+    cur.execute("SELECT id FROM contributors_node ORDER BY id")
+    nodes = [row[0] for row in cur.fetchall()]
+    names = ["NVIDIA H100 80GB HBM3", "NVIDIA A100-SXM4-80GB", "NVIDIA GeForce RTX 4090",
+             "NVIDIA L4", "NVIDIA RTX 6000 Ada Generation", "Some Unrated GPU"]  # fmt: skip
+    with cur.copy(
+        "COPY contributors_gpu (node_id, uuid, name, memory_total_mib, driver_version,"
+        " pci_bus_id, first_seen_at, enabled, last_job_id, unrated) FROM STDIN"
+    ) as copy:
+        for i in range(gpus):
+            copy.write_row(
+                (nodes[i % len(nodes)], f"GPU-{i:08d}", names[i % len(names)], 81559, "",
+                 "", START, i % 500 != 7, "", names[i % len(names)] == "Some Unrated GPU")
+            )  # fmt: skip
+    cur.execute("SELECT id FROM contributors_gpu ORDER BY id")
+    gpu_ids = [row[0] for row in cur.fetchall()]
+    # Verified hardware (an admin's exemption stands for a passed proof of GPU here).
+    cur.execute(
+        "INSERT INTO contributors_exemption (gpu_id, reason, granted_at)"
+        " SELECT id, 'bench', %s FROM contributors_gpu",
+        (START - timedelta(days=1),),
+    )
+    # A third of the GPUs run an attested job; some start or end inside the epoch.
+    jobs = {}
+    with cur.copy(
+        "COPY rewards_job (job_id, gpu_id, kind, started_at, ended_at, created_at,"
+        " updated_at) FROM STDIN"
+    ) as copy:
+        for gpu_id in gpu_ids[::3]:
+            a = START + timedelta(seconds=rnd.choice([-600, 0, 900]))
+            b = rnd.choice([None, END, START + timedelta(seconds=2700)])
+            jobs[gpu_id] = (f"job-{gpu_id}", a, b)
+            copy.write_row((jobs[gpu_id][0], gpu_id, "training", a, b, START, START))
+    return gpu_ids, jobs
+
+
+def load_accumulated(url: str, gpus: int, seed: int = 8) -> int:
+    """The fleet of `load` with, instead of raw samples, the accumulator rows its drains would
+    have written for a fully covered hour (10-second samples, utilization 0-100, memory used
+    0-81,559 MiB): one row per GPU, busy inside its job's window. Returns the rows."""
+    rnd = random.Random(seed)
+    hour = 3600 * 10**6
+    with psycopg.connect(url) as conn, conn.cursor() as cur:
+        gpu_ids, jobs = load_fleet(cur, gpus, rnd)
+        with cur.copy(
+            'COPY rewards_usageaccumulator (gpu_id, start, "end", max_gap_s, job_id,'
+            " covered_us, first_us, last_us, busy_us, busy_util_us, busy_null_us, job_from_us,"
+            " job_until_us, avail_mib_us, busy_avail_mib_us, min_avail_mib, max_avail_mib,"
+            " dirty) FROM STDIN"
+        ) as copy:
+            for gpu_id in gpu_ids:
+                name, a, b = jobs.get(gpu_id, ("", None, None))
+                ja = None if a is None else int((a - START).total_seconds()) * 10**6
+                jb = None if b is None else int((b - START).total_seconds()) * 10**6
+                busy = 0 if ja is None else max(0, min(hour, jb or hour) - max(0, ja))
+                util = rnd.randrange(101) * busy
+                lo, hi = rnd.randrange(1000), 81559 - rnd.randrange(1000)
+                avail = hour * rnd.randrange(lo, hi)
+                copy.write_row((gpu_id, START, END, 30, name, hour, 0, hour, busy, str(util), 0,
+                                ja, jb, avail, avail * busy // hour, lo, hi, False))  # fmt: skip
+        conn.commit()
+        cur.execute("ANALYZE")
+    return len(gpu_ids)
+
+
 def load(url: str, gpus: int, seed: int = 8) -> int:
     """Contributors, nodes, GPUs, jobs and 10-second samples, by COPY. Returns samples loaded."""
     rnd = random.Random(seed)
     with psycopg.connect(url) as conn, conn.cursor() as cur:
-        cur.execute(
-            "INSERT INTO contributors_contributor (password, is_superuser, username, first_name,"
-            " last_name, email, is_staff, is_active, date_joined, display_name, leaderboard)"
-            " SELECT '!', false, 'bench-' || i, '', '', '', false, true, now(), '', 'wallet'"
-            " FROM generate_series(1, %s) i RETURNING id",
-            (max(1, gpus // 8),),
-        )
-        owners = [row[0] for row in cur.fetchall()]
-        with cur.copy(
-            "COPY contributors_node (owner_id, name, hostname, agent_version, token_prefix,"
-            " token_hash, created_at) FROM STDIN"
-        ) as copy:
-            for i, owner in enumerate(owners):
-                copy.write_row((owner, f"rig-{i}", "", "", f"p{i}", f"h{i}", START))
-        cur.execute("SELECT id FROM contributors_node ORDER BY id")
-        nodes = [row[0] for row in cur.fetchall()]
-        names = ["NVIDIA H100 80GB HBM3", "NVIDIA A100-SXM4-80GB", "NVIDIA GeForce RTX 4090",
-                 "NVIDIA L4", "NVIDIA RTX 6000 Ada Generation", "Some Unrated GPU"]  # fmt: skip
-        with cur.copy(
-            "COPY contributors_gpu (node_id, uuid, name, memory_total_mib, driver_version,"
-            " pci_bus_id, first_seen_at, enabled, last_job_id, unrated) FROM STDIN"
-        ) as copy:
-            for i in range(gpus):
-                copy.write_row(
-                    (nodes[i % len(nodes)], f"GPU-{i:08d}", names[i % len(names)], 81559, "",
-                     "", START, i % 500 != 7, "", names[i % len(names)] == "Some Unrated GPU")
-                )  # fmt: skip
-        cur.execute("SELECT id FROM contributors_gpu ORDER BY id")
-        gpu_ids = [row[0] for row in cur.fetchall()]
-        # Verified hardware (an admin's exemption stands for a passed proof of GPU here).
-        cur.execute(
-            "INSERT INTO contributors_exemption (gpu_id, reason, granted_at)"
-            " SELECT id, 'bench', %s FROM contributors_gpu",
-            (START - timedelta(days=1),),
-        )
-        # A third of the GPUs run an attested job; some start or end inside the epoch.
-        jobs = {}
-        with cur.copy(
-            "COPY rewards_job (job_id, gpu_id, kind, started_at, ended_at, created_at,"
-            " updated_at) FROM STDIN"
-        ) as copy:
-            for gpu_id in gpu_ids[::3]:
-                a = START + timedelta(seconds=rnd.choice([-600, 0, 900]))
-                b = rnd.choice([None, END, START + timedelta(seconds=2700)])
-                jobs[gpu_id] = f"job-{gpu_id}"
-                copy.write_row((jobs[gpu_id], gpu_id, "training", a, b, START, START))
+        gpu_ids, jobs = load_fleet(cur, gpus, rnd)
+        jobs = {gpu_id: name for gpu_id, (name, _a, _b) in jobs.items()}
         count = 0
         with cur.copy(
             "COPY contributors_sample (gpu_id, ts, utilization_gpu_pct, memory_used_mib,"
@@ -120,6 +157,40 @@ def unsettle() -> None:
     Epoch.objects.all().delete()
 
 
+def settle_accumulated(url: str, gpus: int) -> None:
+    """Settle an epoch of `gpus` GPUs from their accumulator rows: usage, then the whole
+    settlement (units, pools, ledger rows, day totals)."""
+    from django.core.management import call_command
+
+    from rewards import accumulators, settlement
+    from rewards.models import RewardPolicy
+
+    call_command("migrate", verbosity=0)
+    t = time.perf_counter()
+    rows = load_accumulated(url, gpus)
+    print(f"loaded {gpus:,} GPUs and {rows:,} accumulator rows by COPY in "
+          f"{time.perf_counter() - t:.1f} s")  # fmt: skip
+    window = settlement.Window(START, END, RewardPolicy.default())
+    now = END + timedelta(hours=1)
+    gap = timedelta(seconds=window.policy.max_gap_s)
+    rss0 = peak_rss_mib()
+    t = time.perf_counter()
+    outcome = accumulators.usage(START, END, gap, now)
+    print(f"usage from accumulators:   {time.perf_counter() - t:6.2f} s  ({outcome.rows:,} "
+          f"rows, {outcome.from_raw} GPUs from raw samples)")  # fmt: skip
+    t = time.perf_counter()
+    epoch = settlement.settle(window, now, method="accumulators")
+    print(f"settle() from accumulators: {time.perf_counter() - t:5.2f} s  "
+          f"({epoch.entries.count():,} entries, {epoch.held_out_count} held out, method "
+          f"{epoch.method}); peak RSS {peak_rss_mib():.0f} MiB (was {rss0:.0f})")  # fmt: skip
+    unsettle()
+    tracemalloc.start()
+    settlement.settle(window, now, method="accumulators")
+    _, traced_peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    print(f"  Python heap peak while settling: {traced_peak / 2**20:.0f} MiB (tracemalloc)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--gpus", type=int, default=10_000)
@@ -129,6 +200,12 @@ def main() -> None:
     )
     parser.add_argument("--reuse", action="store_true", help="keep the loaded database")
     parser.add_argument("--skip-python", action="store_true", help="skip the reference path")
+    parser.add_argument(
+        "--accumulated",
+        type=int,
+        metavar="GPUS",
+        help="instead: settle GPUS GPUs from accumulator rows alone (no raw samples loaded)",
+    )
     args = parser.parse_args()
 
     url = scratch.url_of(args.admin_url, DB) if args.reuse else scratch.create(args.admin_url, DB)
@@ -142,6 +219,9 @@ def main() -> None:
     django.setup()
     from django.core.management import call_command
 
+    if args.accumulated:
+        settle_accumulated(url, args.accumulated)
+        return
     if args.reuse:
         unsettle()
     else:

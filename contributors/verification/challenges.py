@@ -478,7 +478,7 @@ def standing(gpu_ids: list[int], at: datetime) -> dict[int, Standing]:
         return {pk: Standing(True) for pk in gpu_ids}
     exempt = set(
         # An admin vouches for the hardware: every epoch not settled yet, until revoked.
-        Exemption.objects.filter(gpu_id__in=gpu_ids)
+        Exemption.objects.filter(gpu_id__any=gpu_ids)
         .filter(Q(revoked_at__isnull=True) | Q(revoked_at__gt=at))
         .values_list("gpu_id", flat=True)
     )
@@ -530,11 +530,11 @@ def _latest_decided(gpu_ids: list[int], at: datetime) -> tuple[dict, dict]:
         .order_by("-decided_at", "-pk")
         .values("pk")[:1]
     )
-    rows = GPU.objects.filter(pk__in=gpu_ids).annotate(last=Subquery(newest))
+    rows = GPU.objects.filter(pk__any=gpu_ids).annotate(last=Subquery(newest))
     claims, last_ids = {}, []
     for pk, name, memory, last in rows.values_list("pk", "name", "memory_total_mib", "last"):
         claims[pk] = (name, memory)
         if last is not None:
             last_ids.append(last)
-    latest = {c.gpu_id: c for c in Challenge.objects.filter(pk__in=last_ids)}
+    latest = {c.gpu_id: c for c in Challenge.objects.filter(pk__any=last_ids)}
     return latest, claims

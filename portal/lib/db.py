@@ -13,11 +13,14 @@ Behind a pooler in transaction mode, use PgBouncer 1.21 or newer (it tracks prep
 statements), or set CONN_MAX_AGE=0 and run without one.
 """
 
+import functools
 import json
 import time
 from datetime import datetime
+from decimal import Decimal
 
-from django.db import connection
+from django.db import connection, connections
+from django.db.models import Lookup
 
 
 def fetch(sql: str, params: list) -> list[tuple]:
@@ -58,3 +61,71 @@ def _iso(value):
     if isinstance(value, datetime):
         return value.isoformat()
     raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
+def insert_many(model, objects: list, batch_size: int = 2000) -> None:
+    """INSERT rows of `model`: unsaved instances, or any objects with its fields' attnames as
+    attributes (a field an object lacks takes its default; primary keys are left to the
+    database). By COPY on PostgreSQL, which takes 100,000 ledger rows in about a second where
+    a multi-row INSERT with a parameter per value spends longer building the statement than
+    running it; `bulk_create` elsewhere. Each value goes through its field's own preparation,
+    as `bulk_create` does."""
+    if not objects:
+        return
+    fields = [f for f in model._meta.concrete_fields if not f.primary_key]
+    if connection.vendor != "postgresql":
+        if not isinstance(objects[0], model):
+            objects = [model(**{f.attname: _value(f, obj) for f in fields}) for obj in objects]
+        model.objects.bulk_create(objects, batch_size=batch_size)
+        return
+    real = connections[connection.alias]  # not the proxy: it is asked once per value
+    preps = [(f, functools.partial(f.get_db_prep_save, connection=real)) for f in fields]
+    columns = ", ".join(real.ops.quote_name(f.column) for f in fields)
+    statement = f"COPY {real.ops.quote_name(model._meta.db_table)} ({columns}) FROM STDIN"
+    real.ensure_connection()
+    with (
+        real.wrap_database_errors,
+        real.connection.cursor() as cursor,
+        cursor.copy(statement) as copy,
+    ):
+        for obj in objects:
+            copy.write_row([_prepared(prep, _value(f, obj)) for f, prep in preps])
+
+
+_MISSING = object()
+# Values COPY's text format takes as they are, in a column of any field that holds them (the
+# field's own preparation would only check or cast them): a tenth of settlement's time else.
+_PLAIN = (int, str, bool, float, Decimal)
+
+
+def _prepared(prep, value):
+    if value is None or type(value) in _PLAIN:
+        return value
+    if type(value) is datetime and value.tzinfo is not None:
+        return value
+    return prep(value)
+
+
+def _value(field, obj):
+    value = getattr(obj, field.attname, _MISSING)
+    return field.get_default() if value is _MISSING else value
+
+
+class AnyOf(Lookup):
+    """`field__any=ids`: whether the (integer) field is one of `ids`.
+
+    On PostgreSQL it is `field = ANY(%s::bigint[])` with the ids as one text parameter: a
+    `field__in` of 100,000 ids would put 100,000 placeholders in the SQL, which psycopg splits
+    in Python (half a second a query at settlement's sizes). Elsewhere it is `IN (…)`."""
+
+    lookup_name = "any"
+    prepare_rhs = False
+
+    def as_sql(self, compiler, connection):
+        lhs, params = self.process_lhs(compiler, connection)
+        ids = [int(value) for value in self.rhs]
+        if connection.vendor == "postgresql":
+            return f"{lhs} = ANY(%s::bigint[])", [*params, "{" + ",".join(map(str, ids)) + "}"]
+        if not ids:
+            return "1 = 0", params
+        return f"{lhs} IN ({', '.join(['%s'] * len(ids))})", [*params, *ids]
