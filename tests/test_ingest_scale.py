@@ -346,6 +346,39 @@ def test_a_batch_accepted_before_the_list_form_is_still_stored():
     )
 
 
+def test_two_copies_of_a_reading_in_one_drain_store_the_first():
+    """Samples are read in the order of their batches and lists, and (GPU, ts) keeps the first
+    copy: in the table, in the live state and in the rollups alike."""
+    agent = Agent()
+    gpu = GPU.objects.get(uuid=GPU_UUID)
+    ts = minutes_ago(3).replace(microsecond=0)
+    later = ts + timedelta(seconds=10)
+    for number, (util, job) in enumerate([(10.0, "first"), (90.0, "second")]):
+        TelemetryBatch.objects.create(
+            node_id=agent.node_id,
+            batch_id=f"7d4c2a56-5b8e-4d5e-9a55-1f0c6a1d9e1{number}",
+            samples=[
+                [gpu.pk, ts.isoformat(), util, 2048, 40960, 61.0, None, job],
+                [gpu.pk, later.isoformat(), util, 1024, 40960, None, 300.0, job],
+            ],
+            sample_count=2,
+            response={},
+        )
+
+    assert ingest.drain() == (2, 4)
+
+    stored = list(Sample.objects.order_by("ts").values_list("utilization_gpu_pct", "job_id"))
+    assert stored == [(10.0, "first"), (10.0, "first")]
+    assert sum(GpuMinute.objects.values_list("samples", flat=True)) == 2
+    assert sum(GpuMinute.objects.values_list("sum_util", flat=True)) == 20.0
+    gpu.refresh_from_db()
+    assert (gpu.last_sample_at, gpu.last_job_id) == (later, "first")
+    assert (
+        Sample.objects.get(ts=later).temperature_c,
+        Sample.objects.get(ts=later).power_w,
+    ) == (None, 300.0)
+
+
 def test_the_same_inventory_again_keeps_the_single_statement_a_new_one_is_registered(
     django_capture_on_commit_callbacks,
 ):
