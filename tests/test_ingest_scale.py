@@ -206,7 +206,7 @@ def test_older_samples_wait_for_the_periodic_task_newer_ones_do_not(
 
 def postgres_only():
     if connection.vendor != "postgresql":
-        pytest.skip("advisory locks and backend termination are PostgreSQL's")
+        pytest.skip("advisory locks, backend termination and storage settings are PostgreSQL's")
 
 
 def other_connection() -> psycopg.Connection:
@@ -377,6 +377,34 @@ def test_two_copies_of_a_reading_in_one_drain_store_the_first():
         Sample.objects.get(ts=later).temperature_c,
         Sample.objects.get(ts=later).power_w,
     ) == (None, 300.0)
+
+
+def test_tables_a_drain_updates_leave_room_for_updates_in_place():
+    """A GPU's live state, a node's last report, the current minute, hour and usage
+    accumulator are updated many times each: room on their pages lets PostgreSQL do it
+    without a new entry in every index (migration 0012)."""
+    postgres_only()
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT relname, reloptions FROM pg_class WHERE relname = ANY(%s) ORDER BY relname",
+            [
+                [
+                    "contributors_gpu",
+                    "contributors_gpuhour",
+                    "contributors_gpuminute",
+                    "contributors_node",
+                    "rewards_usageaccumulator",
+                ]
+            ],
+        )
+        rows = dict(cursor.fetchall())
+    assert rows == {
+        "contributors_gpu": ["fillfactor=70"],
+        "contributors_gpuhour": ["fillfactor=70"],
+        "contributors_gpuminute": ["fillfactor=80"],
+        "contributors_node": ["fillfactor=70"],
+        "rewards_usageaccumulator": ["fillfactor=70"],
+    }
 
 
 def test_the_same_inventory_again_keeps_the_single_statement_a_new_one_is_registered(
