@@ -333,6 +333,9 @@ class TelemetryBatchAdmin(admin.ModelAdmin):
         "clock_skew_s",
     )
     list_filter = ("status", "received_at")
+    # Newest first by id, which has an index; received_at alone has none (migration 0012: the
+    # drains pay for every index of this table twice per batch), and ids grow with it.
+    ordering = ("-id",)
     search_fields = ("batch_id", "node__name", "node__owner__username")
     list_select_related = ("node",)
     readonly_fields = [f.name for f in TelemetryBatch._meta.fields]

@@ -206,7 +206,7 @@ def test_older_samples_wait_for_the_periodic_task_newer_ones_do_not(
 
 def postgres_only():
     if connection.vendor != "postgresql":
-        pytest.skip("advisory locks and backend termination are PostgreSQL's")
+        pytest.skip("advisory locks, backend termination and storage settings are PostgreSQL's")
 
 
 def other_connection() -> psycopg.Connection:
@@ -344,6 +344,67 @@ def test_a_batch_accepted_before_the_list_form_is_still_stored():
         55.5,
         "job-7",
     )
+
+
+def test_two_copies_of_a_reading_in_one_drain_store_the_first():
+    """Samples are read in the order of their batches and lists, and (GPU, ts) keeps the first
+    copy: in the table, in the live state and in the rollups alike."""
+    agent = Agent()
+    gpu = GPU.objects.get(uuid=GPU_UUID)
+    ts = minutes_ago(3).replace(microsecond=0)
+    later = ts + timedelta(seconds=10)
+    for number, (util, job) in enumerate([(10.0, "first"), (90.0, "second")]):
+        TelemetryBatch.objects.create(
+            node_id=agent.node_id,
+            batch_id=f"7d4c2a56-5b8e-4d5e-9a55-1f0c6a1d9e1{number}",
+            samples=[
+                [gpu.pk, ts.isoformat(), util, 2048, 40960, 61.0, None, job],
+                [gpu.pk, later.isoformat(), util, 1024, 40960, None, 300.0, job],
+            ],
+            sample_count=2,
+            response={},
+        )
+
+    assert ingest.drain() == (2, 4)
+
+    stored = list(Sample.objects.order_by("ts").values_list("utilization_gpu_pct", "job_id"))
+    assert stored == [(10.0, "first"), (10.0, "first")]
+    assert sum(GpuMinute.objects.values_list("samples", flat=True)) == 2
+    assert sum(GpuMinute.objects.values_list("sum_util", flat=True)) == 20.0
+    gpu.refresh_from_db()
+    assert (gpu.last_sample_at, gpu.last_job_id) == (later, "first")
+    assert (
+        Sample.objects.get(ts=later).temperature_c,
+        Sample.objects.get(ts=later).power_w,
+    ) == (None, 300.0)
+
+
+def test_tables_a_drain_updates_leave_room_for_updates_in_place():
+    """A GPU's live state, a node's last report, the current minute, hour and usage
+    accumulator are updated many times each: room on their pages lets PostgreSQL do it
+    without a new entry in every index (migration 0012)."""
+    postgres_only()
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT relname, reloptions FROM pg_class WHERE relname = ANY(%s) ORDER BY relname",
+            [
+                [
+                    "contributors_gpu",
+                    "contributors_gpuhour",
+                    "contributors_gpuminute",
+                    "contributors_node",
+                    "rewards_usageaccumulator",
+                ]
+            ],
+        )
+        rows = dict(cursor.fetchall())
+    assert rows == {
+        "contributors_gpu": ["fillfactor=70"],
+        "contributors_gpuhour": ["fillfactor=70"],
+        "contributors_gpuminute": ["fillfactor=80"],
+        "contributors_node": ["fillfactor=70"],
+        "rewards_usageaccumulator": ["fillfactor=70"],
+    }
 
 
 def test_the_same_inventory_again_keeps_the_single_statement_a_new_one_is_registered(

@@ -21,11 +21,12 @@ class TelemetryBatch(models.Model):
         PROCESSED = "processed", "processed"
         FAILED = "failed", "failed"
 
-    # No index of its own on node or status: (node, batch_id) and (status, received_at) serve
-    # those lookups, and every index is written twice per batch (accepted, then processed).
+    # No index of its own on node, status or received_at: (node, batch_id) and (status,
+    # received_at) serve those lookups (the drains, the sweeper, metrics, retention), and every
+    # index is written twice per batch (accepted, then processed).
     node = models.ForeignKey(Node, on_delete=models.CASCADE, related_name="batches", db_index=False)
     batch_id = models.UUIDField()
-    received_at = models.DateTimeField(default=timezone.now, db_index=True)
+    received_at = models.DateTimeField(default=timezone.now)
     sent_at = models.DateTimeField(null=True, blank=True)
     clock_skew_s = models.FloatField(
         null=True, blank=True, help_text="Agent clock minus portal clock, seconds (approximate)."

@@ -22,9 +22,11 @@ import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+import msgspec
 from django.conf import settings
 from django.db import DataError, IntegrityError, transaction
-from django.db.models import F
+from django.db.models import F, TextField
+from django.db.models.functions import Cast
 from django.utils import timezone
 
 from contributors.models import TelemetryBatch
@@ -94,13 +96,22 @@ def _store_claimed(batches: list[_Claimed]) -> tuple[int, int]:
 
 
 def _claim(queryset, limit: int) -> list[_Claimed]:
+    # The samples as the JSON text the database holds, decoded by msgspec: several times
+    # faster than JSONField's json.loads, and this runs for every sample the portal takes.
     rows = (
         queryset.select_for_update(skip_locked=True)
         .filter(status=TelemetryBatch.Status.PENDING)
         .order_by("pk")
-        .values_list("pk", "node_id", "received_at", "clock_skew_s", "samples", "attempts")[:limit]
+        .annotate(samples_text=Cast("samples", TextField()))
+        .values_list("pk", "node_id", "received_at", "clock_skew_s", "samples_text", "attempts")[
+            :limit
+        ]
     )
-    return [_Claimed(*row) for row in rows]
+    decode = msgspec.json.decode
+    return [
+        _Claimed(pk, node, received, skew, decode(samples), attempts)
+        for pk, node, received, skew, samples, attempts in rows
+    ]
 
 
 def _store(batches: list[_Claimed]) -> int:
@@ -111,14 +122,13 @@ def _store(batches: list[_Claimed]) -> int:
     items = [stored_sample(item) for batch in batches for item in batch.samples]
     received = [batch.received_at for batch in batches for _ in batch.samples]
     columns = {name: [item[i] for item in items] for i, name in enumerate(SAMPLE_COLUMNS)}
-    ts_texts = columns["ts"]
-    columns["ts"] = [datetime.fromisoformat(ts) for ts in ts_texts]
+    columns["ts"] = [datetime.fromisoformat(ts) for ts in columns["ts"]]
     if columns["gpu_id"]:
         per_gpu: dict[int, list[int]] = {}  # GPU -> indexes of its samples
         for index, gpu in enumerate(columns["gpu_id"]):
             per_gpu.setdefault(gpu, []).append(index)
         newest = _update_live_state(columns, per_gpu, received)
-        backend().insert_samples(columns, ts_texts)
+        backend().insert_samples([b.pk for b in batches], columns)
         _roll_up(columns, per_gpu, {gpu: row[0] for gpu, row in newest.items()})
         _accumulate(columns, per_gpu, newest)
     _update_nodes(batches)

@@ -48,13 +48,13 @@ UUID_FORMS_TEXT = "GPU-<uuid>, MIG-<uuid> or MIG-GPU-<uuid>/<gi>/<ci> (hex, as N
 # model's order (`sql.common.SAMPLE_COLUMNS`), about half the size of an object (less to
 # encode, write, read back and decode per batch). `validate_sample` builds it in this order.
 # Batches accepted before the list form hold objects with these keys, in the same order.
-_OBJECT_KEYS = ("gpu", "ts", "util", "used", "total", "temp", "power", "job")
+OBJECT_KEYS = ("gpu", "ts", "util", "used", "total", "temp", "power", "job")
 
 
 def stored_sample(item) -> list:
     """A batch's sample as a list of its columns, whichever form the batch holds."""
     if isinstance(item, dict):
-        return [item[key] for key in _OBJECT_KEYS]
+        return [item[key] for key in OBJECT_KEYS]
     return item
 
 

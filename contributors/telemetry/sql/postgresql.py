@@ -2,15 +2,18 @@
 
 Rows go as one JSON text read by `jsonb_array_elements` (`portal.lib.db.json_rows`): a fixed
 statement whatever the row count, so it is prepared once, and `json.dumps` is C where
-psycopg's array dumper is Python. Rows that two workers may both update (GPUs, nodes) are
-locked first in id order, so overlapping drains wait for each other instead of deadlocking.
+psycopg's array dumper is Python. Samples do not even travel back: they are read in SQL from
+the jsonb their batches hold. Rows that two workers may both update (GPUs, nodes) are locked
+first in id order, so overlapping drains wait for each other instead of deadlocking.
 """
+
+import functools
 
 import msgspec
 from django.db import connection
 from psycopg.types.json import Jsonb
 
-from contributors.models import GPU, GpuHour, GpuMinute, Node, RollupDue, Sample
+from contributors.models import GPU, GpuHour, GpuMinute, Node, RollupDue, Sample, TelemetryBatch
 from contributors.telemetry.sql.common import (
     LIVE_COLUMNS,
     NEWEST_SAMPLE,
@@ -22,6 +25,7 @@ from contributors.telemetry.sql.common import (
     q,
     table,
 )
+from contributors.telemetry.validation import OBJECT_KEYS
 from portal.lib import db
 
 
@@ -55,12 +59,29 @@ class PostgreSQL(Statements):
             [db.rows_json(zip(*values, strict=True))],
         )
 
-    def insert_samples(self, columns: dict[str, list], ts_texts: list[str]) -> None:
-        """The samples, given column by column; a (GPU, ts) already stored is ignored."""
-        # The times as ISO 8601 as the API wrote them: PostgreSQL reads them as they are.
-        values = [ts_texts if c == "ts" else columns[c] for c in SAMPLE_COLUMNS]
-        self._insert_rows(
-            Sample, list(SAMPLE_COLUMNS), values, " ON CONFLICT (gpu_id, ts) DO NOTHING"
+    def insert_samples(self, batch_ids: list[int], columns: dict[str, list]) -> None:
+        """The samples of the batches (held by this transaction), in batch and list order; a
+        (GPU, ts) already stored is ignored, so the first copy wins.
+
+        Read from the jsonb the batches hold rather than sent back from the worker: no JSON
+        encoded again, no JSON text parsed again (`columns`, what the worker decoded, is for
+        SQLite)."""
+        db.fetch(self._insert_stored_samples_sql(), [batch_ids])
+
+    @functools.cache  # noqa: B019 - one instance per database, kept for good
+    def _insert_stored_samples_sql(self) -> str:
+        # A sample is a list in SAMPLE_COLUMNS order, or (batches accepted before that) an
+        # object with OBJECT_KEYS: `->>` of an index on an object, or of a key on a list, is
+        # NULL, so COALESCE reads either form.
+        values = ", ".join(
+            f"COALESCE(s.e->>{i}, s.e->>'{key}')::{_kind(Sample, column)}"
+            for i, (column, key) in enumerate(zip(SAMPLE_COLUMNS, OBJECT_KEYS, strict=True))
+        )
+        return (
+            f"INSERT INTO {table(Sample)} ({', '.join(q(c) for c in SAMPLE_COLUMNS)}) "  # noqa: S608
+            f"SELECT {values} FROM {table(TelemetryBatch)} b "
+            "CROSS JOIN LATERAL jsonb_array_elements(b.samples) WITH ORDINALITY AS s(e, n) "
+            "WHERE b.id = ANY(%s) ORDER BY b.id, s.n ON CONFLICT (gpu_id, ts) DO NOTHING"
         )
 
     def insert_due(self, notes: list[tuple]) -> None:

@@ -46,8 +46,9 @@ class SQLite(Statements):
                 _adapt_times(model, columns, zip(*values, strict=True)),
             )
 
-    def insert_samples(self, columns: dict[str, list], ts_texts: list[str]) -> None:
-        """The samples, given column by column; a (GPU, ts) already stored is ignored."""
+    def insert_samples(self, batch_ids: list[int], columns: dict[str, list]) -> None:
+        """The samples, given column by column (`batch_ids`, their batches, are for
+        PostgreSQL); a (GPU, ts) already stored is ignored, so the first copy wins."""
         values = [columns[c] for c in SAMPLE_COLUMNS]
         self._insert_rows(
             Sample, list(SAMPLE_COLUMNS), values, " ON CONFLICT (gpu_id, ts) DO NOTHING"
