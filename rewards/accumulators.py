@@ -461,14 +461,11 @@ def usage(start: datetime, end: datetime, max_gap: timedelta, now: datetime) -> 
     """The epoch's usage from its accumulator rows, GPUs that need it from their raw samples;
     None when the rows were cut on another grid (then the caller reads every raw sample)."""
     gap_s = micros(max_gap) // 10**6
-    rows = list(
-        UsageAccumulator.objects.filter(end__gt=start, start__lt=end).values_list(
-            "gpu_id", "start", "end", "max_gap_s", "job_id", *_VALUES
-        )
-    )
-    if any(r[1] != start or r[2] != end or r[3] != gap_s for r in rows):
+    overlapping = UsageAccumulator.objects.filter(end__gt=start, start__lt=end)
+    if overlapping.exclude(start=start, end=end, max_gap_s=gap_s).exists():
         log.warning("epoch %s: accumulators on another grid, reading raw samples", start)
         return None
+    rows = list(overlapping.values_list("gpu_id", "job_id", *_VALUES))
     devices = load_devices({r[0] for r in rows}, probe_caps(end))
     origin = to_us(start)
     # A running job counts up to the settlement (`usage.load_jobs`).
@@ -480,9 +477,9 @@ def usage(start: datetime, end: datetime, max_gap: timedelta, now: datetime) -> 
     utils: dict[int, decimal.Decimal] = {}
     raw: set[int] = set()
     for row in rows:
-        gpu, job_id = row[0], row[4]
+        gpu, job_id = row[0], row[1]
         (covered, first, last, busy, util, null, avail, busy_avail, lo, hi, job_from,
-         job_until, dirty) = row[5:]  # fmt: skip
+         job_until, dirty) = row[2:]  # fmt: skip
         device = devices[gpu]
         physical = device.physical
         if dirty:

@@ -9,6 +9,7 @@ from collections import defaultdict
 from datetime import UTC, date, datetime, timedelta
 
 from contributors.models import Contributor
+from portal.lib import db
 from rewards.models import EarningDay, RewardEntry
 
 
@@ -41,7 +42,7 @@ def add_to_earning_days(epoch_start: datetime, entries: list) -> None:
         else:
             row.compute_wei += compute
             row.idle_wei += idle
-    EarningDay.objects.bulk_create(new, batch_size=2000)
+    db.insert_many(EarningDay, new)
     EarningDay.objects.bulk_update(
         list(days.values()), ["compute_wei", "idle_wei"], batch_size=2000
     )
