@@ -122,14 +122,7 @@ def main() -> None:
     args = parser.parse_args()
 
     url = scratch.create(args.admin_url, DB)
-    os.environ["DATABASE_URL"] = url
-    os.environ.setdefault("DEBUG", "true")
-    os.environ["LOG_LEVEL"] = "WARNING"
-    sys.path.insert(0, str(ROOT))
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "portal.settings")
-    import django
-
-    django.setup()
+    scratch.setup_django(url)
     from django.core.management import call_command
     from django.db import connection
 

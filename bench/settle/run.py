@@ -209,14 +209,7 @@ def main() -> None:
     args = parser.parse_args()
 
     url = scratch.url_of(args.admin_url, DB) if args.reuse else scratch.create(args.admin_url, DB)
-    os.environ["DATABASE_URL"] = url
-    os.environ.setdefault("DEBUG", "true")
-    os.environ["LOG_LEVEL"] = "WARNING"
-    sys.path.insert(0, str(ROOT))
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "portal.settings")
-    import django
-
-    django.setup()
+    scratch.setup_django(url)
     from django.core.management import call_command
 
     if args.accumulated:
