@@ -129,8 +129,9 @@ def _store(batches: list[_Claimed]) -> int:
             per_gpu.setdefault(gpu, []).append(index)
         newest = _update_live_state(columns, per_gpu, received)
         backend().insert_samples([b.pk for b in batches], columns)
-        _roll_up(columns, per_gpu, {gpu: row[0] for gpu, row in newest.items()})
-        _accumulate(columns, per_gpu, newest)
+        in_order = _first_copies_in_order(columns["ts"], per_gpu)
+        _roll_up(columns, in_order, {gpu: row[0] for gpu, row in newest.items()})
+        _accumulate(columns, in_order, newest)
     _update_nodes(batches)
     TelemetryBatch.objects.filter(pk__in=[b.pk for b in batches]).update(
         status=TelemetryBatch.Status.PROCESSED,
@@ -170,7 +171,19 @@ def _update_live_state(
     return {row[0]: row[1:] for row in found}
 
 
-def _roll_up(columns: dict, per_gpu: dict[int, list[int]], previous: dict) -> None:
+def _first_copies_in_order(times: list, per_gpu: dict[int, list[int]]) -> dict[int, list[int]]:
+    """Each GPU's sample indexes in time order, the first copy of a reading alone (as the
+    table keeps it)."""
+    in_order = {}
+    for gpu, indexes in per_gpu.items():
+        first: dict = {}
+        for i in indexes:
+            first.setdefault(times[i], i)
+        in_order[gpu] = sorted(first.values(), key=times.__getitem__)
+    return in_order
+
+
+def _roll_up(columns: dict, in_order: dict[int, list[int]], previous: dict) -> None:
     """Minutes and hours for the new samples, while their GPUs' rows are locked.
 
     Samples newer than everything stored for their GPU (the usual case: agents report in
@@ -182,13 +195,8 @@ def _roll_up(columns: dict, per_gpu: dict[int, list[int]], previous: dict) -> No
     ts, util, used, temp, power = (columns[name] for name in _ROLLED_UP)
     deltas: dict[tuple[int, datetime], rollups.Agg] = {}
     notes = []
-    for gpu, indexes in per_gpu.items():
-        # The first copy of a reading wins, as in the table.
-        rows = sorted(
-            {
-                ts[i]: (ts[i], util[i], used[i], temp[i], power[i]) for i in reversed(indexes)
-            }.values()
-        )
+    for gpu, indexes in in_order.items():
+        rows = [(ts[i], util[i], used[i], temp[i], power[i]) for i in indexes]
         last = previous.get(gpu)
         if last is not None and rows[0][0] <= last:
             notes.append((gpu, rows[0][0], rows[-1][0]))
@@ -201,7 +209,7 @@ def _roll_up(columns: dict, per_gpu: dict[int, list[int]], previous: dict) -> No
         backend().insert_due(notes)
 
 
-def _accumulate(columns: dict, per_gpu: dict[int, list[int]], newest: dict[int, tuple]) -> None:
+def _accumulate(columns: dict, in_order: dict[int, list[int]], newest: dict[int, tuple]) -> None:
     """What settlement needs of the new samples (`rewards.accumulators`), while their GPUs'
     rows are locked: in-order samples are added, a GPU that got an older one marks the epochs
     it can change for a recount from raw samples."""
@@ -212,20 +220,15 @@ def _accumulate(columns: dict, per_gpu: dict[int, list[int]], newest: dict[int, 
         for name in ("ts", "utilization_gpu_pct", "memory_used_mib", "memory_total_mib", "job_id")
     )
     # The jobs the samples (and each GPU's newest before them) name, as attested now.
-    named = {job[i] for indexes in per_gpu.values() for i in indexes} | {
+    named = {job[i] for indexes in in_order.values() for i in indexes} | {
         row[4] for row in newest.values()
     }
     named.discard("")
     deltas = acc.Deltas(acc.Grid.load(), acc.jobs_named(named) if named else {})
-    for gpu, indexes in per_gpu.items():
-        # The first copy of a reading wins, as in the table.
-        readings = sorted(
-            {
-                ts[i]: acc.Reading(acc.to_us(ts[i]), util[i], total[i] - used[i], job[i])
-                for i in reversed(indexes)
-            }.values(),
-            key=lambda r: r.ts,
-        )
+    for gpu, indexes in in_order.items():
+        readings = [
+            acc.Reading(acc.to_us(ts[i]), util[i], total[i] - used[i], job[i]) for i in indexes
+        ]
         last_at, last_util, last_used, last_total, last_job, parent = newest[gpu]
         previous = None
         if last_at is not None:
