@@ -1,11 +1,17 @@
-"""Settlement at scale: 10,000 GPUs x one epoch of 10-second samples (3.6 M samples).
+"""Settlement at scale: 10,000 GPUs x one epoch of 10-second samples (3.6 M samples), then
+100,000 GPUs from accumulator rows alone.
 
-    python bench/settle/run.py [--gpus 10000] [--admin-url postgres://postgres@127.0.0.1:5432/postgres]
+    python bench/settle/run.py [--gpus 10000] [--skip-python] [--then-accumulated 100000]
+        [--admin-url postgres://postgres@127.0.0.1:5432/postgres]
+    python bench/settle/run.py --accumulated 100000     # the second part alone
 
 Creates (drops first) a database `bench_settle` on that server, migrates it, loads the rows
-with COPY, then times settlement of the epoch: the one-pass SQL usage and the whole
-`settle()` (usage, units, pools, 20,000 ledger rows), and the Python reference usage for
-comparison, which must agree exactly. Prints the figures; never a timed test.
+with COPY, rebuilds the usage accumulators from them, then times settlement of the epoch side
+by side: usage from the accumulators and by the one-pass SQL over every sample (which must
+agree exactly), the whole `settle()` each way (usage, units, pools, ledger rows), and the
+Python reference usage. Then, in a process and database (`bench_settle_accumulated`) of its
+own, 100,000 GPUs settled from accumulator rows alone, with peak memory. Prints the figures;
+never a timed test.
 """
 
 import argparse
@@ -13,6 +19,7 @@ import io
 import os
 import random
 import resource
+import subprocess
 import sys
 import time
 import tracemalloc
@@ -31,6 +38,11 @@ DB = "bench_settle"
 
 
 def peak_rss_mib() -> float:
+    """This process's peak resident memory: VmHWM, which starts afresh at exec (ru_maxrss
+    would carry the parent's peak into the 100,000-GPU child)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
@@ -206,9 +218,19 @@ def main() -> None:
         metavar="GPUS",
         help="instead: settle GPUS GPUs from accumulator rows alone (no raw samples loaded)",
     )
+    parser.add_argument(
+        "--then-accumulated",
+        type=int,
+        default=100_000,
+        metavar="GPUS",
+        help="after the comparison, settle GPUS GPUs from accumulator rows alone (0: skip)",
+    )
     args = parser.parse_args()
 
-    url = scratch.url_of(args.admin_url, DB) if args.reuse else scratch.create(args.admin_url, DB)
+    name = f"{DB}_accumulated" if args.accumulated else DB
+    url = (
+        scratch.url_of(args.admin_url, name) if args.reuse else scratch.create(args.admin_url, name)
+    )
     scratch.setup_django(url)
     from django.core.management import call_command
 
@@ -297,6 +319,16 @@ def main() -> None:
         print(f"Python reference usage:    {py_s:6.2f} s  (equal to SQL: {same}); "
               f"process peak RSS {peak_rss_mib():.0f} MiB")  # fmt: skip
         assert same
+
+    if args.then_accumulated:
+        # A process of its own: its own database, and its own peak memory.
+        print(f"\n{args.then_accumulated:,} GPUs from accumulator rows alone:")
+        sys.stdout.flush()
+        subprocess.run(
+            [sys.executable, __file__, "--accumulated", str(args.then_accumulated),
+             "--admin-url", args.admin_url],
+            check=True,
+        )  # fmt: skip
 
 
 if __name__ == "__main__":
