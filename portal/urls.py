@@ -2,7 +2,7 @@ from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
-from contributors.api.urls import auth_urlpatterns
+from contributors.api.urls import agent_urlpatterns, auth_urlpatterns
 from portal import views
 from rewards.public.urls import api_urlpatterns as public_api_urlpatterns
 
@@ -11,6 +11,7 @@ admin.site.site_title = "OmniTensor admin"
 admin.site.index_title = "Contributors, machines and rewards"
 
 urlpatterns = [
+    path("api/v1/agent/", include(agent_urlpatterns)),
     path("", views.landing, name="landing"),
     path("healthz", views.healthz, name="healthz"),
     # Prometheus (portal/metrics.py); 404 unless METRICS_TOKEN is set.

@@ -104,6 +104,7 @@ class Grid:
         self.policies = policies
         self.froms = [float("-inf") if p[0] is None else p[0] for p in policies]
         self.max_gap = max(p[2] for p in policies)
+        self._last = Span(0, 0, 0)  # the epoch `at` found last: samples come in runs
 
     @classmethod
     def load(cls) -> "Grid":
@@ -117,6 +118,9 @@ class Grid:
 
     def at(self, t: int) -> Span:
         """The epoch that holds the moment `t`."""
+        last = self._last
+        if last.start <= t < last.end:  # epochs do not overlap: the same one
+            return last
         index = bisect_right(self.froms, t) - 1
         effective, length, gap = self.policies[index]
         aligned = t - t % length
@@ -124,7 +128,8 @@ class Grid:
         end = aligned + length
         if index + 1 < len(self.policies):
             end = min(end, self.policies[index + 1][0])
-        return Span(start, end, gap)
+        self._last = Span(start, end, gap)
+        return self._last
 
     def pieces(self, ts: int, until: int | None):
         """(epoch, a, b) for each epoch whose settlement reads the sample at `ts` (as
@@ -137,10 +142,11 @@ class Grid:
                 b = ts + span.gap if until is None else min(until, ts + span.gap)
                 a = max(ts, span.start)
                 yield span, a, max(a, min(b, span.end))
-            span = self.at(span.end)
-            # A later policy's larger max_gap can reach past an epoch that does not read ts.
-            if span.start - self.max_gap >= ts:
+            # The next epoch starts where this one ends; it reads ts only if a max_gap reaches
+            # back to it (a later policy's larger one can reach past an epoch that does not).
+            if span.end - self.max_gap >= ts:
                 return
+            span = self.at(span.end)
 
 
 # --- what the drains add ---------------------------------------------------------------------
@@ -323,7 +329,7 @@ def write(deltas: Deltas) -> None:
     stored = {
         (gpu, to_us(start), job): values
         for gpu, start, job, *values in UsageAccumulator.objects.filter(
-            gpu_id__in=gpus, start__in=[from_us(s) for s in starts]
+            gpu_id__any=gpus, start__in=[from_us(s) for s in starts]
         ).values_list("gpu_id", "start", "job_id", *_VALUES, "end", "max_gap_s")
     }
     rows = []

@@ -114,12 +114,31 @@ def setup_database(nodes: int) -> list[dict]:
     tokens = [node.set_new_token() for node in rows]
     Node.objects.bulk_create(rows, batch_size=2000)
     fleet = [
-        {"token": token, "uuids": [f"GPU-{uuid.uuid4()}" for _ in range(GPUS_PER_NODE)]}
-        for token in tokens
+        {
+            "name": node.name,
+            "token": token,
+            "uuids": [f"GPU-{uuid.uuid4()}" for _ in range(GPUS_PER_NODE)],
+        }
+        for node, token in zip(rows, tokens, strict=True)
     ]
+    # Each GPU's next proof-of-GPU challenge as a running portal has it scheduled (random,
+    # GPU_VERIFICATION_INTERVAL_S apart on average): with none scheduled, every GPU of the
+    # fleet would be due at once, and the sweep would issue a verification wave (~4,000
+    # challenges every 15 s, 60 times the steady rate at 100,000 GPUs) during the measurement.
+    # Those issued during the run stay unanswered (the fleet does not compute proofs), so their
+    # nodes take the full path until the run ends.
+    from contributors.verification.challenges import next_time
+
+    now = datetime.now(UTC)
     GPU.objects.bulk_create(
         (
-            GPU(node=node, uuid=u, name="NVIDIA H100 80GB HBM3", memory_total_mib=81559)
+            GPU(
+                node=node,
+                uuid=u,
+                name="NVIDIA H100 80GB HBM3",
+                memory_total_mib=81559,
+                next_challenge_at=next_time(now),
+            )
             for node, member in zip(rows, fleet, strict=True)
             for u in member["uuids"]
         ),
@@ -380,6 +399,20 @@ def wait_until_stored(timeout: float = 600) -> None:
         time.sleep(0.2)
 
 
+def not_yet_seen(fleet: list[dict]) -> list[dict]:
+    """The nodes of `fleet` none of whose reports was stored yet."""
+    import psycopg
+
+    with psycopg.connect(f"{PG}/{DB}") as conn:
+        names = {
+            row[0]
+            for row in conn.execute(
+                "SELECT name FROM contributors_node WHERE last_seen_at IS NULL"
+            ).fetchall()
+        }
+    return [node for node in fleet if node["name"] in names]
+
+
 @dataclass
 class Load:
     """What the load generator saw."""
@@ -518,9 +551,17 @@ def main() -> None:
             print(f"warm-up: {args.warmup:.0f} s ...", flush=True)
             generate(port, fleet, args, args.warmup, int(time.time()) - 7200, True)
             wait_until_stored()
+            # On a slow day the warm-up's time does not reach every node: the rest report
+            # now, or the measured phase would take their first (full-path) reports.
+            while missing := not_yet_seen(fleet):
+                print(f"warm-up: {len(missing)} nodes not seen yet ...", flush=True)
+                seconds = max(2.0, min(args.warmup, len(missing) / 100))
+                generate(port, missing, args, seconds, int(time.time()) - 7200, True)
+                wait_until_stored()
         cpu_before = cpu_by_component(roots)
         postgres = PostgresMeter(DB)
         postgres.start()
+        print(f"measuring: {args.seconds:.0f} s ...", flush=True)
         measured_from = int(time.time()) - 3600
         received_from = datetime.now(UTC)
         load = generate(port, fleet, args, args.seconds, measured_from, not args.warmup)

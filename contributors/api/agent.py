@@ -6,6 +6,7 @@ Third-party agents rely on these status and error codes; change them only with a
 
 import functools
 
+import msgspec
 from django.conf import settings
 from django.db import transaction
 from django.http import HttpResponse
@@ -128,7 +129,13 @@ class TelemetryView(AgentView):
             metrics.batch_accepted()
         if outcome.enqueue:
             transaction.on_commit(lambda: request_drain(outcome.node_id))
-        return Response(outcome.body, status=outcome.status)
+        # JSON written by msgspec, as DRF's renderer would (compact, UTF-8): rendering a
+        # Response is a measurable share of the portal's most frequent request.
+        return HttpResponse(
+            msgspec.json.encode(outcome.body),
+            status=outcome.status,
+            content_type="application/json",
+        )
 
 
 class ConfigView(AgentView):

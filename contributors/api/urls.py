@@ -11,21 +11,26 @@ auth_urlpatterns = [
     path("demo", views.DemoSignInView.as_view(), name="auth-demo"),
 ]
 
-urlpatterns = [
-    path("agent/enroll", agent.EnrollView.as_view(), name="agent-enroll"),
-    path("agent/telemetry", agent.TelemetryView.as_view(), name="agent-telemetry"),
-    path("agent/config", agent.ConfigView.as_view(), name="agent-config"),
-    path("agent/proof/<str:name>", agent.ProofDocView.as_view(), name="agent-proof-doc"),
+# The agent API, under /api/v1/agent/: first in the site's URLconf (portal/urls.py), so a
+# telemetry report is routed without trying every page's pattern before it.
+agent_urlpatterns = [
+    path("enroll", agent.EnrollView.as_view(), name="agent-enroll"),
+    path("telemetry", agent.TelemetryView.as_view(), name="agent-telemetry"),
+    path("config", agent.ConfigView.as_view(), name="agent-config"),
+    path("proof/<str:name>", agent.ProofDocView.as_view(), name="agent-proof-doc"),
     path(
-        "agent/challenges/<uuid:challenge_id>/commit",
+        "challenges/<uuid:challenge_id>/commit",
         agent.ChallengeCommitView.as_view(),
         name="agent-challenge-commit",
     ),
     path(
-        "agent/challenges/<uuid:challenge_id>/reveal",
+        "challenges/<uuid:challenge_id>/reveal",
         agent.ChallengeRevealView.as_view(),
         name="agent-challenge-reveal",
     ),
+]
+
+urlpatterns = [
     path("me", views.MeView.as_view(), name="api-me"),
     path("me/gpus", views.MyGpusView.as_view(), name="api-my-gpus"),
     path("me/gpus/<path:uuid>/series", views.MyGpuSeriesView.as_view(), name="api-gpu-series"),

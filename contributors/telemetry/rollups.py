@@ -40,7 +40,16 @@ _MAXIMA = tuple(c for c in ROLLUP_COLUMNS if c in ROLLUP_MAXIMA)
 _LOCK_KEY = 0x0F1A_0001  # pg_advisory_xact_lock key of the rollup run
 
 
+_ZERO = timedelta(0)
+
+
 def floor_to(moment: datetime, period: timedelta) -> datetime:
+    """The start of the UTC minute or hour (`period`) that holds `moment`, in UTC."""
+    if moment.utcoffset() == _ZERO:  # the drains' times: cut the fields, no arithmetic
+        if period == MINUTE:
+            return moment.replace(second=0, microsecond=0, tzinfo=UTC)
+        if period == HOUR:
+            return moment.replace(minute=0, second=0, microsecond=0, tzinfo=UTC)
     seconds = int(period.total_seconds())
     epoch = int(moment.timestamp())
     return datetime.fromtimestamp(epoch - epoch % seconds, tz=UTC)

@@ -15,12 +15,15 @@ statements), or set CONN_MAX_AGE=0 and run without one.
 
 import functools
 import time
+import weakref
 from datetime import datetime
 from decimal import Decimal
 
 import msgspec
 from django.db import connection, connections
 from django.db.models import Lookup
+
+_cursors: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # psycopg connection -> cursor
 
 
 def fetch(sql: str, params: list) -> list[tuple]:
@@ -32,8 +35,13 @@ def fetch(sql: str, params: list) -> list[tuple]:
     import psycopg
 
     connection.ensure_connection()
+    raw = connection.connection
+    cursor = _cursors.get(raw)
+    if cursor is None or cursor.closed:
+        # One cursor per connection, reused: a new one copies the connection's adapters.
+        cursor = _cursors[raw] = psycopg.Cursor(raw)
     started = time.monotonic()
-    with connection.wrap_database_errors, psycopg.Cursor(connection.connection) as cursor:
+    with connection.wrap_database_errors:
         cursor.execute(sql, params)
         rows = cursor.fetchall() if cursor.description else []
     if connection.queries_logged:  # DEBUG, or a test counting queries: seen like any query

@@ -35,11 +35,24 @@ class Unavailable(Exception):
     """The shared cache did not answer (or failed just before, see DOWN_BACKOFF_S)."""
 
 
+# `count_hit` as one script (EVALSHA; redis-py loads it again after a Redis restart): one
+# command instead of a pipeline of three, which cost the telemetry request more in redis-py
+# than in Redis. SET NX EX creates the counter with its expiry, so the window ends on time.
+_COUNT_HIT = """
+redis.call('SET', KEYS[1], 0, 'EX', ARGV[1], 'NX')
+local count = redis.call('INCR', KEYS[1])
+local text = false
+if KEYS[2] then text = redis.call('GET', KEYS[2]) end
+return {count, text}
+"""
+
+
 class _Link:
     """A reusable client on one of Django's connection pools, and whether it is resting."""
 
     def __init__(self, pool):
         self.client = Redis(connection_pool=pool)  # keeps the pool, so its id is never reused
+        self.count_hit = self.client.register_script(_COUNT_HIT)
         self.down_until = 0.0
 
 
@@ -82,28 +95,23 @@ def _failed(link: _Link | None, what: str, exc: Exception) -> None:
 
 
 def count_hit(cache_key: str, ttl_s: int, fetch: str = "") -> tuple[int | None, str | None]:
-    """SET NX EX + INCR (+ GET of the text entry `fetch`) in one pipeline: the new count and the
-    entry, or (None, None) if the cache is not Redis. (SET NX creates the counter with its
-    expiry, so the window ends on time on any Redis since 2.6.12.) Raises `Unavailable` when
-    Redis does not answer."""
+    """SET NX EX + INCR (+ GET of the text entry `fetch`) in one script: the new count and the
+    entry, or (None, None) if the cache is not Redis. Raises `Unavailable` when Redis does not
+    answer."""
     backend = caches["default"]
     link = _link(backend)
     if link is None:
         return None, None
     if not _usable(link):
         raise Unavailable
-    key = backend.make_and_validate_key(cache_key)
-    pipe = link.client.pipeline(transaction=False)
-    pipe.set(key, 0, ex=ttl_s, nx=True)
-    pipe.incr(key)
+    keys = [backend.make_and_validate_key(cache_key)]
     if fetch:
-        pipe.get(backend.make_and_validate_key(fetch))
+        keys.append(backend.make_and_validate_key(fetch))
     try:
-        _, count, *fetched = pipe.execute()
+        count, text = link.count_hit(keys=keys, args=[ttl_s])
     except ERRORS as exc:
         _failed(link, "rate limit", exc)
         raise Unavailable from exc
-    text = fetched[0] if fetched else None
     return count, text.decode() if isinstance(text, bytes) else text
 
 
