@@ -5,7 +5,10 @@ A fleet of simulated nodes of 8 GPUs (12,500 nodes: 100,000 GPUs by default) pos
 Celery workers persist them and beat runs the ingestion side's periodic tasks (rollups,
 sweeper), as in production. The load comes from wrk with `fleet.lua` (Debian's `wrk` package;
 without it, from Python processes, which take more of the shared cores). A warm-up lets every
-node report first, as to a portal that has been running. Printed, for the measured phase:
+node report first (it goes on with the nodes not yet seen until none is left), as to a portal
+that has been running, whose GPUs have their next proof-of-GPU challenge scheduled at random
+(the fleet does not answer challenges: a node that gets one takes the full path until the run
+ends). Printed, for the measured phase:
 
 - samples/s accepted by the API (its own count) and samples/s persisted (counted in the samples
   table, from the first request to the last batch stored), API latency p50/p99;
