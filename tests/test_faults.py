@@ -100,6 +100,45 @@ def test_telemetry_is_accepted_and_still_limited_while_the_cache_is_down(setting
 
 
 @pytest.mark.django_db
+def test_telemetry_is_limited_and_remembered_on_a_redis_that_refuses_scripts(
+    settings, tmp_path, reaper
+):
+    """The rate limit and the remembered agent are one Lua script; a Redis whose ACL (or
+    renamed commands, or a proxy) refuses scripts gets the same commands as a pipeline, and
+    the cache is not taken for down."""
+    needs_redis_server()
+    redis = RedisServer(tmp_path / "redis")
+    redis.start()
+    reaper.add(redis.stop)
+    redis.client().execute_command(
+        "ACL", "SETUSER", "noscripts", "on", ">pw", "~*", "&*", "+@all", "-@scripting"
+    )
+    start_of_a_window()
+    node = EnrolledNode.enroll(gpus=1)
+    settings.TELEMETRY_RATE_PER_MIN = 3
+    settings.CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": f"redis://noscripts:pw@127.0.0.1:{redis.port}/1",
+        }
+    }
+    start = timezone.now() - timedelta(minutes=5)
+
+    answers = [node.post(node.batch([start + timedelta(seconds=k)])) for k in range(4)]
+
+    assert [a.status_code for a in answers] == [202, 202, 202, 429], answers[-1].content
+    import redis as redis_py
+
+    store = redis_py.Redis(host="127.0.0.1", port=redis.port, db=1, socket_timeout=5)
+    keys = {key.decode() for key in store.keys("*")}
+    # Counted in Redis (not in this process), and the agent remembered there after its first
+    # report: the cache was used, not given up on.
+    assert any(":ratelimit:telemetry:" in key for key in keys), keys
+    assert any(":agent:" in key for key in keys), keys
+    assert node.batches().filter(status=PENDING).count() == 3
+
+
+@pytest.mark.django_db
 def test_sign_in_and_pages_answer_while_the_cache_is_down(settings):
     settings.CACHES = dead_redis_cache()
     client = Client()

@@ -402,6 +402,52 @@ def wait_until_stored(timeout: float = 600) -> None:
         time.sleep(0.2)
 
 
+def report_once(port: int, nodes: list[dict], first_sample: int) -> None:
+    """One first report of each node (its inventory and 3 samples per GPU, as fleet.lua's),
+    one after the other: no node moves its sample times on more than one report."""
+    import http.client
+
+    base = datetime.fromtimestamp(first_sample, UTC)
+    for node in nodes:
+        times = [(base + timedelta(seconds=10 * k)).isoformat() for k in range(SAMPLES_PER_GPU)]
+        body = json.dumps(
+            {
+                "gpus": [
+                    {"uuid": u, "name": "NVIDIA H100 80GB HBM3", "memory_total_mib": 81559}
+                    for u in node["uuids"]
+                ],
+                "batch_id": str(uuid.uuid4()),
+                "sent_at": datetime.now(UTC).isoformat(),
+                "samples": [
+                    {
+                        "gpu_uuid": u,
+                        "ts": ts,
+                        "utilization_gpu_pct": 87.0,
+                        "memory_used_mib": 40000,
+                        "memory_total_mib": 81559,
+                        "temperature_c": 61.0,
+                        "power_w": 512.5,
+                        "job_id": "bench-job",
+                    }
+                    for ts in times
+                    for u in node["uuids"]
+                ],
+            }
+        )
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        conn.request(
+            "POST",
+            "/api/v1/agent/telemetry",
+            body,
+            {"Content-Type": "application/json", "Authorization": f"Bearer {node['token']}"},
+        )
+        response = conn.getresponse()
+        answer = response.read()
+        conn.close()
+        if response.status != 202:
+            raise SystemExit(f"a warm-up report was refused: {response.status} {answer[:300]!r}")
+
+
 def not_yet_seen(fleet: list[dict]) -> list[dict]:
     """The nodes of `fleet` none of whose reports was stored yet."""
     import psycopg
@@ -555,12 +601,17 @@ def main() -> None:
             generate(port, fleet, args, args.warmup, int(time.time()) - 7200, True)
             wait_until_stored()
             # On a slow day the warm-up's time does not reach every node: the rest report
-            # now, or the measured phase would take their first (full-path) reports.
-            while missing := not_yet_seen(fleet):
-                print(f"warm-up: {len(missing)} nodes not seen yet ...", flush=True)
-                seconds = max(2.0, min(args.warmup, len(missing) / 100))
-                generate(port, missing, args, seconds, int(time.time()) - 7200, True)
+            # once now, or the measured phase would take their first (full-path) reports.
+            for _ in range(3):
+                missing = not_yet_seen(fleet)
+                if not missing:
+                    break
+                print(f"warm-up: {len(missing)} nodes not seen yet, one report each ...")
+                report_once(port, missing, int(time.time()) - 7200)
                 wait_until_stored()
+            else:
+                if missing := not_yet_seen(fleet):
+                    raise SystemExit(f"{len(missing)} nodes were never stored in the warm-up")
         cpu_before = cpu_by_component(roots)
         postgres = PostgresMeter(DB)
         postgres.start()

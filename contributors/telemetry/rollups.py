@@ -47,9 +47,9 @@ def floor_to(moment: datetime, period: timedelta) -> datetime:
     """The start of the UTC minute or hour (`period`) that holds `moment`, in UTC."""
     if moment.utcoffset() == _ZERO:  # the drains' times: cut the fields, no arithmetic
         if period == MINUTE:
-            return moment.replace(second=0, microsecond=0, tzinfo=UTC)
+            return moment.replace(second=0, microsecond=0, tzinfo=UTC, fold=0)
         if period == HOUR:
-            return moment.replace(minute=0, second=0, microsecond=0, tzinfo=UTC)
+            return moment.replace(minute=0, second=0, microsecond=0, tzinfo=UTC, fold=0)
     seconds = int(period.total_seconds())
     epoch = int(moment.timestamp())
     return datetime.fromtimestamp(epoch - epoch % seconds, tz=UTC)

@@ -3,11 +3,12 @@
 Django's PostgreSQL backend binds parameters on the client: every execution quotes each value
 into the SQL text (a batch's JSON included) and PostgreSQL parses and plans the statement again.
 `fetch` runs a statement through a psycopg cursor with server-side binding instead, so the
-parameters travel apart from the SQL and psycopg prepares a statement it has seen a few times
-(`prepare_threshold`): the telemetry request's two statements are then planned once per
-connection. Errors come out as Django's (`django.db.IntegrityError`, …) like any query's, and
-the statement runs on Django's connection, inside whatever transaction is open. Other
-databases go through Django's cursor unchanged.
+parameters travel apart from the SQL, and each statement is prepared on its first use
+(Django turns psycopg's own `prepare_threshold` off; psycopg keeps the most recent 100 per
+connection): the telemetry request's statements and the drains' are then parsed and planned
+once per connection. Errors come out as Django's (`django.db.IntegrityError`, …) like any
+query's, and the statement runs on Django's connection, inside whatever transaction is open.
+Other databases go through Django's cursor unchanged.
 
 Behind a pooler in transaction mode, use PgBouncer 1.21 or newer (it tracks prepared
 statements), or set CONN_MAX_AGE=0 and run without one.
@@ -15,15 +16,12 @@ statements), or set CONN_MAX_AGE=0 and run without one.
 
 import functools
 import time
-import weakref
 from datetime import datetime
 from decimal import Decimal
 
 import msgspec
 from django.db import connection, connections
 from django.db.models import Lookup
-
-_cursors: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # psycopg connection -> cursor
 
 
 def fetch(sql: str, params: list) -> list[tuple]:
@@ -36,13 +34,16 @@ def fetch(sql: str, params: list) -> list[tuple]:
 
     connection.ensure_connection()
     raw = connection.connection
-    cursor = _cursors.get(raw)
-    if cursor is None or cursor.closed:
-        # One cursor per connection, reused: a new one copies the connection's adapters.
-        cursor = _cursors[raw] = psycopg.Cursor(raw)
+    # One cursor per connection, kept on Django's (per-thread) connection object and made
+    # again when it reconnects: a new cursor copies the connection's adapters every time.
+    cursor = getattr(connection, "_fetch_cursor", None)
+    if cursor is None or cursor.closed or cursor.connection is not raw:
+        cursor = connection._fetch_cursor = psycopg.Cursor(raw)
     started = time.monotonic()
     with connection.wrap_database_errors:
-        cursor.execute(sql, params)
+        # Prepared on first use (Django leaves psycopg's prepare_threshold off): these are
+        # the hot paths' fixed statements, planned once per connection instead of per call.
+        cursor.execute(sql, params, prepare=True)
         rows = cursor.fetchall() if cursor.description else []
     if connection.queries_logged:  # DEBUG, or a test counting queries: seen like any query
         connection.queries_log.append({"sql": sql, "time": f"{time.monotonic() - started:.3f}"})

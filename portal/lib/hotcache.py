@@ -21,7 +21,7 @@ import time
 from django.core.cache import caches
 from django.core.cache.backends.redis import RedisCache
 from redis import Redis
-from redis.exceptions import RedisError
+from redis.exceptions import NoPermissionError, RedisError, ResponseError
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +53,7 @@ class _Link:
     def __init__(self, pool):
         self.client = Redis(connection_pool=pool)  # keeps the pool, so its id is never reused
         self.count_hit = self.client.register_script(_COUNT_HIT)
+        self.scripting = True  # False once Redis refused to run a script
         self.down_until = 0.0
 
 
@@ -108,11 +109,40 @@ def count_hit(cache_key: str, ttl_s: int, fetch: str = "") -> tuple[int | None, 
     if fetch:
         keys.append(backend.make_and_validate_key(fetch))
     try:
-        count, text = link.count_hit(keys=keys, args=[ttl_s])
+        try:
+            if not link.scripting:
+                raise _NoScripting
+            count, text = link.count_hit(keys=keys, args=[ttl_s])
+        except (_NoScripting, NoPermissionError, ResponseError) as exc:
+            if not isinstance(exc, _NoScripting) and not _refuses_scripts(exc):
+                raise
+            # A Redis (or proxy, or ACL) that does not run scripts: the same commands as a
+            # pipeline, from now on in this process.
+            link.scripting = False
+            pipe = link.client.pipeline(transaction=False)
+            pipe.set(keys[0], 0, ex=ttl_s, nx=True)
+            pipe.incr(keys[0])
+            if fetch:
+                pipe.get(keys[1])
+            _, count, *fetched = pipe.execute()
+            text = fetched[0] if fetched else None
     except ERRORS as exc:
         _failed(link, "rate limit", exc)
         raise Unavailable from exc
     return count, text.decode() if isinstance(text, bytes) else text
+
+
+class _NoScripting(Exception):
+    pass
+
+
+def _refuses_scripts(exc: Exception) -> bool:
+    """Whether Redis refused to run a script at all (ACL without @scripting, EVALSHA renamed
+    or disabled), not what the script did."""
+    if isinstance(exc, NoPermissionError):
+        return True
+    text = str(exc).lower()
+    return "unknown command" in text or "noperm" in text
 
 
 def get_text(cache_key: str) -> str | None:
