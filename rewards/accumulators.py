@@ -376,6 +376,7 @@ def write(deltas: Deltas) -> None:
 
 _READ = ("gpu_id", "start", "job_id", *_VALUES, "end", "max_gap_s")
 _WEI = tuple(_READ.index(name) for name in ("avail_mib_us", "busy_avail_mib_us"))
+assert _WEI[1] == _WEI[0] + 1  # `_stored_rows` converts the two side by side
 
 
 def _stored_rows(gpus: list[int], starts: list[datetime]) -> list[tuple]:
@@ -393,7 +394,8 @@ def _stored_rows(gpus: list[int], starts: list[datetime]) -> list[tuple]:
         ["{" + ",".join(map(str, gpus)) + "}", starts],  # ids as text: as `__any` sends them
     )
     # numeric comes as Decimal: the sums are integers (WeiField's from_db_value does the same)
-    return [tuple(int(v) if i in _WEI else v for i, v in enumerate(row)) for row in rows]
+    a, b = _WEI
+    return [(*row[:a], int(row[a]), int(row[b]), *row[b + 1 :]) for row in rows]
 
 
 # The columns `write` sends, in its rows' order, with their PostgreSQL types.
