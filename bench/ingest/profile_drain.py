@@ -35,18 +35,7 @@ def setup(nodes: int):
     from bench import scratch
 
     url = scratch.create(f"{PG}/postgres", DB)
-    os.environ.update(
-        {
-            "DEBUG": "false",
-            "SECRET_KEY": "bench-" + "abcdefghij" * 6,
-            "ALLOWED_HOSTS": "127.0.0.1",
-            "DATABASE_URL": url,
-            "CACHE_URL": "locmemcache://",
-            "DEMO_FLEET": "false",
-            "LOG_LEVEL": "WARNING",
-            "DJANGO_SETTINGS_MODULE": "portal.settings",
-        }
-    )
+    os.environ.update(scratch.portal_env(url, cache_url="locmemcache://"))
     import django
 
     django.setup()

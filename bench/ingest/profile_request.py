@@ -49,22 +49,15 @@ def setup(nodes: int) -> list[dict]:
         conn.execute(f"CREATE DATABASE {DB}")
     for url in (BROKER, CACHE):
         redis.Redis.from_url(url).flushdb()
+    sys.path.insert(0, str(ROOT))
+    from bench import scratch
+
     os.environ.update(
         {
-            "DEBUG": "false",
-            "SECRET_KEY": "bench-" + "x" * 60,
-            "ALLOWED_HOSTS": "127.0.0.1",
-            "SECURE_SSL_REDIRECT": "false",
-            "DATABASE_URL": f"{PG}/{DB}",
-            "CELERY_BROKER_URL": BROKER,
-            "CACHE_URL": CACHE,
-            "LOG_LEVEL": "WARNING",
-            "DEMO_FLEET": "false",
+            **scratch.portal_env(f"{PG}/{DB}", cache_url=CACHE, broker_url=BROKER),
             "TELEMETRY_RATE_PER_MIN": "1000000",
-            "DJANGO_SETTINGS_MODULE": "portal.settings",
         }
     )
-    sys.path.insert(0, str(ROOT))
     import django
 
     django.setup()

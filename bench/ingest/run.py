@@ -47,6 +47,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+from bench import scratch  # noqa: E402 - needs ROOT on the path
+
 PG = "postgres://postgres@127.0.0.1:5432"
 DB = "bench_ingest"
 BROKER = "redis://127.0.0.1:6379/14"
@@ -64,19 +67,11 @@ def env(nodes: int = 12500) -> dict:
     return {
         **overrides,
         **os.environ,
-        "DEBUG": "false",
-        "SECRET_KEY": "bench-" + "x" * 60,
-        "ALLOWED_HOSTS": "127.0.0.1",
-        "SECURE_SSL_REDIRECT": "false",
-        "DATABASE_URL": f"{PG}/{DB}",
-        "CELERY_BROKER_URL": BROKER,
-        "CACHE_URL": CACHE,
-        "LOG_LEVEL": "WARNING",
+        **scratch.portal_env(f"{PG}/{DB}", cache_url=CACHE, broker_url=BROKER),
         # Beat runs the ingestion side's periodic tasks (rollups, sweeper); settlement has a
         # bench of its own (bench/settle) and would here settle the warm-up's hours at once.
         "REWARD_SETTLE_EVERY_S": str(10**9),
         "CLAIM_WATCH_EVERY_S": str(10**9),
-        "DEMO_FLEET": "false",
         "PYTHONUNBUFFERED": "1",
     }
 
@@ -105,10 +100,8 @@ def setup_database(nodes: int) -> list[dict]:
         redis.Redis.from_url(url).flushdb()
 
     os.environ.update(env(nodes))
-    sys.path.insert(0, str(ROOT))
     import django
 
-    os.environ["DJANGO_SETTINGS_MODULE"] = "portal.settings"
     django.setup()
     from contributors.models import GPU, Contributor, Node
 
@@ -153,12 +146,47 @@ def setup_database(nodes: int) -> list[dict]:
     return fleet
 
 
+def sample_objects(uuids: list[str], times: list[str]) -> list[dict]:
+    """A report's samples as fleet.lua writes them: each GPU at each time, 87 % busy."""
+    return [
+        {
+            "gpu_uuid": gpu,
+            "ts": ts,
+            "utilization_gpu_pct": 87.0,
+            "memory_used_mib": 40000,
+            "memory_total_mib": 81559,
+            "temperature_c": 61.0,
+            "power_w": 512.5,
+            "job_id": "bench-job",
+        }
+        for ts in times
+        for gpu in uuids
+    ]
+
+
+def post_report(port: int, token: str, body: str) -> tuple[int, bytes]:
+    """POST one report on a new connection (as gunicorn's sync workers close each); its
+    status and body. Raises OSError when the connection fails."""
+    import http.client
+
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        conn.request(
+            "POST",
+            "/api/v1/agent/telemetry",
+            body,
+            {"Content-Type": "application/json", "Authorization": f"Bearer {token}"},
+        )
+        response = conn.getresponse()
+        return response.status, response.read()
+    finally:
+        conn.close()
+
+
 def client(
     port: int, nodes: list[dict], seconds: float, start_at: float, first_sample: float, out
 ) -> None:
     """Post batches round-robin over `nodes` until the time is up; report latencies."""
-    import http.client
-
     # Each node's samples are 10 s apart; with the default fleet a node posts about every 30 s,
     # so sample times move about as fast as the clock, as with real agents.
     base = datetime.fromtimestamp(first_sample, UTC)
@@ -168,20 +196,7 @@ def client(
     # shares the machine's cores with the portal, so it spends as little of them as it can.
     templates = []
     for node in nodes:
-        samples = [
-            {
-                "gpu_uuid": gpu,
-                "ts": f"@TS{k}@",
-                "utilization_gpu_pct": 87.0,
-                "memory_used_mib": 40000,
-                "memory_total_mib": 81559,
-                "temperature_c": 61.0,
-                "power_w": 512.5,
-                "job_id": "bench-job",
-            }
-            for k in range(SAMPLES_PER_GPU)
-            for gpu in node["uuids"]
-        ]
+        samples = sample_objects(node["uuids"], [f"@TS{k}@" for k in range(SAMPLES_PER_GPU)])
         templates.append(
             json.dumps({"batch_id": "@BATCH@", "sent_at": "@SENT@", "samples": samples})
         )
@@ -201,21 +216,12 @@ def client(
         step[position] += SAMPLES_PER_GPU
         began = time.perf_counter()
         try:
-            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-            conn.request(
-                "POST",
-                "/api/v1/agent/telemetry",
-                body,
-                {"Content-Type": "application/json", "Authorization": f"Bearer {node['token']}"},
-            )
-            response = conn.getresponse()
-            payload = response.read()
-            conn.close()
+            status, payload = post_report(port, node["token"], body)
         except OSError:
             errors += 1
             continue
         latencies.append(time.perf_counter() - began)
-        if response.status == 202:
+        if status == 202:
             accepted += json.loads(payload)["accepted"]
         else:
             errors += 1
@@ -405,8 +411,6 @@ def wait_until_stored(timeout: float = 600) -> None:
 def report_once(port: int, nodes: list[dict], first_sample: int) -> None:
     """One first report of each node (its inventory and 3 samples per GPU, as fleet.lua's),
     one after the other: no node moves its sample times on more than one report."""
-    import http.client
-
     base = datetime.fromtimestamp(first_sample, UTC)
     for node in nodes:
         times = [(base + timedelta(seconds=10 * k)).isoformat() for k in range(SAMPLES_PER_GPU)]
@@ -418,34 +422,12 @@ def report_once(port: int, nodes: list[dict], first_sample: int) -> None:
                 ],
                 "batch_id": str(uuid.uuid4()),
                 "sent_at": datetime.now(UTC).isoformat(),
-                "samples": [
-                    {
-                        "gpu_uuid": u,
-                        "ts": ts,
-                        "utilization_gpu_pct": 87.0,
-                        "memory_used_mib": 40000,
-                        "memory_total_mib": 81559,
-                        "temperature_c": 61.0,
-                        "power_w": 512.5,
-                        "job_id": "bench-job",
-                    }
-                    for ts in times
-                    for u in node["uuids"]
-                ],
+                "samples": sample_objects(node["uuids"], times),
             }
         )
-        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-        conn.request(
-            "POST",
-            "/api/v1/agent/telemetry",
-            body,
-            {"Content-Type": "application/json", "Authorization": f"Bearer {node['token']}"},
-        )
-        response = conn.getresponse()
-        answer = response.read()
-        conn.close()
-        if response.status != 202:
-            raise SystemExit(f"a warm-up report was refused: {response.status} {answer[:300]!r}")
+        status, answer = post_report(port, node["token"], body)
+        if status != 202:
+            raise SystemExit(f"a warm-up report was refused: {status} {answer[:300]!r}")
 
 
 def not_yet_seen(fleet: list[dict]) -> list[dict]:
