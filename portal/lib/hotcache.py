@@ -109,31 +109,31 @@ def count_hit(cache_key: str, ttl_s: int, fetch: str = "") -> tuple[int | None, 
     if fetch:
         keys.append(backend.make_and_validate_key(fetch))
     try:
-        try:
-            if not link.scripting:
-                raise _NoScripting
-            count, text = link.count_hit(keys=keys, args=[ttl_s])
-        except (_NoScripting, NoPermissionError, ResponseError) as exc:
-            if not isinstance(exc, _NoScripting) and not _refuses_scripts(exc):
-                raise
-            # A Redis (or proxy, or ACL) that does not run scripts: the same commands as a
-            # pipeline, from now on in this process.
-            link.scripting = False
-            pipe = link.client.pipeline(transaction=False)
-            pipe.set(keys[0], 0, ex=ttl_s, nx=True)
-            pipe.incr(keys[0])
-            if fetch:
-                pipe.get(keys[1])
-            _, count, *fetched = pipe.execute()
-            text = fetched[0] if fetched else None
+        if link.scripting:
+            try:
+                count, text = link.count_hit(keys=keys, args=[ttl_s])
+            except (NoPermissionError, ResponseError) as exc:
+                if not _refuses_scripts(exc):
+                    raise
+                link.scripting = False  # from now on in this process: the pipeline below
+        if not link.scripting:
+            count, text = _count_hit_pipelined(link.client, keys, ttl_s)
     except ERRORS as exc:
         _failed(link, "rate limit", exc)
         raise Unavailable from exc
     return count, text.decode() if isinstance(text, bytes) else text
 
 
-class _NoScripting(Exception):
-    pass
+def _count_hit_pipelined(client: Redis, keys: list[str], ttl_s: int) -> tuple[int, bytes | None]:
+    """The script's commands as one pipeline, for a Redis (or proxy, or ACL) that refuses
+    scripts."""
+    pipe = client.pipeline(transaction=False)
+    pipe.set(keys[0], 0, ex=ttl_s, nx=True)
+    pipe.incr(keys[0])
+    if len(keys) > 1:
+        pipe.get(keys[1])
+    _, count, *fetched = pipe.execute()
+    return count, fetched[0] if fetched else None
 
 
 def _refuses_scripts(exc: Exception) -> bool:
